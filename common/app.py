@@ -1,0 +1,63 @@
+"""`build_app`: the wiring every service shares.
+
+A service's own `create_app(settings)` calls this with its lifespan, routers and error
+mapping; it gets logging, request ids, metrics at `/metrics`, tracing, `/healthz`, `/readyz`,
+a body-size limit and problem+json errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Callable
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from common.errors import DomainError, install_problem_handlers
+from common.health import HealthChecks, health_router
+from common.logging import configure_logging
+from common.metrics import HttpMetrics
+from common.middleware import BodyLimitMiddleware, ObservabilityMiddleware
+from common.settings import ServiceSettings
+from common.tracing import setup_tracing
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+def build_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    lifespan: Lifespan,
+    registry: CollectorRegistry,
+    checks: HealthChecks,
+    errors: Mapping[type[DomainError], int] | None = None,
+    access_log: bool = True,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """Build a FastAPI app with the suite's observability and error handling."""
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.checks = checks
+    install_problem_handlers(app, errors)
+    app.include_router(health_router(checks))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        service=settings.service_name,
+        metrics=HttpMetrics(registry),
+        access_log=access_log,
+    )
+    app.state.tracer_provider = setup_tracing(
+        app, service=settings.service_name, endpoint=settings.otel_exporter_otlp_endpoint
+    )
+    return app

@@ -1,0 +1,105 @@
+"""Settings base class: environment (and `.env`) with a per-service prefix over shared names.
+
+Every service subclasses `ServiceSettings` with `env_prefix="<SERVICE>_"`. The shared fields
+(`redis_url`, `database_url`, `log_level`, `log_format`, `otel_exporter_otlp_endpoint`) are read
+from the prefixed variable first (`URL_SHORTENER_REDIS_URL`) and then from the unprefixed one
+(`REDIS_URL`), so one `.env` can point the whole suite at the same Redis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SHARED_FIELDS = (
+    "redis_url",
+    "database_url",
+    "log_level",
+    "log_format",
+    "otel_exporter_otlp_endpoint",
+    "data_dir",
+    "environment",
+)
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development"}
+
+
+class _SharedOnly(PydanticBaseSettingsSource):
+    """Wraps an unprefixed source and keeps only the shared fields."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._inner().items() if k in SHARED_FIELDS}
+
+
+class ServiceSettings(BaseSettings):
+    """What every service is configured with; subclasses add their own fields."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", validate_default=True)
+
+    service_name: str = "service"
+    environment: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Path(".data")
+    redis_url: str | None = None
+    database_url: str | None = None
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    otel_exporter_otlp_endpoint: str | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env_file = settings_cls.model_config.get("env_file")
+        shared_env = _SharedOnly(settings_cls, EnvSettingsSource(settings_cls, env_prefix=""))
+        shared_dotenv = _SharedOnly(
+            settings_cls, DotEnvSettingsSource(settings_cls, env_file=env_file, env_prefix="")
+        )
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            shared_env,
+            shared_dotenv,
+            file_secret_settings,
+        )
+
+    @model_validator(mode="after")
+    def _check_url_schemes(self) -> ServiceSettings:
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return self
+
+    def require_secret(self, name: str, value: str) -> str:
+        """Refuse placeholder secrets outside development; returns the value."""
+        if self.environment == "production" and value.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(f"{name} must be set to a real secret in production")
+        return value
+
+    def sqlite_url(self, name: str) -> str:
+        """The default database: a SQLite file under the data folder."""
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{name}.db').resolve()}"
