@@ -7,9 +7,9 @@ a body-size limit and problem+json errors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response

@@ -9,7 +9,12 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 # Plain scheme -> the async driver this suite ships.
@@ -28,7 +33,7 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite files get WAL and a busy timeout so several processes can share one."""
+    """An async engine; SQLite gets WAL and a busy timeout so several processes can share a file."""
     url = async_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

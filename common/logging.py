@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 
-def _add_trace_id(_: object, __: str, event: dict) -> dict:
+def _add_trace_id(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     try:
         from opentelemetry import trace
 

@@ -132,20 +132,18 @@ def ensure_shared_redis(data_dir: Path, *, timeout: float = 10.0) -> str:
             if ping(port):
                 return f"redis://127.0.0.1:{port}/0"
         port = free_port()
-        subprocess.run(
-            [
-                redis_binary(),
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--dir", str(folder),
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--daemonize", "yes",
-                "--pidfile", str(folder / "redis.pid"),
-                "--logfile", str(folder / "redis.log"),
-            ],  # fmt: skip
-            check=True,
-        )
+        args = [
+            redis_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(folder),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--daemonize", "yes",
+            "--pidfile", str(folder / "redis.pid"),
+            "--logfile", str(folder / "redis.log"),
+        ]  # fmt: skip
+        subprocess.run(args, check=True)
         _wait_ready(port, None, timeout)
         port_file.write_text(str(port))
         return f"redis://127.0.0.1:{port}/0"
