@@ -67,15 +67,21 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def status_for(exc: DomainError, statuses: Mapping[type[DomainError], int]) -> int:
+    """The HTTP status a domain exception maps to (400 when unmapped)."""
+    return next((s for cls, s in statuses.items() if isinstance(exc, cls)), 400)
+
+
 def install_problem_handlers(
     app: FastAPI, statuses: Mapping[type[DomainError], int] | None = None
 ) -> None:
     """Map domain exceptions, validation failures and HTTP errors to problem+json."""
     mapping = dict(statuses or {})
+    app.state.error_statuses = mapping
 
     async def on_domain(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
-        status = next((s for cls, s in mapping.items() if isinstance(exc, cls)), 400)
+        status = status_for(exc, mapping)
         headers = {}
         if "retry_after" in exc.extra:
             headers["Retry-After"] = str(exc.extra["retry_after"])

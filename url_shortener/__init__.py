@@ -1,0 +1,1 @@
+"""URL shortener: a bit.ly / Shlink / Kutt clone. See README.md."""

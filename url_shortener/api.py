@@ -1,0 +1,252 @@
+"""Routes only: parse, call the service, shape the response."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Annotated, Literal
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import ValidationError
+
+from common.errors import DomainError, status_for
+from common.net import client_ip
+from url_shortener import qr
+from url_shortener.deps import KeysDep, LinksDep, OwnerDep, SettingsDep
+from url_shortener.errors import LinkNotFound
+from url_shortener.schemas import (
+    BulkCreate,
+    BulkItemResult,
+    BulkResult,
+    KeyCreate,
+    KeyCreated,
+    LinkCreate,
+    LinkPage,
+    LinkRead,
+    LinkStats,
+    LinkUpdate,
+)
+from url_shortener.service import Visitor
+from url_shortener.settings import UrlShortenerSettings
+from url_shortener.store import Link
+
+api = APIRouter(prefix="/api", tags=["links"])
+redirects = APIRouter(tags=["redirects"])
+
+CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def link_read(link: Link, settings: UrlShortenerSettings) -> LinkRead:
+    return LinkRead(
+        code=link.code,
+        short_url=f"{settings.public_base_url}/{link.code}",
+        url=link.url,
+        created_at=link.created_at,
+        expires_at=link.expires_at,
+        max_visits=link.max_visits,
+        redirect_status=link.redirect_status,
+        tags=link.tags,
+        visits=link.visits,
+        has_password=link.password_hash is not None,
+    )
+
+
+# ---- management API -----------------------------------------------------------------------
+
+
+@api.post("/links", status_code=201)
+async def create_link(
+    body: LinkCreate, links: LinksDep, owner: OwnerDep, settings: SettingsDep
+) -> LinkRead:
+    return link_read(await links.create(body, owner=owner), settings)
+
+
+@api.post("/links/bulk")
+async def create_links(
+    body: BulkCreate, request: Request, links: LinksDep, owner: OwnerDep, settings: SettingsDep
+) -> BulkResult:
+    results = []
+    for index, outcome in await links.create_many(body.links, owner=owner):
+        if isinstance(outcome, Link):
+            results.append(
+                BulkItemResult(index=index, status=201, link=link_read(outcome, settings))
+            )
+        elif isinstance(outcome, ValidationError):
+            errors = [
+                {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in outcome.errors()
+            ]
+            results.append(
+                BulkItemResult(
+                    index=index,
+                    status=422,
+                    error={"title": "Validation failed", "errors": errors},
+                )
+            )
+        else:
+            assert isinstance(outcome, DomainError)
+            status = status_for(outcome, request.app.state.error_statuses)
+            results.append(
+                BulkItemResult(
+                    index=index,
+                    status=status,
+                    error={"title": outcome.title, "detail": outcome.detail},
+                )
+            )
+    created = sum(1 for r in results if r.status == 201)
+    return BulkResult(created=created, failed=len(results) - created, results=results)
+
+
+@api.get("/links")
+async def list_links(
+    links: LinksDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    tag: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> LinkPage:
+    items, next_cursor = await links.list(tag=tag, cursor=cursor, limit=limit)
+    return LinkPage(items=[link_read(link, settings) for link in items], next_cursor=next_cursor)
+
+
+@api.get("/links/{code}")
+async def get_link(code: str, links: LinksDep, owner: OwnerDep, settings: SettingsDep) -> LinkRead:
+    return link_read(await links.get(code), settings)
+
+
+@api.patch("/links/{code}")
+async def update_link(
+    code: str, body: LinkUpdate, links: LinksDep, owner: OwnerDep, settings: SettingsDep
+) -> LinkRead:
+    return link_read(await links.update(code, body), settings)
+
+
+@api.delete("/links/{code}", status_code=204)
+async def delete_link(code: str, links: LinksDep, owner: OwnerDep) -> Response:
+    await links.delete(code)
+    return Response(status_code=204)
+
+
+@api.get("/links/{code}/stats", response_model=LinkStats)
+async def link_stats(
+    code: str,
+    links: LinksDep,
+    owner: OwnerDep,
+    format: Literal["json", "csv"] = "json",
+) -> Response | dict[str, object]:
+    if format == "csv":
+        rows = await links.visits_csv(code)
+        return StreamingResponse(
+            rows,
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{code}-visits.csv"'},
+        )
+    return await links.stats(code)
+
+
+@api.get("/links/{code}/qr")
+async def link_qr(
+    code: str,
+    links: LinksDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    format: Literal["svg", "png"] = "svg",
+    size: Annotated[int, Query(ge=qr.MIN_SIZE, le=qr.MAX_SIZE)] = 256,
+) -> Response:
+    link = await links.get(code)
+    body = qr.render(f"{settings.public_base_url}/{link.code}", fmt=format, size=size)
+    media = "image/svg+xml" if format == "svg" else "image/png"
+    return Response(body, media_type=media, headers={"cache-control": "private, max-age=3600"})
+
+
+@api.post("/keys", status_code=201, tags=["keys"])
+async def create_key(body: KeyCreate, keys: KeysDep, owner: OwnerDep) -> KeyCreated:
+    row, key = await keys.create(body.name)
+    return KeyCreated(
+        id=row.id, name=row.name, prefix=row.prefix, key=key, created_at=row.created_at
+    )
+
+
+# ---- redirects ----------------------------------------------------------------------------
+
+
+def _location(url: str) -> str:
+    """Header-safe Location: non-ASCII characters percent-encoded (IRI -> URI)."""
+    if url.isascii():
+        return url
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+
+
+def _cache_control(status: int, settings: UrlShortenerSettings) -> str:
+    # Permanent redirects may be cached briefly by browsers (fewer hits, fewer counted
+    # visits); temporary ones never, so edits, expiry and analytics stay exact.
+    if status in (301, 308) and settings.permanent_redirect_max_age:
+        return f"private, max-age={settings.permanent_redirect_max_age}"
+    return "private, no-store"
+
+
+def _visitor(request: Request, settings: UrlShortenerSettings) -> Visitor:
+    headers = request.headers
+    peer = request.client.host if request.client else None
+    return Visitor(
+        client_ip=client_ip(peer, headers.get("x-forwarded-for"), tuple(settings.trusted_proxies)),
+        user_agent=headers.get("user-agent", ""),
+        referrer=headers.get("referer", ""),
+    )
+
+
+_FORM = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Protected link</title></head>
+<body style="font-family:system-ui;max-width:24rem;margin:4rem auto">
+<h1>This link is protected</h1>{error}
+<form method="post" action="/{code}">
+<label>Password <input type="password" name="password" autofocus required></label>
+<button type="submit">Continue</button></form></body></html>"""
+
+
+def _form(code: str, *, status: int = 200, error: str = "") -> HTMLResponse:
+    message = f'<p role="alert" style="color:#b00">{html.escape(error)}</p>' if error else ""
+    return HTMLResponse(
+        _FORM.format(code=html.escape(code), error=message),
+        status_code=status,
+        headers={"cache-control": "no-store", "x-robots-tag": "noindex"},
+    )
+
+
+@redirects.api_route("/{code}", methods=["GET", "HEAD"], include_in_schema=True)
+async def follow(code: str, request: Request, links: LinksDep, settings: SettingsDep) -> Response:
+    if not CODE_RE.fullmatch(code):
+        raise LinkNotFound(f"No link has the code '{code[:64]}'.")
+    head = request.method == "HEAD"
+    target = await links.resolve(
+        code, mode="0" if head else "1", visitor=None if head else _visitor(request, settings)
+    )
+    if target.needs_password:
+        return _form(code)
+    return Response(
+        status_code=target.status,
+        headers={
+            "location": _location(target.url),
+            "cache-control": _cache_control(target.status, settings),
+        },
+    )
+
+
+@redirects.post("/{code}", include_in_schema=True)
+async def unlock(code: str, request: Request, links: LinksDep, settings: SettingsDep) -> Response:
+    """The password form posts here; the right password redirects (303), a wrong one does not."""
+    if not CODE_RE.fullmatch(code):
+        raise LinkNotFound(f"No link has the code '{code[:64]}'.")
+    body = (await request.body())[:4096].decode("utf-8", "replace")
+    password = (parse_qs(body).get("password") or [""])[0]
+    if not password or not await links.check_password(code, password):
+        return _form(code, status=401, error="Wrong password.")
+    target = await links.resolve(code, mode="pw", visitor=_visitor(request, settings))
+    return Response(
+        status_code=303,
+        headers={"location": _location(target.url), "cache-control": "no-store"},
+    )

@@ -1,0 +1,123 @@
+"""create_app(settings): the FastAPI app; the lifespan opens and closes every connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import text
+
+from common.app import build_app
+from common.db import create_engine, create_schema, session_factory
+from common.health import HealthChecks
+from common.redis import create_redis
+from url_shortener.api import api, redirects
+from url_shortener.cache import LinkCache
+from url_shortener.errors import (
+    AliasTaken,
+    BadCursor,
+    InvalidAlias,
+    InvalidLink,
+    InvalidTarget,
+    LinkGone,
+    LinkNotFound,
+    Unauthorized,
+)
+from url_shortener.service import KeyService, LinkService
+from url_shortener.settings import UrlShortenerSettings
+from url_shortener.store import Base
+from url_shortener.visits import VisitRecorder
+
+ERRORS = {
+    LinkNotFound: 404,
+    LinkGone: 410,
+    AliasTaken: 409,
+    InvalidTarget: 422,
+    InvalidAlias: 422,
+    InvalidLink: 422,
+    BadCursor: 422,
+    Unauthorized: 401,
+}
+
+
+def create_app(settings: UrlShortenerSettings) -> FastAPI:
+    if not settings.redis_url:
+        raise ValueError("redis_url is required (python -m url_shortener starts one if unset)")
+    redis_url = settings.redis_url
+    registry = CollectorRegistry()
+    redis_up = Gauge("url_shortener_redis_up", "1 while Redis answers.", registry=registry)
+    visits_written = Counter(
+        "url_shortener_visits_written", "Visits written to SQL.", registry=registry
+    )
+    visits_dropped = Counter(
+        "url_shortener_visits_dropped", "Visits dropped: buffer full.", registry=registry
+    )
+    checks = HealthChecks()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
+        await create_schema(engine, Base)
+        sessions = session_factory(engine)
+        redis = create_redis(redis_url)
+        redis_up.set(1)
+        cache = LinkCache(
+            redis,
+            ttl=settings.cache_ttl_seconds,
+            negative_ttl=settings.negative_cache_ttl_seconds,
+            retry_after=settings.redis_retry_after,
+            on_state=lambda up: redis_up.set(1 if up else 0),
+        )
+        recorder = VisitRecorder(
+            sessions,
+            flush_interval=settings.visit_flush_interval,
+            batch_size=settings.visit_batch_size,
+            buffer_limit=settings.visit_buffer_limit,
+            written=visits_written,
+            dropped=visits_dropped,
+        )
+        links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
+        await links.start()
+        app.state.links = links
+        app.state.keys = KeyService(admin_key=settings.admin_key, sessions=sessions)
+
+        async def sql_ok() -> None:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        checks.add("sql", sql_ok, required=True)
+        # Redirects keep working from SQL without Redis: it is optional (degraded, not down).
+        checks.add("redis", redis.ping, required=False)
+
+        async def heal_loop() -> None:
+            while True:
+                await asyncio.sleep(max(settings.redis_retry_after, 0.1))
+                await cache.heal()
+
+        recorder.start()
+        healer = asyncio.create_task(heal_loop(), name="redis-heal")
+        try:
+            yield
+        finally:
+            healer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await healer
+            await recorder.stop()  # graceful shutdown: every buffered visit reaches SQL
+            await redis.aclose()
+            await engine.dispose()
+
+    app = build_app(
+        settings,
+        title="URL shortener",
+        lifespan=lifespan,
+        registry=registry,
+        checks=checks,
+        errors=ERRORS,
+        access_log=settings.access_log,
+    )
+    app.include_router(api)
+    app.include_router(redirects)  # last: /{code} must not shadow /api, /docs, /metrics
+    return app

@@ -1,0 +1,211 @@
+"""The Redis side of the shortener: cache-aside link entries and visit-limit counters.
+
+Keys (hash-tagged so a link's keys live in one Redis Cluster slot):
+  {l:CODE}     hash, the cached link (or a negative entry for unknown codes), with a TTL
+  {l:CODE}:n   visits used by a max_visits link; no TTL, deleted with the link
+
+Every Redis call goes through a circuit breaker: once Redis fails, callers skip it (and fall
+back to SQL) for `retry_after` seconds, so a dead Redis costs one timeout, not one per request.
+Invalidations that could not reach Redis are kept and replayed when it answers again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+from redis.asyncio import Redis
+
+from common.redis import REDIS_DOWN, load_script
+from common.resilience import CircuitBreaker
+
+log = structlog.get_logger("url_shortener.cache")
+LUA = Path(__file__).parent / "lua"
+
+
+class CacheUnavailable(Exception):
+    """Redis is down (or the breaker is open); the caller uses SQL instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedLink:
+    id: int
+    url: str
+    status: int
+    max_visits: int | None
+    has_password: bool
+    expires_at: datetime | None
+
+
+# Outcomes of `resolve`.
+MISS, UNKNOWN, REDIRECT, COUNTER_MISSING, GONE, PASSWORD = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    kind: int
+    url: str = ""
+    status: int = 302
+    has_password: bool = False
+    link_id: int = 0
+
+
+def link_key(code: str) -> str:
+    return f"{{l:{code}}}"
+
+
+def counter_key(code: str) -> str:
+    return f"{{l:{code}}}:n"
+
+
+class LinkCache:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl: int,
+        negative_ttl: int,
+        retry_after: float,
+        on_state: object = None,
+    ) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.breaker = CircuitBreaker(reset_after=retry_after)
+        self._resolve = load_script(redis, LUA / "redirect.lua")
+        self._pending: set[str] = set()  # codes whose invalidation has not reached Redis yet
+        self._on_state = on_state
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _check(self) -> None:
+        """Raise CacheUnavailable while the breaker is open; on a probe, heal first."""
+        was_open = self.breaker.is_open
+        if not self.breaker.allow():
+            raise CacheUnavailable
+        if was_open:
+            # Replay queued invalidations before anything is read from the cache again.
+            try:
+                await self.redis.ping()
+                await self._delete_codes(list(self._pending))
+            except REDIS_DOWN as exc:
+                raise self._failed(exc) from exc
+            self._recovered()
+
+    def _recovered(self) -> None:
+        if self.breaker.success():
+            log.warning("redis_recovered")
+            self._notify(True)
+
+    def _failed(self, exc: BaseException) -> CacheUnavailable:
+        if self.breaker.failure():
+            log.error("redis_unavailable", error=str(exc), fallback="sql")
+            self._notify(False)
+        return CacheUnavailable(str(exc))
+
+    def _notify(self, up: bool) -> None:
+        if callable(self._on_state):
+            self._on_state(up)
+
+    # -- the redirect path ----------------------------------------------------------------
+
+    async def resolve(self, code: str, mode: str) -> Resolved:
+        """Run the redirect script; mode is '1' (claim), '0' (look) or 'pw' (claim, password ok)."""
+        await self._check()
+        try:
+            res = await self._resolve(keys=[link_key(code), counter_key(code)], args=[mode])
+        except REDIS_DOWN as exc:
+            raise self._failed(exc) from exc
+        kind = int(res[0])
+        if kind in (REDIRECT, PASSWORD):
+            return Resolved(kind, res[1].decode(), int(res[2]), res[3] == b"1", int(res[4]))
+        return Resolved(kind)
+
+    async def put(self, code: str, link: CachedLink) -> None:
+        """Cache a link; its TTL never outlives the link's own expiry."""
+        ttl = self.ttl
+        if link.expires_at is not None:
+            left = int(link.expires_at.timestamp() - time.time())
+            # An expired link is cached like an unknown code: briefly, answering 410.
+            ttl = min(ttl, left) if left > 0 else self.negative_ttl
+        mapping = {
+            "i": link.id,
+            "u": link.url,
+            "s": link.status,
+            "m": "" if link.max_visits is None else link.max_visits,
+            "p": "1" if link.has_password else "0",
+            "x": "" if link.expires_at is None else int(link.expires_at.timestamp()),
+        }
+        await self._write(code, mapping, ttl)
+
+    async def put_unknown(self, code: str) -> None:
+        """Negative cache: remember for a short while that a code does not exist."""
+        await self._write(code, {"u": ""}, self.negative_ttl)
+
+    async def _write(self, code: str, mapping: dict[str, object], ttl: int) -> None:
+        try:
+            await self._check()
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(link_key(code))
+                pipe.hset(link_key(code), mapping=mapping)  # type: ignore[arg-type]
+                pipe.expire(link_key(code), ttl)
+                await pipe.execute()
+        except CacheUnavailable:
+            return
+        except REDIS_DOWN as exc:
+            self._failed(exc)
+
+    async def init_counter(self, code: str, used: int) -> None:
+        """Rebuild a max_visits counter from SQL's count, unless another instance just did."""
+        await self._check()
+        try:
+            await self.redis.set(counter_key(code), used, nx=True)
+        except REDIS_DOWN as exc:
+            raise self._failed(exc) from exc
+
+    # -- invalidation ---------------------------------------------------------------------
+
+    async def invalidate(self, code: str, *, counter: bool = False) -> None:
+        """Drop a code's cache entry (and counter) on every instance at once, or queue it."""
+        keys = [link_key(code), counter_key(code)] if counter else [link_key(code)]
+        try:
+            await self._check()
+            await self.redis.delete(*keys)
+        except CacheUnavailable:
+            self._pending.add(code)
+        except REDIS_DOWN as exc:
+            self._pending.add(code)
+            self._failed(exc)
+
+    def forget_counter_later(self, code: str) -> None:
+        """The SQL path claimed a visit: the Redis counter is stale and must be rebuilt."""
+        self._pending.add(code)
+
+    async def _delete_codes(self, codes: list[str]) -> None:
+        if codes:
+            # One DEL per link: a multi-key DEL across slots would fail on Redis Cluster.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for c in codes:
+                    pipe.delete(link_key(c), counter_key(c))
+                await pipe.execute()
+            self._pending.difference_update(codes)
+
+    async def heal(self) -> bool:
+        """Background probe while the breaker is open; True when Redis is usable."""
+        if not self.breaker.is_open:
+            return True
+        try:
+            await self._check()
+        except CacheUnavailable:
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def ping(self) -> None:
+        await self.redis.ping()

@@ -1,0 +1,433 @@
+"""The shortener's domain logic: plain Python over SQL (store), Redis (cache) and the visit
+recorder. No FastAPI or HTTP in here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.db import transaction
+from common.errors import DomainError
+from url_shortener import store
+from url_shortener.cache import (
+    COUNTER_MISSING,
+    GONE,
+    MISS,
+    PASSWORD,
+    REDIRECT,
+    UNKNOWN,
+    CachedLink,
+    CacheUnavailable,
+    LinkCache,
+)
+from url_shortener.codes import CodeGenerator
+from url_shortener.errors import (
+    AliasTaken,
+    BadCursor,
+    InvalidLink,
+    LinkGone,
+    LinkNotFound,
+    Unauthorized,
+)
+from url_shortener.passwords import hash_password, verify_password
+from url_shortener.schemas import LinkCreate, LinkUpdate
+from url_shortener.settings import UrlShortenerSettings
+from url_shortener.store import ApiKey, Link, LinkTag
+from url_shortener.targets import check_alias, check_target
+from url_shortener.visits import VisitRecorder, make_record
+
+COUNTER = "links"
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """What the redirect endpoint needs to answer."""
+
+    url: str
+    status: int
+    needs_password: bool = False
+    from_cache: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    client_ip: str
+    user_agent: str
+    referrer: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _cached(link: Link) -> CachedLink:
+    return CachedLink(
+        id=link.id,
+        url=link.url,
+        status=link.redirect_status,
+        max_visits=link.max_visits,
+        has_password=link.password_hash is not None,
+        expires_at=link.expires_at,
+    )
+
+
+class LinkService:
+    def __init__(
+        self,
+        *,
+        settings: UrlShortenerSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        cache: LinkCache,
+        recorder: VisitRecorder,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.cache = cache
+        self.recorder = recorder
+        self.codes = CodeGenerator(settings.code_secret)
+        self._salt = hashlib.sha256(b"visitor:" + settings.code_secret.encode()).digest()
+        self._block: range = range(0)
+        self._block_pos = 0
+        self._block_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Create the counter row (idempotent)."""
+        async with transaction(self.sessions) as session:
+            await store.ensure_counter(session, COUNTER)
+
+    # -- creating -------------------------------------------------------------------------
+
+    async def _next_codes(self, n: int) -> list[str]:
+        """Codes for n new links from this instance's block of the counter."""
+        out: list[str] = []
+        async with self._block_lock:
+            while len(out) < n:
+                if self._block_pos >= len(self._block):
+                    size = max(self.settings.id_block_size, n - len(out))
+                    async with transaction(self.sessions) as session:
+                        self._block = await store.reserve_block(session, COUNTER, size)
+                    self._block_pos = 0
+                take = min(n - len(out), len(self._block) - self._block_pos)
+                start = self._block_pos
+                out.extend(self.codes.code_for(v) for v in self._block[start : start + take])
+                self._block_pos += take
+        return out
+
+    def _validate(self, data: LinkCreate) -> None:
+        check_target(
+            data.url, own_hosts=self.settings.self_hosts, blocked=self.settings.blocked_domains
+        )
+        if data.alias is not None:
+            check_alias(data.alias)
+        expires = _aware(data.expires_at)
+        if expires is not None and expires <= _now():
+            raise InvalidLink("expires_at must be in the future.")
+
+    def _new_link(self, data: LinkCreate, code: str, owner: str | None) -> Link:
+        return Link(
+            code=code,
+            url=data.url,
+            expires_at=_aware(data.expires_at),
+            max_visits=data.max_visits,
+            redirect_status=data.redirect_status,
+            password_hash=hash_password(data.password) if data.password else None,
+            owner=owner,
+            visits=0,
+            tag_rows=[LinkTag(tag=t) for t in sorted(set(data.tags))],
+            created_at=_now(),
+            updated_at=_now(),
+        )
+
+    async def create(self, data: LinkCreate, *, owner: str | None = None) -> Link:
+        """Create one link with its alias or a fresh generated code."""
+        self._validate(data)
+        code = data.alias or (await self._next_codes(1))[0]
+        link = self._new_link(data, code, owner)
+        try:
+            async with transaction(self.sessions) as session:
+                session.add(link)
+        except IntegrityError as exc:
+            raise AliasTaken(f"The alias '{code}' is already taken.") from exc
+        await self.cache.invalidate(code)  # a negative-cache entry for this alias, if any
+        return link
+
+    async def create_many(
+        self, items: Sequence[dict[str, Any]], *, owner: str | None = None
+    ) -> list[tuple[int, Link | Exception]]:
+        """Validate each item alone, then insert every valid one in one transaction."""
+        outcomes: dict[int, Link | Exception] = {}
+        valid: list[tuple[int, LinkCreate]] = []
+        for i, raw in enumerate(items):
+            try:
+                data = LinkCreate.model_validate(raw)
+                self._validate(data)
+                valid.append((i, data))
+            except (ValidationError, DomainError) as exc:
+                outcomes[i] = exc
+        aliases = [d.alias for _, d in valid if d.alias]
+        async with self.sessions() as session:
+            taken = await store.existing_codes(session, aliases)
+        seen: set[str] = set()
+        to_insert: list[tuple[int, LinkCreate]] = []
+        for i, data in valid:
+            if data.alias and (data.alias in taken or data.alias in seen):
+                outcomes[i] = AliasTaken(f"The alias '{data.alias}' is already taken.")
+                continue
+            if data.alias:
+                seen.add(data.alias)
+            to_insert.append((i, data))
+        generated = iter(await self._next_codes(sum(1 for _, d in to_insert if not d.alias)))
+        links = [(i, self._new_link(d, d.alias or next(generated), owner)) for i, d in to_insert]
+        try:
+            async with transaction(self.sessions) as session:
+                session.add_all([link for _, link in links])
+        except IntegrityError:
+            # An alias was claimed between our check and the insert: fall back to one by one.
+            for i, link in links:
+                try:
+                    async with transaction(self.sessions) as session:
+                        session.add(link)
+                except IntegrityError:
+                    outcomes[i] = AliasTaken(f"The alias '{link.code}' is already taken.")
+                    continue
+                outcomes[i] = link
+        else:
+            outcomes.update(dict(links))
+        for i, link in links:
+            if link.code in seen and outcomes.get(i) is link:
+                await self.cache.invalidate(link.code)  # drop negative-cache entries
+        return sorted(outcomes.items(), key=lambda item: item[0])
+
+    # -- reading and changing -------------------------------------------------------------
+
+    async def get(self, code: str) -> Link:
+        async with self.sessions() as session:
+            link = await store.link_by_code(session, code)
+        if link is None:
+            raise LinkNotFound(f"No link has the code '{code}'.")
+        return link
+
+    async def list(
+        self, *, tag: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[Link], str | None]:
+        try:
+            before = store.decode_cursor(cursor) if cursor else None
+        except ValueError as exc:
+            raise BadCursor("The cursor is not one this API returned.") from exc
+        async with self.sessions() as session:
+            links = await store.list_links(session, tag=tag, before_id=before, limit=limit + 1)
+        more = len(links) > limit
+        links = links[:limit]
+        return links, (store.encode_cursor(links[-1].id) if more and links else None)
+
+    async def update(self, code: str, data: LinkUpdate) -> Link:
+        fields = data.model_fields_set
+        async with transaction(self.sessions) as session:
+            link = await store.link_by_code(session, code)
+            if link is None:
+                raise LinkNotFound(f"No link has the code '{code}'.")
+            reset_counter = "max_visits" in fields and link.max_visits is None
+            if "url" in fields:
+                if data.url is None:
+                    raise InvalidLink("url cannot be null.")
+                link.url = check_target(
+                    data.url,
+                    own_hosts=self.settings.self_hosts,
+                    blocked=self.settings.blocked_domains,
+                )
+            if "expires_at" in fields:
+                expires = _aware(data.expires_at)
+                if expires is not None and expires <= _now():
+                    raise InvalidLink("expires_at must be in the future.")
+                link.expires_at = expires
+            if "max_visits" in fields:
+                link.max_visits = data.max_visits
+            if "redirect_status" in fields:
+                if data.redirect_status is None:
+                    raise InvalidLink("redirect_status cannot be null.")
+                link.redirect_status = data.redirect_status
+            if "password" in fields:
+                link.password_hash = hash_password(data.password) if data.password else None
+            if "tags" in fields:
+                link.tag_rows = [LinkTag(tag=t) for t in sorted(set(data.tags or []))]
+            link.updated_at = _now()
+        # Every instance reads the same Redis, so one DEL is seen by all of them at once.
+        await self.cache.invalidate(code, counter=reset_counter)
+        return link
+
+    async def delete(self, code: str) -> None:
+        async with transaction(self.sessions) as session:
+            link = await store.link_by_code(session, code)
+            if link is None:
+                raise LinkNotFound(f"No link has the code '{code}'.")
+            await store.delete_link(session, link)
+        await self.cache.invalidate(code, counter=True)
+
+    # -- the redirect path ----------------------------------------------------------------
+
+    async def resolve(self, code: str, *, mode: str, visitor: Visitor | None) -> Redirect:
+        """Where `code` points. mode: '1' a real visit, '0' just looking (HEAD, form),
+        'pw' a visit whose password was checked. Records the visit when one is claimed."""
+        try:
+            return await self._resolve_cached(code, mode, visitor)
+        except CacheUnavailable:
+            return await self._resolve_sql(code, mode, visitor)
+
+    async def _resolve_cached(self, code: str, mode: str, visitor: Visitor | None) -> Redirect:
+        res = await self.cache.resolve(code, mode)
+        if res.kind in (MISS, COUNTER_MISSING):
+            async with self.sessions() as session:
+                link = await store.link_by_code(session, code)
+            if link is None:
+                await self.cache.put_unknown(code)
+                raise LinkNotFound(f"No link has the code '{code}'.")
+            if res.kind == MISS:
+                await self.cache.put(code, _cached(link))
+            else:
+                await self.cache.init_counter(code, link.visits + self.recorder.pending(link.id))
+            res = await self.cache.resolve(code, mode)
+            if res.kind in (MISS, COUNTER_MISSING):
+                # Redis refused to keep it (evicted at once): answer from SQL instead.
+                return await self._resolve_sql(code, mode, visitor)
+        if res.kind == UNKNOWN:
+            raise LinkNotFound(f"No link has the code '{code}'.")
+        if res.kind == GONE:
+            raise LinkGone(f"The link '{code}' has expired or has no visits left.")
+        if res.kind == PASSWORD:
+            return Redirect(res.url, res.status, needs_password=True)
+        assert res.kind == REDIRECT
+        if mode != "0" and visitor is not None:
+            self._record(res.link_id, visitor, counted=False)
+        return Redirect(res.url, res.status)
+
+    async def _resolve_sql(self, code: str, mode: str, visitor: Visitor | None) -> Redirect:
+        """Redis is down: the same answers, straight from SQL (slower, still exact)."""
+        async with self.sessions() as session:
+            link = await store.link_by_code(session, code)
+        if link is None:
+            raise LinkNotFound(f"No link has the code '{code}'.")
+        expires = link.expires_at
+        if expires is not None and expires <= _now():
+            raise LinkGone(f"The link '{code}' has expired.")
+        if link.password_hash is not None and mode != "pw":
+            return Redirect(link.url, link.redirect_status, needs_password=True, from_cache=False)
+        counted = False
+        if link.max_visits is not None:
+            if mode == "0":
+                if link.visits + self.recorder.pending(link.id) >= link.max_visits:
+                    raise LinkGone(f"The link '{code}' has no visits left.")
+            else:
+                await self.recorder.flush()  # SQL's count must include what we buffered
+                async with transaction(self.sessions) as session:
+                    if not await store.claim_visit_sql(session, link.id):
+                        raise LinkGone(f"The link '{code}' has no visits left.")
+                counted = True
+                self.cache.forget_counter_later(code)
+        if mode != "0" and visitor is not None:
+            self._record(link.id, visitor, counted=counted)
+        return Redirect(link.url, link.redirect_status, from_cache=False)
+
+    def _record(self, link_id: int, visitor: Visitor, *, counted: bool) -> None:
+        self.recorder.record(
+            make_record(
+                link_id=link_id,
+                client_ip=visitor.client_ip,
+                user_agent=visitor.user_agent,
+                referrer=visitor.referrer,
+                salt=self._salt,
+                counted=counted,
+            )
+        )
+
+    async def check_password(self, code: str, password: str) -> bool:
+        link = await self.get(code)
+        return link.password_hash is not None and verify_password(password, link.password_hash)
+
+    # -- analytics ------------------------------------------------------------------------
+
+    async def stats(self, code: str) -> dict[str, Any]:
+        link = await self.get(code)
+        async with self.sessions() as session:
+            return {"code": code, **await store.visit_stats(session, link.id)}
+
+    async def visits_csv(self, code: str) -> AsyncIterator[str]:
+        link = await self.get(code)
+
+        async def rows() -> AsyncIterator[str]:
+            yield "timestamp,referrer_host,browser,is_bot,visitor,user_agent\r\n"
+            async with self.sessions() as session:
+                async for v in store.iter_visits(session, link.id):
+                    yield _csv_row(
+                        [
+                            v.ts.isoformat(),
+                            v.referrer_host or "",
+                            v.browser,
+                            "true" if v.is_bot else "false",
+                            v.visitor,
+                            v.user_agent or "",
+                        ]
+                    )
+
+        return rows()
+
+
+def _csv_row(values: list[str]) -> str:
+    out = []
+    for v in values:
+        if v[:1] in ("=", "+", "-", "@"):  # no formula injection when opened in a spreadsheet
+            v = "'" + v
+        if any(c in v for c in ',"\r\n'):
+            v = '"' + v.replace('"', '""') + '"'
+        out.append(v)
+    return ",".join(out) + "\r\n"
+
+
+class KeyService:
+    """API keys: the admin key from settings, plus minted keys stored as SHA-256 hashes.
+
+    Keys are 32 random bytes, so a fast hash is enough (no brute force can reach them);
+    only the hash and a short prefix (for telling keys apart) are stored.
+    """
+
+    def __init__(self, *, admin_key: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.admin_key = admin_key
+        self.sessions = sessions
+
+    @staticmethod
+    def _hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    async def authenticate(self, key: str | None) -> str:
+        """The owner name for a key; raises Unauthorized."""
+        if not key:
+            raise Unauthorized("Send an API key in the X-API-Key header.")
+        if hmac.compare_digest(key.encode(), self.admin_key.encode()):
+            return "admin"
+        async with self.sessions() as session:
+            row = await store.key_by_hash(session, self._hash(key))
+        if row is None:
+            raise Unauthorized("The API key is not valid.")
+        return f"key:{row.id}"
+
+    async def create(self, name: str) -> tuple[ApiKey, str]:
+        key = "us_" + secrets.token_urlsafe(32)
+        row = ApiKey(name=name, prefix=key[:10], key_hash=self._hash(key), created_at=_now())
+        async with transaction(self.sessions) as session:
+            session.add(row)
+        return row, key

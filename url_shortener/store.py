@@ -1,0 +1,309 @@
+"""SQL persistence: the tables and the queries the service needs, nothing else."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Link(Base):
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_visits: Mapped[int | None] = mapped_column(Integer)
+    redirect_status: Mapped[int] = mapped_column(Integer, default=302)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    visits: Mapped[int] = mapped_column(BigInteger, default=0)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    tag_rows: Mapped[list[LinkTag]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", passive_deletes=True
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(t.tag for t in self.tag_rows)
+
+
+class LinkTag(Base):
+    __tablename__ = "link_tags"
+
+    link_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("links.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+
+
+class Visit(Base):
+    __tablename__ = "visits"
+    __table_args__ = (Index("ix_visits_link_ts", "link_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    link_id: Mapped[int] = mapped_column(BigId, ForeignKey("links.id", ondelete="CASCADE"))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    referrer_host: Mapped[str | None] = mapped_column(String(255))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    browser: Mapped[str] = mapped_column(String(32))
+    is_bot: Mapped[bool] = mapped_column(Boolean)
+    visitor: Mapped[str] = mapped_column(String(16))
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdBlock(Base):
+    """The ticket server: hands out ranges of counter values to instances."""
+
+    __tablename__ = "id_blocks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_value: Mapped[int] = mapped_column(BigInteger)
+
+
+# ---- counter blocks -----------------------------------------------------------------------
+
+
+async def ensure_counter(session: AsyncSession, name: str, start: int = 0) -> None:
+    """Create the counter row once; concurrent creators lose the race harmlessly."""
+    if await session.get(IdBlock, name) is None:
+        try:
+            async with session.begin_nested():
+                session.add(IdBlock(name=name, next_value=start))
+        except IntegrityError:
+            pass
+
+
+async def reserve_block(session: AsyncSession, name: str, size: int) -> range:
+    """Atomically take the next `size` counter values (one UPDATE ... RETURNING)."""
+    end = await session.scalar(
+        update(IdBlock)
+        .where(IdBlock.name == name)
+        .values(next_value=IdBlock.next_value + size)
+        .returning(IdBlock.next_value)
+    )
+    if end is None:
+        raise RuntimeError(f"counter {name!r} missing; ensure_counter was not called")
+    return range(end - size, end)
+
+
+# ---- links ---------------------------------------------------------------------------------
+
+
+async def link_by_code(session: AsyncSession, code: str) -> Link | None:
+    return await session.scalar(select(Link).where(Link.code == code))
+
+
+async def existing_codes(session: AsyncSession, codes: Sequence[str]) -> set[str]:
+    if not codes:
+        return set()
+    return set(await session.scalars(select(Link.code).where(Link.code.in_(codes))))
+
+
+async def delete_link(session: AsyncSession, link: Link) -> None:
+    await session.execute(delete(Visit).where(Visit.link_id == link.id))
+    await session.delete(link)
+
+
+def encode_cursor(link_id: int) -> str:
+    return base64.urlsafe_b64encode(str(link_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    return int(base64.urlsafe_b64decode(padded.encode()).decode())
+
+
+async def list_links(
+    session: AsyncSession, *, tag: str | None, before_id: int | None, limit: int
+) -> list[Link]:
+    """Newest first; keyset pagination on the id (stable under concurrent inserts)."""
+    query = select(Link).order_by(Link.id.desc()).limit(limit)
+    if tag:
+        query = query.join(LinkTag).where(LinkTag.tag == tag)
+    if before_id is not None:
+        query = query.where(Link.id < before_id)
+    return list(await session.scalars(query))
+
+
+async def claim_visit_sql(session: AsyncSession, link_id: int) -> bool:
+    """Take one visit of a max_visits link in SQL (used while Redis is down); exact."""
+    result = await session.execute(
+        update(Link)
+        .where(Link.id == link_id)
+        .where((Link.max_visits.is_(None)) | (Link.visits < Link.max_visits))
+        .values(visits=Link.visits + 1)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---- visits --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRecord:
+    link_id: int
+    ts: datetime
+    referrer_host: str | None
+    user_agent: str | None
+    browser: str
+    is_bot: bool
+    visitor: str
+    counted: bool = False  # already added to links.visits (the SQL claim path)
+
+
+async def write_visits(session: AsyncSession, records: Sequence[VisitRecord]) -> int:
+    """Insert a batch and bump each link's counter; visits of deleted links are dropped."""
+    ids = {r.link_id for r in records}
+    alive = set(await session.scalars(select(Link.id).where(Link.id.in_(ids))))
+    rows = [r for r in records if r.link_id in alive]
+    if not rows:
+        return 0
+    await session.execute(
+        insert(Visit),
+        [
+            {
+                "link_id": r.link_id,
+                "ts": r.ts,
+                "referrer_host": r.referrer_host,
+                "user_agent": r.user_agent,
+                "browser": r.browser,
+                "is_bot": r.is_bot,
+                "visitor": r.visitor,
+            }
+            for r in rows
+        ],
+    )
+    per_link: dict[int, int] = {}
+    for r in rows:
+        if not r.counted:
+            per_link[r.link_id] = per_link.get(r.link_id, 0) + 1
+    for link_id, n in sorted(per_link.items()):
+        await session.execute(update(Link).where(Link.id == link_id).values(visits=Link.visits + n))
+    return len(rows)
+
+
+async def visit_stats(session: AsyncSession, link_id: int, top: int = 10) -> dict[str, Any]:
+    """Aggregates for the stats endpoint, computed in SQL."""
+    mine = Visit.link_id == link_id
+    total, unique = (
+        await session.execute(
+            select(func.count(), func.count(Visit.visitor.distinct())).where(mine)
+        )
+    ).one()
+    day = func.date(Visit.ts)
+    per_day = await session.execute(
+        select(day.label("day"), func.count()).where(mine).group_by(day).order_by(day)
+    )
+    referrers = await session.execute(
+        select(Visit.referrer_host, func.count().label("n"))
+        .where(mine)
+        .group_by(Visit.referrer_host)
+        .order_by(func.count().desc(), Visit.referrer_host)
+        .limit(top)
+    )
+    browsers = await session.execute(
+        select(Visit.browser, func.count().label("n"))
+        .where(mine)
+        .group_by(Visit.browser)
+        .order_by(func.count().desc(), Visit.browser)
+    )
+    bots = dict(
+        (bool(b), n)
+        for b, n in await session.execute(
+            select(Visit.is_bot, func.count()).where(mine).group_by(Visit.is_bot)
+        )
+    )
+    return {
+        "total": total,
+        "unique_visitors": unique,
+        "per_day": [{"day": str(d), "visits": n} for d, n in per_day],
+        "top_referrers": [{"referrer": r or "(direct)", "visits": n} for r, n in referrers],
+        "browsers": [{"browser": b, "visits": n} for b, n in browsers],
+        "bots": bots.get(True, 0),
+        "humans": bots.get(False, 0),
+    }
+
+
+async def iter_visits(session: AsyncSession, link_id: int, chunk: int = 1000) -> Any:
+    """All visits of a link, oldest first, streamed in chunks."""
+    result = await session.stream(
+        select(Visit)
+        .where(Visit.link_id == link_id)
+        .order_by(Visit.id)
+        .execution_options(yield_per=chunk)
+    )
+    async for visit in result.scalars():
+        yield visit
+
+
+# ---- API keys ------------------------------------------------------------------------------
+
+
+async def key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:
+    return await session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    )

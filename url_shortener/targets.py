@@ -1,0 +1,74 @@
+"""Which long URLs may be shortened, and which aliases may be claimed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from url_shortener.codes import is_generated_shape
+from url_shortener.errors import InvalidAlias, InvalidTarget
+
+MAX_URL_LENGTH = 2048
+ALIAS_RE = re.compile(r"[A-Za-z0-9_-]{3,64}")
+RESERVED_ALIASES = frozenset(
+    {
+        "api", "docs", "redoc", "openapi", "metrics", "healthz", "readyz", "health", "status",
+        "static", "assets", "admin", "login", "logout", "favicon", "robots", "qr", "stats",
+    }
+)  # fmt: skip
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def host_matches(host: str, domains: Iterable[str]) -> bool:
+    """True when host is one of the domains or a subdomain of one."""
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def normalize_host(host: str) -> str:
+    host = host.strip().rstrip(".").lower()
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
+def check_target(url: str, *, own_hosts: Iterable[str], blocked: Iterable[str]) -> str:
+    """Validate a long URL; returns it unchanged or raises InvalidTarget naming the reason."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidTarget(f"The URL is longer than {MAX_URL_LENGTH} characters.")
+    if _CONTROL.search(url):
+        raise InvalidTarget("The URL contains spaces or control characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise InvalidTarget(f"The URL is malformed: {exc}.") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidTarget("Only http and https URLs can be shortened.")
+    if "@" in parts.netloc:
+        raise InvalidTarget("URLs with embedded credentials (user:password@) are refused.")
+    if not parts.hostname:
+        raise InvalidTarget("The URL has no host.")
+    host = normalize_host(parts.hostname)
+    if port == 0:
+        raise InvalidTarget("The URL's port is not valid.")
+    if host_matches(host, {normalize_host(h) for h in own_hosts}):
+        raise InvalidTarget("Links to this shortener itself are refused (redirect loops).")
+    if host_matches(host, {normalize_host(d) for d in blocked}):
+        raise InvalidTarget(f"The domain {host} is blocked on this shortener.")
+    return url
+
+
+def check_alias(alias: str) -> str:
+    """Validate a custom alias; returns it or raises InvalidAlias."""
+    if not ALIAS_RE.fullmatch(alias):
+        raise InvalidAlias("An alias is 3 to 64 characters of A-Z, a-z, 0-9, '_' and '-'.")
+    if alias.lower() in RESERVED_ALIASES:
+        raise InvalidAlias(f"'{alias}' is a reserved word.")
+    if is_generated_shape(alias):
+        raise InvalidAlias(
+            "7-character alphanumeric aliases are reserved for generated codes; "
+            "use another length or add '-' or '_'."
+        )
+    return alias

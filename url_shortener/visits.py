@@ -1,0 +1,135 @@
+"""Visit recording, off the redirect path.
+
+A redirect only appends a small record to an in-process buffer (no I/O). A background task
+writes the buffer to SQL in batches every `flush_interval` seconds, or sooner when
+`batch_size` records are waiting. On graceful shutdown the buffer is drained before the
+process exits, so nothing is lost; a crash (SIGKILL, power loss) loses at most the visits of
+the last `flush_interval` seconds. If SQL is down, batches are kept (up to `buffer_limit`
+records, oldest dropped first and counted) and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import deque
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.db import transaction
+from url_shortener import useragent
+from url_shortener.store import VisitRecord, write_visits
+
+log = structlog.get_logger("url_shortener.visits")
+
+
+def make_record(
+    *,
+    link_id: int,
+    client_ip: str,
+    user_agent: str,
+    referrer: str,
+    salt: bytes,
+    counted: bool = False,
+) -> VisitRecord:
+    """A visit as stored: the referrer's host, the browser family and a salted visitor hash.
+
+    The IP address itself is never stored; `visitor` (a keyed hash of IP and User-Agent) is
+    enough to count unique visitors.
+    """
+    visitor = hashlib.blake2b(
+        f"{client_ip}|{user_agent}".encode(), key=salt[:64], digest_size=8
+    ).hexdigest()
+    ref_host = (urlsplit(referrer).hostname or None) if referrer else None
+    return VisitRecord(
+        link_id=link_id,
+        ts=datetime.now(UTC),
+        referrer_host=ref_host[:255] if ref_host else None,
+        user_agent=user_agent[:512] or None,
+        browser=useragent.browser(user_agent),
+        is_bot=useragent.is_bot(user_agent),
+        visitor=visitor,
+        counted=counted,
+    )
+
+
+class VisitRecorder:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        flush_interval: float,
+        batch_size: int,
+        buffer_limit: int,
+        written: Counter,
+        dropped: Counter,
+    ) -> None:
+        self.sessions = sessions
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.buffer: deque[VisitRecord] = deque(maxlen=buffer_limit)
+        self.written = written
+        self.dropped = dropped
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def record(self, visit: VisitRecord) -> None:
+        """Called on the redirect path: O(1), no I/O."""
+        if len(self.buffer) == self.buffer.maxlen:
+            self.dropped.inc()
+        self.buffer.append(visit)
+        if len(self.buffer) >= self.batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="visit-recorder")
+
+    async def stop(self) -> None:
+        """Stop the loop and drain everything still buffered (graceful shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for _ in range(3):
+            if not self.buffer:
+                break
+            await self.flush()
+        if self.buffer:
+            log.error("visits_lost_on_shutdown", count=len(self.buffer))
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write everything buffered now, in batches; returns how many were written."""
+        total = 0
+        async with self._lock:
+            while self.buffer:
+                batch = [
+                    self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))
+                ]
+                try:
+                    async with transaction(self.sessions) as session:
+                        total += await write_visits(session, batch)
+                except Exception as exc:
+                    # Put the batch back in front, oldest first, and try again next tick.
+                    self.buffer.extendleft(reversed(batch))
+                    log.error("visit_flush_failed", error=str(exc), buffered=len(self.buffer))
+                    break
+                self.written.inc(len(batch))
+        return total
+
+    def pending(self, link_id: int) -> int:
+        """Buffered visits of one link not yet counted in SQL."""
+        return sum(1 for v in self.buffer if v.link_id == link_id and not v.counted)
