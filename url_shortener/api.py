@@ -217,7 +217,8 @@ def _form(code: str, *, status: int = 200, error: str = "") -> HTMLResponse:
     )
 
 
-@redirects.api_route("/{code}", methods=["GET", "HEAD"], include_in_schema=True)
+@redirects.head("/{code}", include_in_schema=False)
+@redirects.get("/{code}")
 async def follow(code: str, request: Request, links: LinksDep, settings: SettingsDep) -> Response:
     if not CODE_RE.fullmatch(code):
         raise LinkNotFound(f"No link has the code '{code[:64]}'.")
@@ -236,7 +237,7 @@ async def follow(code: str, request: Request, links: LinksDep, settings: Setting
     )
 
 
-@redirects.post("/{code}", include_in_schema=True)
+@redirects.post("/{code}")
 async def unlock(code: str, request: Request, links: LinksDep, settings: SettingsDep) -> Response:
     """The password form posts here; the right password redirects (303), a wrong one does not."""
     if not CODE_RE.fullmatch(code):

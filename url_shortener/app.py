@@ -81,6 +81,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         )
         links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
         await links.start()
+        app.state.engine = engine
         app.state.links = links
         app.state.keys = KeyService(admin_key=settings.admin_key, sessions=sessions)
 

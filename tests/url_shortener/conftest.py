@@ -1,0 +1,85 @@
+"""Fixtures for the shortener: an app on real Redis + SQL, driven in-process over ASGI, or
+real server processes for multi-instance and failure tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.support import ServiceProcess
+from url_shortener.app import create_app
+from url_shortener.settings import UrlShortenerSettings
+
+ADMIN = {"x-api-key": "test-admin-key"}
+
+
+@pytest.fixture
+def settings(redis_url: str, database_url: str, tmp_path: Path) -> UrlShortenerSettings:
+    return UrlShortenerSettings(
+        redis_url=redis_url,
+        database_url=database_url,
+        data_dir=tmp_path,
+        admin_key="test-admin-key",
+        base_url="https://sho.rt",
+        blocked_domains=["malware.test"],
+        visit_flush_interval=0.1,
+        log_level="WARNING",
+        access_log=False,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+async def app(settings: UrlShortenerSettings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="https://sho.rt") as c:
+        yield c
+
+
+async def make_link(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    """Create a link through the API (the factory every test uses)."""
+    body = {"url": "https://example.com/page", **fields}
+    resp = await client.post("/api/links", json=body, headers=ADMIN)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
+    body = resp.json()
+    assert body["status"] == status and body["title"] and body["type"]
+    return body
+
+
+@pytest.fixture
+def shortener(
+    service_factory: Callable[..., ServiceProcess], tmp_path: Path, database_url: str
+) -> Callable[..., ServiceProcess]:
+    """Start a real `python -m url_shortener` on a free port, sharing one SQL database."""
+
+    def start(redis_url: str, **env: str) -> ServiceProcess:
+        base = {
+            "URL_SHORTENER_REDIS_URL": redis_url,
+            "URL_SHORTENER_DATABASE_URL": database_url,
+            "URL_SHORTENER_DATA_DIR": str(tmp_path / "data"),
+            "URL_SHORTENER_ADMIN_KEY": "test-admin-key",
+            "URL_SHORTENER_BASE_URL": "https://sho.rt",
+            "URL_SHORTENER_ACCESS_LOG": "false",
+            "URL_SHORTENER_LOG_FORMAT": "json",
+        }
+        return service_factory("url_shortener", {**base, **env})
+
+    return start

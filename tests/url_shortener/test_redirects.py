@@ -1,0 +1,224 @@
+"""GET /{code}: statuses, caching, limits, passwords, visit recording."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import redis.asyncio as aredis
+from fastapi import FastAPI
+from sqlalchemy import event, text
+
+from tests.url_shortener.conftest import ADMIN, assert_problem, make_link
+from url_shortener.cache import counter_key, link_key
+
+
+class SqlCounter:
+    """Counts SQL statements that read the links table (the redirect's SQL fallback)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.link_reads = 0
+        self.engine = app.state.engine.sync_engine
+        event.listen(self.engine, "before_cursor_execute", self._on)
+
+    def _on(self, conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "FROM links" in statement:
+            self.link_reads += 1
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._on)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirect_uses_the_links_status(client: httpx.AsyncClient, status: int) -> None:
+    code = (await make_link(client, url="https://example.com/x?y=1", redirect_status=status))[
+        "code"
+    ]
+    resp = await client.get(f"/{code}")
+    assert resp.status_code == status
+    assert resp.headers["location"] == "https://example.com/x?y=1"
+    cache_control = resp.headers["cache-control"]
+    if status in (301, 308):
+        assert cache_control == "private, max-age=90"
+    else:
+        assert cache_control == "private, no-store"
+
+
+async def test_default_is_302_and_unicode_targets_are_percent_encoded(
+    client: httpx.AsyncClient,
+) -> None:
+    code = (await make_link(client, url="https://example.com/straße?q=ü"))["code"]
+    resp = await client.get(f"/{code}")
+    assert resp.status_code == 302
+    assert resp.headers["location"] == "https://example.com/stra%C3%9Fe?q=%C3%BC"
+
+
+async def test_unknown_codes_are_404_problems(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/zzzzzzz"), 404)
+    assert_problem(await client.get("/has.dot"), 404)
+    assert_problem(await client.get("/" + "x" * 300), 404)
+    assert (await client.head("/zzzzzzz")).status_code == 404
+
+
+async def test_cache_hit_never_touches_sql(client: httpx.AsyncClient, app: FastAPI) -> None:
+    code = (await make_link(client))["code"]
+    counter = SqlCounter(app)
+    try:
+        assert (await client.get(f"/{code}")).status_code == 302  # miss: one SQL read
+        first = counter.link_reads
+        assert first >= 1
+        for _ in range(20):
+            assert (await client.get(f"/{code}")).status_code == 302
+        assert counter.link_reads == first
+    finally:
+        counter.close()
+
+
+async def test_unknown_codes_are_negatively_cached_and_creation_clears_it(
+    client: httpx.AsyncClient, app: FastAPI, redis_url: str
+) -> None:
+    counter = SqlCounter(app)
+    try:
+        assert_problem(await client.get("/later-alias"), 404)
+        reads = counter.link_reads
+        assert_problem(await client.get("/later-alias"), 404)
+        assert counter.link_reads == reads  # answered by the negative cache
+    finally:
+        counter.close()
+    async with aredis.Redis.from_url(redis_url) as r:
+        assert 0 < await r.ttl(link_key("later-alias")) <= 60
+    await make_link(client, alias="later-alias")
+    assert (await client.get("/later-alias")).status_code == 302
+
+
+async def test_cache_entries_have_a_ttl_bounded_by_expiry(
+    client: httpx.AsyncClient, redis_url: str
+) -> None:
+    expires = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()
+    code = (await make_link(client, expires_at=expires))["code"]
+    await client.get(f"/{code}")
+    async with aredis.Redis.from_url(redis_url) as r:
+        assert 100 <= await r.ttl(link_key(code)) <= 120
+
+
+async def test_expired_links_are_410(client: httpx.AsyncClient) -> None:
+    expires = (datetime.now(UTC) + timedelta(seconds=1.2)).isoformat()
+    code = (await make_link(client, expires_at=expires))["code"]
+    assert (await client.get(f"/{code}")).status_code == 302
+    await asyncio.sleep(1.5)
+    assert_problem(await client.get(f"/{code}"), 410)
+    assert_problem(await client.get(f"/{code}"), 410)  # now from the cache
+
+
+async def test_max_visits_is_exact_under_concurrency(client: httpx.AsyncClient) -> None:
+    code = (await make_link(client, max_visits=25))["code"]
+    responses = await asyncio.gather(*(client.get(f"/{code}") for _ in range(80)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(302) == 25
+    assert statuses.count(410) == 55
+
+
+async def test_head_does_not_count_a_visit(client: httpx.AsyncClient, app: FastAPI) -> None:
+    code = (await make_link(client, max_visits=1))["code"]
+    for _ in range(3):
+        resp = await client.head(f"/{code}")
+        assert resp.status_code == 302 and resp.headers["location"]
+    assert (await client.get(f"/{code}")).status_code == 302
+    assert (await client.head(f"/{code}")).status_code == 410
+    assert (await client.get(f"/{code}")).status_code == 410
+    await app.state.links.recorder.flush()
+    assert (await client.get(f"/api/links/{code}", headers=ADMIN)).json()["visits"] == 1
+
+
+async def test_update_and_delete_invalidate_the_cache(client: httpx.AsyncClient) -> None:
+    code = (await make_link(client, url="https://example.com/old"))["code"]
+    assert (await client.get(f"/{code}")).headers["location"] == "https://example.com/old"
+    await client.patch(f"/api/links/{code}", json={"url": "https://example.com/new"}, headers=ADMIN)
+    assert (await client.get(f"/{code}")).headers["location"] == "https://example.com/new"
+    await client.delete(f"/api/links/{code}", headers=ADMIN)
+    assert_problem(await client.get(f"/{code}"), 404)
+
+
+async def test_raising_max_visits_keeps_what_was_used(
+    client: httpx.AsyncClient, redis_url: str
+) -> None:
+    code = (await make_link(client, max_visits=2))["code"]
+    assert [(await client.get(f"/{code}")).status_code for _ in range(3)] == [302, 302, 410]
+    await client.patch(f"/api/links/{code}", json={"max_visits": 3}, headers=ADMIN)
+    assert [(await client.get(f"/{code}")).status_code for _ in range(2)] == [302, 410]
+    async with aredis.Redis.from_url(redis_url) as r:
+        assert await r.get(counter_key(code)) == b"3"
+
+
+async def test_password_form_then_right_and_wrong_password(client: httpx.AsyncClient) -> None:
+    code = (await make_link(client, url="https://example.com/secret", password="s3cret"))["code"]
+    form = await client.get(f"/{code}")
+    assert form.status_code == 200
+    assert form.headers["content-type"].startswith("text/html")
+    assert form.headers["cache-control"] == "no-store"
+    assert 'type="password"' in form.text and "example.com" not in form.text
+    wrong = await client.post(f"/{code}", data={"password": "nope"})
+    assert wrong.status_code == 401 and "Wrong password" in wrong.text
+    assert "location" not in wrong.headers
+    empty = await client.post(f"/{code}", content=b"", headers={"content-type": "text/plain"})
+    assert empty.status_code == 401
+    right = await client.post(f"/{code}", data={"password": "s3cret"})
+    assert right.status_code == 303
+    assert right.headers["location"] == "https://example.com/secret"
+    assert_problem(await client.post("/nosuchcode", data={"password": "x"}), 404)
+
+
+async def test_password_plus_max_visits_counts_only_unlocked_visits(
+    client: httpx.AsyncClient,
+) -> None:
+    code = (await make_link(client, password="pw", max_visits=1))["code"]
+    for _ in range(3):
+        assert (await client.get(f"/{code}")).status_code == 200  # the form: no visit used
+    assert (await client.post(f"/{code}", data={"password": "pw"})).status_code == 303
+    assert_problem(await client.post(f"/{code}", data={"password": "pw"}), 410)
+
+
+async def test_visits_are_recorded_with_analytics(client: httpx.AsyncClient, app: FastAPI) -> None:
+    code = (await make_link(client))["code"]
+    chrome = "Mozilla/5.0 (X11) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+    firefox = "Mozilla/5.0 (X11; rv:127.0) Gecko/20100101 Firefox/127.0"
+    for ua, ref in [
+        (chrome, "https://news.ycombinator.com/item?id=1"),
+        (chrome, "https://news.ycombinator.com/"),
+        (firefox, "https://t.co/abc"),
+        ("Googlebot/2.1", ""),
+    ]:
+        await client.get(f"/{code}", headers={"user-agent": ua, "referer": ref})
+    await app.state.links.recorder.flush()
+    stats = (await client.get(f"/api/links/{code}/stats", headers=ADMIN)).json()
+    assert stats["total"] == 4
+    assert stats["unique_visitors"] == 3  # same IP + same UA twice
+    assert stats["humans"] == 3 and stats["bots"] == 1
+    assert stats["top_referrers"][0] == {"referrer": "news.ycombinator.com", "visits": 2}
+    assert {"browser": "Chrome", "visits": 2} in stats["browsers"]
+    today = datetime.now(UTC).date().isoformat()
+    assert stats["per_day"] == [{"day": today, "visits": 4}]
+    link = (await client.get(f"/api/links/{code}", headers=ADMIN)).json()
+    assert link["visits"] == 4
+
+    csv = await client.get(f"/api/links/{code}/stats?format=csv", headers=ADMIN)
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.strip().split("\r\n")
+    assert lines[0].startswith("timestamp,referrer_host,browser,is_bot")
+    assert len(lines) == 5 and "news.ycombinator.com" in lines[1]
+    assert "203.0.113.7" not in csv.text  # IPs are never stored
+    assert_problem(await client.get("/api/links/nope/stats", headers=ADMIN), 404)
+
+
+async def test_visits_of_a_deleted_link_are_dropped_not_fatal(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    keep = (await make_link(client))["code"]
+    gone = (await make_link(client))["code"]
+    await client.get(f"/{gone}")
+    await client.get(f"/{keep}")
+    await client.delete(f"/api/links/{gone}", headers=ADMIN)
+    await app.state.links.recorder.flush()
+    assert (await client.get(f"/api/links/{keep}", headers=ADMIN)).json()["visits"] == 1
+    async with app.state.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM visits"))).scalar_one() == 1
