@@ -1,0 +1,185 @@
+"""Every algorithm against every backend (memory and a real Redis), on real time."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis
+
+from common.redis import create_redis
+from rate_limiter import Algorithm, AsyncBackend, Limit, MemoryBackend, RedisBackend
+from rate_limiter.backends.redis import load_sources
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = create_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[AsyncBackend]:
+    if request.param == "memory":
+        yield MemoryBackend()
+        return
+    client = create_redis(redis_url)
+    backend = RedisBackend(client)
+    await backend.load()
+    yield backend
+    await client.aclose()
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+class TestEveryAlgorithmEveryBackend:
+    async def test_admits_exactly_the_limit(
+        self, backend: AsyncBackend, algorithm: Algorithm
+    ) -> None:
+        limit = Limit(7, 3600, algorithm)
+        decisions = [await backend.acquire("user:1", limit) for _ in range(10)]
+        assert [d.allowed for d in decisions] == [True] * 7 + [False] * 3
+        assert [d.remaining for d in decisions[:7]] == [6, 5, 4, 3, 2, 1, 0]
+        assert all(d.limit == 7 for d in decisions)
+        assert all(d.retry_after > 0 for d in decisions[7:])
+        # Keys are independent.
+        assert (await backend.acquire("user:2", limit)).allowed
+
+    async def test_concurrent_tasks_never_exceed(
+        self, backend: AsyncBackend, algorithm: Algorithm
+    ) -> None:
+        limit = Limit(25, 3600, algorithm)
+        results = await asyncio.gather(*(backend.acquire("hot", limit) for _ in range(100)))
+        assert sum(d.allowed for d in results) == 25
+
+    async def test_cost_above_capacity(self, backend: AsyncBackend, algorithm: Algorithm) -> None:
+        limit = Limit(3, 3600, algorithm)
+        d = await backend.acquire("k", limit, 4)
+        assert not d.allowed and math.isinf(d.retry_after)
+        assert (await backend.acquire("k", limit, 3)).allowed
+
+    async def test_peek_and_limit_change_keep_consumption(
+        self, backend: AsyncBackend, algorithm: Algorithm
+    ) -> None:
+        for _ in range(4):
+            await backend.acquire("k", Limit(10, 3600, algorithm))
+        assert (await backend.acquire("k", Limit(10, 3600, algorithm), 0)).remaining == 6
+        bigger = Limit(12, 3600, algorithm)
+        assert (await backend.acquire("k", bigger, 0)).remaining == 8
+        assert sum([(await backend.acquire("k", bigger)).allowed for _ in range(10)]) == 8
+
+
+async def test_lua_and_python_agree_step_by_step(redis: Redis) -> None:
+    """The same sequence of costs gets the same verdicts and counts from both twins."""
+    rb = RedisBackend(redis)
+    mb = MemoryBackend()
+    costs = [1, 3, 2, 5, 1, 1, 4, 2, 0, 1, 9]
+    for algorithm in Algorithm:
+        limit = Limit(9, 3600, algorithm, burst=None)
+        for i, cost in enumerate(costs):
+            r = await rb.acquire("twin", limit, cost)
+            m = await mb.acquire("twin", limit, cost)
+            assert (r.allowed, r.limit, r.remaining) == (m.allowed, m.limit, m.remaining), (
+                algorithm,
+                i,
+            )
+            assert math.isinf(r.retry_after) == math.isinf(m.retry_after)
+
+
+async def test_keys_are_hash_tagged_and_expire(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    await backend.acquire("api:alice", Limit(5, 10, Algorithm.SLIDING_LOG))
+    await backend.acquire("api:alice", Limit(5, 10, Algorithm.GCRA))
+    keys = sorted(k.decode() for k in await redis.keys("*"))
+    assert keys == [
+        "rl:{api:alice}:gcra",
+        "rl:{api:alice}:sliding_log",
+        "rl:{api:alice}:sliding_log:seq",
+    ]
+    for key in keys:
+        assert 0 < await redis.pttl(key) <= 11_000
+
+
+async def test_scripts_reload_after_script_flush(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    await backend.load()
+    await redis.script_flush()
+    assert (await backend.acquire("k", Limit.per_second(1))).allowed
+    assert set(load_sources()) == {a.value for a in Algorithm} | {"release"}
+
+
+async def _redis_now(redis: Redis) -> float:
+    sec, usec = await redis.time()
+    return sec + usec / 1e6
+
+
+async def test_redis_burst_then_steady_refill(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    limit = Limit(20, 1.0, Algorithm.GCRA, burst=5)
+    assert sum([(await backend.acquire("k", limit)).allowed for _ in range(8)]) == 5
+    refused = await backend.acquire("k", limit)
+    assert not refused.allowed and 0 < refused.retry_after <= 0.05
+    await asyncio.sleep(refused.retry_after + 0.005)
+    assert (await backend.acquire("k", limit)).allowed
+    # Then about 20/s: over 0.5 s between 9 and 11 more (the timer is not exact).
+    start = time.monotonic()
+    admitted = 0
+    while time.monotonic() - start < 0.5:
+        admitted += (await backend.acquire("k", limit)).allowed
+        await asyncio.sleep(0.002)
+    assert 8 <= admitted <= 11
+
+
+async def test_redis_fixed_window_boundary_uses_redis_time(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    limit = Limit(3, 0.5, Algorithm.FIXED_WINDOW)
+    now = await _redis_now(redis)
+    boundary = (math.floor(now / 0.5) + 1) * 0.5
+    if boundary - now < 0.15:
+        await asyncio.sleep(boundary - now + 0.01)
+        boundary += 0.5
+    results = [(await backend.acquire("k", limit)).allowed for _ in range(5)]
+    assert results == [True, True, True, False, False]
+    refused = await backend.acquire("k", limit)
+    assert refused.retry_after == pytest.approx(boundary - await _redis_now(redis), abs=0.02)
+    await asyncio.sleep(refused.retry_after + 0.005)
+    assert sum([(await backend.acquire("k", limit)).allowed for _ in range(5)]) == 3
+
+
+async def test_redis_concurrency_lease_release(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    limit = Limit(2, 0.3, Algorithm.CONCURRENCY)
+    a = await backend.acquire("k", limit, 2)
+    assert a.allowed and a.lease and a.lease.endswith(".2")
+    assert not (await backend.acquire("k", limit)).allowed
+    await backend.release("k", limit, a.lease)
+    b = await backend.acquire("k", limit)
+    assert b.allowed
+    await backend.acquire("k", limit)
+    assert not (await backend.acquire("k", limit)).allowed
+    await asyncio.sleep(0.31)  # nobody released: the leases expire
+    assert (await backend.acquire("k", limit, 2)).allowed
+
+
+def test_sync_backend_shares_state_with_async(redis_url: str) -> None:
+    from rate_limiter import SyncRedisBackend
+
+    with sync_redis.Redis.from_url(redis_url) as client:
+        backend = SyncRedisBackend(client)
+        backend.load()
+        limit = Limit(3, 60, Algorithm.SLIDING_LOG)
+        assert [backend.acquire_sync("k", limit).allowed for _ in range(4)] == [
+            True,
+            True,
+            True,
+            False,
+        ]
+        lease_limit = Limit(1, 60, Algorithm.CONCURRENCY)
+        d = backend.acquire_sync("c", lease_limit)
+        assert d.lease and not backend.acquire_sync("c", lease_limit).allowed
+        backend.release_sync("c", lease_limit, d.lease)
+        assert backend.acquire_sync("c", lease_limit).allowed
