@@ -25,12 +25,13 @@ from rate_limiter import (
 PROCESSES = 8
 
 
-def _hammer(url: str, limit: Limit, key: str, deadline: float, barrier: Any, out: Any) -> None:
+def _hammer(url: str, limit: Limit, key: str, seconds: float, barrier: Any, out: Any) -> None:
     """One worker process: acquire as fast as possible until the deadline."""
     with sync_redis.Redis.from_url(url) as client:
         limiter = SyncRateLimiter(limit, SyncRedisBackend(client))
         limiter.acquire("warm-up", 0)
         barrier.wait()
+        deadline = time.time() + seconds
         admitted = attempts = 0
         while time.time() < deadline or attempts == 0:
             attempts += 1
@@ -43,17 +44,16 @@ def _run(url: str, limit: Limit, seconds: float) -> tuple[int, int, float]:
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(PROCESSES + 1)
     out = ctx.Queue()
-    deadline = time.time() + seconds + 1.0
     procs = [
-        ctx.Process(target=_hammer, args=(url, limit, "hot", deadline, barrier, out))
+        ctx.Process(target=_hammer, args=(url, limit, "hot", seconds, barrier, out))
         for _ in range(PROCESSES)
     ]
     for p in procs:
         p.start()
     with sync_redis.Redis.from_url(url) as client:
-        barrier.wait()
-        sec, usec = client.time()
+        sec, usec = client.time()  # before the barrier: no worker has started yet
         t0 = sec + usec / 1e6
+        barrier.wait()
         results = [out.get(timeout=30) for _ in procs]
         sec, usec = client.time()
         t1 = sec + usec / 1e6

@@ -1,0 +1,38 @@
+"""Rate limiter: exact limits on Redis (one Lua script, one round trip) or in memory.
+
+The library (`RateLimiter`, `Limit`, backends), the ASGI middleware (`RateLimitMiddleware`)
+and the HTTP service (`python -m rate_limiter`) share one core.
+"""
+
+from rate_limiter.algorithms import Algorithm, Decision, Limit
+from rate_limiter.backends import (
+    AsyncBackend,
+    FailMode,
+    FallbackBackend,
+    MemoryBackend,
+    RedisBackend,
+    SyncBackend,
+    SyncRedisBackend,
+)
+from rate_limiter.errors import InvalidCost, RateLimited, RulesError
+from rate_limiter.limiter import RateLimiter, SyncRateLimiter
+from rate_limiter.metrics import LimiterMetrics
+
+__all__ = [
+    "Algorithm",
+    "AsyncBackend",
+    "Decision",
+    "FailMode",
+    "FallbackBackend",
+    "InvalidCost",
+    "Limit",
+    "LimiterMetrics",
+    "MemoryBackend",
+    "RateLimited",
+    "RateLimiter",
+    "RedisBackend",
+    "RulesError",
+    "SyncBackend",
+    "SyncRateLimiter",
+    "SyncRedisBackend",
+]

@@ -1,0 +1,50 @@
+"""The two backend interfaces and the key layout every backend shares."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Protocol
+
+from rate_limiter.algorithms import Algorithm, Decision, Limit
+
+KEY_PREFIX = "rl"
+
+
+def state_key(key: str, algorithm: Algorithm) -> str:
+    """`rl:{<key>}:<algorithm>`: the hash tag puts a key's companions in one cluster slot, and
+    the algorithm suffix keeps one algorithm from reading another's state."""
+    return f"{KEY_PREFIX}:{{{key}}}:{algorithm.value}"
+
+
+def new_lease(cost: int) -> str:
+    """A lease id; it carries its cost so releasing needs nothing else."""
+    return f"{uuid.uuid4().hex}.{cost}"
+
+
+def lease_cost(lease: str) -> int:
+    try:
+        return max(1, int(lease.rsplit(".", 1)[1]))
+    except (IndexError, ValueError):
+        return 1
+
+
+class AsyncBackend(Protocol):
+    name: str
+
+    async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        """Decide on `cost` units for `key` under `limit` (cost 0 only reports)."""
+        ...
+
+    async def release(self, key: str, limit: Limit, lease: str) -> None:
+        """Give back a concurrency lease."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+class SyncBackend(Protocol):
+    name: str
+
+    def acquire_sync(self, key: str, limit: Limit, cost: int = 1) -> Decision: ...
+
+    def release_sync(self, key: str, limit: Limit, lease: str) -> None: ...

@@ -1,0 +1,108 @@
+"""Redis first; while it is unreachable the failure policy answers, and recovery is automatic.
+
+- `local`: the process-local backend decides (a degraded limiter: each process limits alone).
+- `open`: allow everything (availability over protection).
+- `closed`: refuse everything (protection over availability).
+
+After a failure Redis is not tried again for `retry_interval` seconds, so a dead Redis costs
+one timeout per interval rather than one per request. The first failure and the recovery
+each log one line; `rate_limiter_backend_errors_total` and `rate_limiter_degraded` track it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Literal
+
+import structlog
+from redis.exceptions import RedisError
+
+from rate_limiter.algorithms import Decision, Limit
+from rate_limiter.backends.base import AsyncBackend
+from rate_limiter.backends.memory import MemoryBackend
+from rate_limiter.metrics import LimiterMetrics
+
+FailMode = Literal["local", "open", "closed"]
+BACKEND_DOWN = (RedisError, OSError, TimeoutError, ConnectionError)
+log = structlog.get_logger("rate_limiter.backend")
+
+
+class FallbackBackend:
+    name = "fallback"
+
+    def __init__(
+        self,
+        primary: AsyncBackend,
+        *,
+        mode: FailMode = "local",
+        local: MemoryBackend | None = None,
+        metrics: LimiterMetrics | None = None,
+        retry_interval: float = 0.5,
+    ) -> None:
+        self.primary = primary
+        self.mode = mode
+        self.local = local or MemoryBackend()
+        self.metrics = metrics
+        self.retry_interval = retry_interval
+        self._down_until = 0.0
+        self.degraded = False
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self.retry_interval
+        if self.metrics:
+            self.metrics.backend_errors.labels(self.primary.name).inc()
+            self.metrics.degraded.set(1)
+        if not self.degraded:
+            self.degraded = True
+            log.error(
+                "rate_limiter_backend_down",
+                backend=self.primary.name,
+                policy=self.mode,
+                error=f"{type(exc).__name__}: {exc}"[:200],
+            )
+
+    def _recovered(self) -> None:
+        self.degraded = False
+        if self.metrics:
+            self.metrics.degraded.set(0)
+        log.warning("rate_limiter_backend_recovered", backend=self.primary.name)
+
+    async def _degraded(self, key: str, limit: Limit, cost: int) -> Decision:
+        if self.mode == "local":
+            decision = await self.local.acquire(key, limit, cost)
+        else:
+            allowed = self.mode == "open" and cost <= limit.capacity
+            decision = Decision(
+                allowed=allowed,
+                limit=limit.capacity,
+                remaining=limit.capacity if allowed else 0,
+                reset_after=0.0,
+                retry_after=0.0 if allowed else self.retry_interval,
+            )
+        return dataclasses.replace(decision, degraded=True)
+
+    async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        if self.degraded and time.monotonic() < self._down_until:
+            return await self._degraded(key, limit, cost)
+        try:
+            decision = await self.primary.acquire(key, limit, cost)
+        except BACKEND_DOWN as exc:
+            self._failed(exc)
+            return await self._degraded(key, limit, cost)
+        if self.degraded:
+            self._recovered()
+        return decision
+
+    async def release(self, key: str, limit: Limit, lease: str) -> None:
+        # A lease may have come from either side; releasing both is harmless.
+        await self.local.release(key, limit, lease)
+        if self.degraded and time.monotonic() < self._down_until:
+            return
+        try:
+            await self.primary.release(key, limit, lease)
+        except BACKEND_DOWN as exc:
+            self._failed(exc)
+
+    async def ping(self) -> None:
+        await self.primary.ping()

@@ -1,0 +1,75 @@
+"""Process-local backend: the pure algorithms over a dict, under a lock.
+
+Exact within one process (threads and asyncio tasks alike); each process has its own
+state, which is what makes it a *degraded* limiter when it stands in for Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rate_limiter.algorithms import STEPS, US, Algorithm, Decision, Limit, release
+from rate_limiter.backends.base import new_lease, state_key
+
+SWEEP_EVERY = 4096
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class MemoryBackend:
+    name = "memory"
+
+    def __init__(self, *, clock: Callable[[], int] = _now_us) -> None:
+        self.clock = clock
+        self._states: dict[str, tuple[dict[str, Any], int]] = {}
+        self._lock = threading.Lock()
+        self._ops = 0
+
+    def acquire_sync(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        skey = state_key(key, limit.algorithm)
+        lease = new_lease(cost) if limit.algorithm is Algorithm.CONCURRENCY and cost else None
+        with self._lock:
+            now = self.clock()
+            self._ops += 1
+            if self._ops % SWEEP_EVERY == 0:
+                self._sweep(now)
+            stored = self._states.get(skey)
+            state = stored[0] if stored and stored[1] > now else {}
+            new_state, raw = STEPS[limit.algorithm](state, now, limit, cost, lease)
+            if new_state is not None:
+                # Kept a little past the moment it would be back to full anyway.
+                expires = now + max(raw[3], limit.period_us) + US
+                self._states[skey] = (new_state, expires)
+        return Decision.from_us(*raw, lease=lease if raw[0] else None)
+
+    def release_sync(self, key: str, limit: Limit, lease: str) -> None:
+        skey = state_key(key, limit.algorithm)
+        with self._lock:
+            stored = self._states.get(skey)
+            if stored:
+                self._states[skey] = (release(stored[0], lease), stored[1])
+
+    async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        return self.acquire_sync(key, limit, cost)
+
+    async def release(self, key: str, limit: Limit, lease: str) -> None:
+        self.release_sync(key, limit, lease)
+
+    async def ping(self) -> None:
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def _sweep(self, now: int) -> None:
+        for k in [k for k, (_, exp) in self._states.items() if exp <= now]:
+            del self._states[k]

@@ -1,0 +1,35 @@
+"""The limiter's domain exceptions; each app maps them to HTTP once."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from common.errors import DomainError
+
+
+class RateLimited(DomainError):
+    title = "Too many requests"
+
+    @classmethod
+    def from_decision(cls, decision: Any, detail: str = "") -> RateLimited:
+        if math.isinf(decision.retry_after):
+            return cls(detail or "The cost is larger than the limit's capacity; it never fits.")
+        return cls(
+            detail or f"Rate limit exceeded; retry in {decision.retry_after:.3f}s.",
+            retry_after=max(1, math.ceil(decision.retry_after)),
+        )
+
+
+class InvalidCost(DomainError, ValueError):
+    title = "Invalid cost"
+
+
+class UnknownDomain(DomainError):
+    title = "Unknown domain"
+
+
+class RulesError(DomainError, ValueError):
+    """A rules file that cannot be used; the message names the file and line."""
+
+    title = "Invalid rules"

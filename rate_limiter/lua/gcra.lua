@@ -1,0 +1,44 @@
+-- GCRA in its token form (the twin of algorithms.gcra).
+-- KEYS[1]: the key's hash {d = debt in tokens, t = last update in µs}
+-- ARGV: rate, period_us, capacity, cost, count_refused (0/1)
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never)}
+local key = KEYS[1]
+local rate = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local count_refused = ARGV[5] == '1'
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local T = period / rate
+
+local function ceil(x) if x > 0 then return math.ceil(x - 1e-9) end return 0 end
+local function save(debt)
+  redis.call('HSET', key, 'd', string.format('%.17g', debt), 't', string.format('%.17g', now))
+  redis.call('PEXPIRE', key, ceil(debt * T / 1000) + 1000)
+end
+
+local d = 0
+local s = redis.call('HMGET', key, 'd', 't')
+if s[1] then
+  local elapsed = now - tonumber(s[2])
+  if elapsed < 0 then elapsed = 0 end
+  d = math.max(0, tonumber(s[1]) - elapsed / T)
+end
+if cost > cap then
+  return {0, cap, math.floor(cap - d), ceil(d * T), -1}
+end
+if d + cost <= cap then
+  if cost == 0 then
+    return {1, cap, math.floor(cap - d), ceil(d * T), 0}
+  end
+  d = d + cost
+  save(d)
+  return {1, cap, math.floor(cap - d), ceil(d * T), 0}
+end
+local retry = ceil((d + cost - cap) * T)
+if count_refused then
+  d = math.min(cap, d + cost)
+  save(d)
+end
+return {0, cap, math.floor(cap - d), ceil(d * T), retry}

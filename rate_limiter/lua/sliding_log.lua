@@ -1,0 +1,46 @@
+-- Sliding log (the twin of algorithms.sliding_log): one sorted-set entry per admitted unit,
+-- scored by its time, kept for one period. Exact; memory grows with the rate.
+-- KEYS[1]: zset of entries; KEYS[2]: sequence counter that makes entries unique
+-- ARGV: rate, period_us, capacity, cost, count_refused (0/1)
+local key, seq = KEYS[1], KEYS[2]
+local rate = tonumber(ARGV[1])
+local p = tonumber(ARGV[2])
+local cost = tonumber(ARGV[4])
+local count_refused = ARGV[5] == '1'
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+
+redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', now - p))
+local n = redis.call('ZCARD', key)
+local reset = 0
+if n > 0 then
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  reset = tonumber(newest[2]) + p - now
+end
+local function add()
+  local last = redis.call('INCRBY', seq, cost)
+  local args = {}
+  for i = 1, cost do
+    args[#args + 1] = string.format('%.17g', now)
+    args[#args + 1] = tostring(last - cost + i)
+  end
+  redis.call('ZADD', key, unpack(args))
+  local ttl = math.ceil(p / 1000) + 1000
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', seq, ttl)
+end
+if cost > rate then
+  return {0, rate, rate - n, reset, -1}
+end
+if n + cost <= rate then
+  if cost == 0 then return {1, rate, rate - n, reset, 0} end
+  add()
+  return {1, rate, rate - n - cost, p, 0}
+end
+local oldest = redis.call('ZRANGE', key, n + cost - rate - 1, n + cost - rate - 1, 'WITHSCORES')
+local retry = tonumber(oldest[2]) + p - now
+if count_refused then
+  add()
+  redis.call('ZREMRANGEBYRANK', key, 0, -(rate + 1))
+end
+return {0, rate, math.max(0, rate - n), reset, retry}
