@@ -290,21 +290,24 @@ class LinkService:
             return await self._resolve_sql(code, mode, visitor)
 
     async def _resolve_cached(self, code: str, mode: str, visitor: Visitor | None) -> Redirect:
-        res = await self.cache.resolve(code, mode)
-        if res.kind in (MISS, COUNTER_MISSING):
-            async with self.sessions() as session:
-                link = await store.link_by_code(session, code)
+        link: Link | None = None
+        for _ in range(3):  # a miss fills the entry, a missing counter is rebuilt; then retry
+            res = await self.cache.resolve(code, mode)
+            if res.kind not in (MISS, COUNTER_MISSING):
+                break
             if link is None:
-                await self.cache.put_unknown(code)
-                raise LinkNotFound(f"No link has the code '{code}'.")
+                async with self.sessions() as session:
+                    link = await store.link_by_code(session, code)
+                if link is None:
+                    await self.cache.put_unknown(code)
+                    raise LinkNotFound(f"No link has the code '{code}'.")
             if res.kind == MISS:
                 await self.cache.put(code, _cached(link))
             else:
                 await self.cache.init_counter(code, link.visits + self.recorder.pending(link.id))
-            res = await self.cache.resolve(code, mode)
-            if res.kind in (MISS, COUNTER_MISSING):
-                # Redis refused to keep it (evicted at once): answer from SQL instead.
-                return await self._resolve_sql(code, mode, visitor)
+        else:
+            # Redis drops what we write (evicting under memory pressure): answer from SQL.
+            return await self._resolve_sql(code, mode, visitor)
         if res.kind == UNKNOWN:
             raise LinkNotFound(f"No link has the code '{code}'.")
         if res.kind == GONE:

@@ -1,0 +1,137 @@
+"""Real `python -m url_shortener` processes: several instances, shutdowns, crashes, Redis
+outages. Slow-ish (each starts servers), still part of `make test`."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from common.redis_server import RedisProcess
+from tests.support import ServiceProcess, wait_for
+from tests.url_shortener.conftest import ADMIN
+
+pytestmark = pytest.mark.slow
+Start = Callable[..., ServiceProcess]
+
+
+def create(base: str, **fields: object) -> dict:
+    resp = httpx.post(
+        f"{base}/api/links", json={"url": "https://example.com/", **fields}, headers=ADMIN
+    )
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def hit(base: str, code: str) -> int:
+    return httpx.get(f"{base}/{code}", timeout=10).status_code
+
+
+def visits(base: str, code: str) -> int:
+    return httpx.get(f"{base}/api/links/{code}", headers=ADMIN).json()["visits"]
+
+
+def test_invalidation_is_seen_by_every_instance_at_once(shortener: Start, redis_url: str) -> None:
+    a, b = shortener(redis_url), shortener(redis_url)
+    code = create(a.url, url="https://example.com/v1")["code"]
+    for inst in (a, b):
+        assert httpx.get(f"{inst.url}/{code}").headers["location"] == "https://example.com/v1"
+    httpx.patch(f"{b.url}/api/links/{code}", json={"url": "https://example.com/v2"}, headers=ADMIN)
+    assert httpx.get(f"{a.url}/{code}").headers["location"] == "https://example.com/v2"
+    httpx.delete(f"{b.url}/api/links/{code}", headers=ADMIN)
+    assert hit(a.url, code) == 404
+
+
+def test_max_visits_is_exact_across_two_instances(shortener: Start, redis_url: str) -> None:
+    a, b = shortener(redis_url), shortener(redis_url)
+    code = create(a.url, max_visits=30)["code"]
+    targets = [a.url, b.url] * 60
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda base: hit(base, code), targets))
+    assert statuses.count(302) == 30
+    assert statuses.count(410) == 90
+
+
+def test_codes_are_unique_across_instances_and_concurrent_requests(
+    shortener: Start, redis_url: str
+) -> None:
+    a, b = shortener(redis_url), shortener(redis_url)
+    with ThreadPoolExecutor(16) as pool:
+        links = list(pool.map(lambda base: create(base), [a.url, b.url] * 100))
+    assert len({link["code"] for link in links}) == 200
+
+
+def test_graceful_shutdown_writes_every_buffered_visit(shortener: Start, redis_url: str) -> None:
+    # A flush interval far longer than the test: only the shutdown drain can write them.
+    env = {"URL_SHORTENER_VISIT_FLUSH_INTERVAL": "300", "URL_SHORTENER_VISIT_BATCH_SIZE": "10000"}
+    inst = shortener(redis_url, **env)
+    code = create(inst.url)["code"]
+    for _ in range(137):
+        assert hit(inst.url, code) == 302
+    assert visits(inst.url, code) == 0  # still buffered
+    # uvicorn shuts down gracefully, then re-raises the signal: exit status -15.
+    assert inst.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in inst.logs()
+    again = shortener(redis_url)
+    assert visits(again.url, code) == 137
+
+
+def test_a_crash_loses_at_most_the_last_flush_interval(shortener: Start, redis_url: str) -> None:
+    # README: "a crash loses at most the visits of the last flush interval".
+    inst = shortener(redis_url, URL_SHORTENER_VISIT_FLUSH_INTERVAL="0.3")
+    code = create(inst.url)["code"]
+    for _ in range(50):
+        hit(inst.url, code)
+    time.sleep(1.0)  # > the flush interval: these 50 must be on disk now
+    for _ in range(20):
+        hit(inst.url, code)
+    inst.stop(signal.SIGKILL)
+    again = shortener(redis_url)
+    survived = visits(again.url, code)
+    assert 50 <= survived <= 70
+
+
+def test_redis_outage_redirects_from_sql_and_recovers(
+    shortener: Start, redis_factory: Callable[..., RedisProcess]
+) -> None:
+    redis = redis_factory(appendonly=True)  # keeps its data across the restart below
+    inst = shortener(redis.url, URL_SHORTENER_REDIS_RETRY_AFTER="0.2")
+    plain = create(inst.url, url="https://example.com/plain")["code"]
+    limited = create(inst.url, max_visits=4)["code"]
+    doomed = create(inst.url)["code"]
+    for code in (plain, doomed):
+        assert hit(inst.url, code) == 302  # now cached in Redis
+    assert [hit(inst.url, limited) for _ in range(2)] == [302, 302]
+    assert httpx.get(f"{inst.url}/readyz").json()["dependencies"]["redis"]["status"] == "up"
+
+    redis.stop()
+    started = time.monotonic()
+    assert httpx.get(f"{inst.url}/{plain}").headers["location"] == "https://example.com/plain"
+    assert time.monotonic() - started < 2.0
+    ready = httpx.get(f"{inst.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["dependencies"]["redis"]["status"] == "down"
+    assert "url_shortener_redis_up 0.0" in httpx.get(f"{inst.url}/metrics").text
+    # Exact limits without Redis: SQL takes the claims.
+    assert [hit(inst.url, limited) for _ in range(3)] == [302, 302, 410]
+    # Changes made during the outage must win over what Redis still holds afterwards.
+    assert httpx.delete(f"{inst.url}/api/links/{doomed}", headers=ADMIN).status_code == 204
+    assert hit(inst.url, doomed) == 404
+    new = create(inst.url)["code"]  # creating works without Redis too
+    assert hit(inst.url, new) == 302
+
+    redis.start()  # same port, AOF restores the old cache entries
+    wait_for(
+        lambda: httpx.get(f"{inst.url}/readyz").json()["dependencies"]["redis"]["status"] == "up",
+        timeout=10,
+    )
+    wait_for(lambda: "url_shortener_redis_up 1.0" in httpx.get(f"{inst.url}/metrics").text)
+    assert hit(inst.url, doomed) == 404  # the queued invalidation was replayed
+    assert hit(inst.url, limited) == 410  # the counter was rebuilt from SQL
+    assert hit(inst.url, plain) == 302
+    assert visits(inst.url, plain) >= 1
