@@ -33,3 +33,7 @@ class RulesError(DomainError, ValueError):
     """A rules file that cannot be used; the message names the file and line."""
 
     title = "Invalid rules"
+
+
+class InvalidRequest(DomainError):
+    title = "Invalid request"

@@ -1,0 +1,27 @@
+"""python -m rate_limiter: serve on RATE_LIMITER_PORT (8004) with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from common.redis_server import ensure_shared_redis
+from rate_limiter.app import create_app
+from rate_limiter.settings import RateLimiterSettings
+
+
+def main() -> None:
+    settings = RateLimiterSettings()
+    if not settings.redis_url:
+        settings.redis_url = ensure_shared_redis(settings.data_dir)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

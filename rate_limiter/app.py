@@ -1,0 +1,92 @@
+"""create_app(settings): the FastAPI app; the lifespan opens Redis and watches the rules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from common.app import build_app
+from common.health import HealthChecks
+from common.redis import REDIS_DOWN, create_redis
+from rate_limiter.api import api
+from rate_limiter.backends import AsyncBackend, FallbackBackend, MemoryBackend, RedisBackend
+from rate_limiter.config import RulesWatcher
+from rate_limiter.errors import InvalidCost, InvalidRequest, RateLimited, RulesError, UnknownDomain
+from rate_limiter.metrics import LimiterMetrics
+from rate_limiter.service import RateLimitService
+from rate_limiter.settings import RateLimiterSettings
+
+ERRORS = {
+    UnknownDomain: 404,
+    InvalidCost: 422,
+    InvalidRequest: 422,
+    RulesError: 422,
+    RateLimited: 429,
+}
+log = structlog.get_logger("rate_limiter.app")
+
+
+def create_app(settings: RateLimiterSettings) -> FastAPI:
+    """The service; without `redis_url` it limits in this process only (memory backend)."""
+    registry = CollectorRegistry()
+    metrics = LimiterMetrics(registry)
+    checks = HealthChecks()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watcher = RulesWatcher(settings.rules, interval=settings.rules_reload_interval)
+        redis = None
+        backend: AsyncBackend
+        if settings.redis_url:
+            redis = create_redis(settings.redis_url, timeout=settings.redis_timeout)
+            primary = RedisBackend(redis)
+            try:
+                await primary.load()
+            except REDIS_DOWN as exc:
+                # Start anyway: the failure policy answers until Redis is back.
+                log.error("redis_unreachable_at_start", error=str(exc))
+            backend = FallbackBackend(
+                primary,
+                mode=settings.on_backend_error,
+                metrics=metrics,
+                retry_interval=settings.backend_retry_interval,
+            )
+            checks.add("redis", redis.ping, required=False)
+        else:
+            backend = MemoryBackend()
+        app.state.rules = watcher
+        app.state.backend = backend
+        app.state.service = RateLimitService(
+            rules=lambda: watcher.current,
+            backend=backend,
+            metrics=metrics,
+            near_limit_ratio=settings.near_limit_ratio,
+            max_cost=settings.max_cost,
+        )
+        watch = asyncio.create_task(watcher.watch())
+        try:
+            yield
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            if redis is not None:
+                await redis.aclose()
+
+    app = build_app(
+        settings,
+        title="Rate limiter",
+        lifespan=lifespan,
+        registry=registry,
+        checks=checks,
+        errors=ERRORS,
+        description="Envoy-ratelimit-style decisions over HTTP, exact on Redis.",
+    )
+    app.state.metrics = metrics
+    app.include_router(api)
+    return app

@@ -1,0 +1,395 @@
+"""Rules in Envoy ratelimit's own YAML format, extended with `algorithm` and `burst`.
+
+    domain: api
+    descriptors:
+      - key: remote_address            # no value: every address gets its own limit
+        rate_limit: {unit: minute, requests_per_unit: 60}
+      - key: api_key
+        value: internal                # this exact value...
+        rate_limit: {unlimited: true}  # ...is never limited
+      - key: api_key
+        rate_limit: {unit: second, requests_per_unit: 10, algorithm: gcra, burst: 20}
+        descriptors:                   # nested: api_key + route
+          - key: route
+            value: "POST /api/*"       # trailing * matches a prefix
+            shadow_mode: true          # decide and count, never refuse
+            rate_limit: {unit: hour, requests_per_unit: 1000}
+
+Files are read with yaml's node API so every error names its file and line. A request's
+descriptor entries are walked down the tree like Envoy does; unlike Envoy, every node on the
+path that has a `rate_limit` applies (not only the last), so one descriptor can carry a
+per-key limit and a per-key-and-route limit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+import yaml
+from yaml.constructor import SafeConstructor
+
+from rate_limiter.algorithms import UNITS, Algorithm, Limit
+from rate_limiter.errors import RulesError
+
+log = structlog.get_logger("rate_limiter.config")
+
+DOMAIN_KEYS = {"domain", "descriptors"}
+DESCRIPTOR_KEYS = {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}
+RATE_LIMIT_KEYS = {
+    "unit",
+    "requests_per_unit",
+    "unlimited",
+    "name",
+    "algorithm",
+    "burst",
+    "count_refused",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One `rate_limit` block, resolved."""
+
+    name: str
+    limit: Limit | None  # None when unlimited
+    unit: str | None
+    requests_per_unit: int | None
+    shadow_mode: bool = False
+    source: str = ""
+    line: int = 0
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "requests_per_unit": self.requests_per_unit,
+            "algorithm": self.limit.algorithm.value if self.limit else None,
+            "burst": self.limit.burst if self.limit else None,
+            "count_refused": self.limit.count_refused if self.limit else False,
+            "shadow_mode": self.shadow_mode,
+            "unlimited": self.unlimited,
+            "source": f"{self.source}:{self.line}",
+        }
+
+
+@dataclass
+class Node:
+    key: str
+    value: str | None  # None: any value, each its own limit; "x*": prefix match
+    rule: Rule | None
+    children: list[Node] = field(default_factory=list)
+
+    def matches(self, key: str, value: str) -> bool:
+        if key != self.key:
+            return False
+        if self.value is None:
+            return True
+        if self.value.endswith("*"):
+            return value.startswith(self.value[:-1])
+        return value == self.value
+
+
+@dataclass(frozen=True)
+class Match:
+    rule: Rule
+    key: str  # the storage key: domain plus the entries down to this node
+
+
+@dataclass
+class Domain:
+    name: str
+    descriptors: list[Node]
+    source: str
+
+    def match(self, entries: Sequence[tuple[str, str]]) -> list[Match]:
+        """The rules on the entries' path, outermost first; [] when an `unlimited` rule is on it."""
+        found: list[Match] = []
+        level = self.descriptors
+        parts = [quote(self.name, safe="")]
+        for key, value in entries:
+            node = _pick(level, key, value)
+            if node is None:
+                break
+            parts.append(f"{quote(key, safe='')}={quote(value, safe='')}")
+            if node.rule is not None:
+                if node.rule.unlimited:
+                    return []
+                found.append(Match(node.rule, "|".join(parts)))
+            level = node.children
+        return found
+
+    def rules(self) -> Iterable[Rule]:
+        stack = list(self.descriptors)
+        while stack:
+            node = stack.pop(0)
+            if node.rule:
+                yield node.rule
+            stack[:0] = node.children
+
+
+def _pick(level: list[Node], key: str, value: str) -> Node | None:
+    """Envoy's precedence: an exact value, then a prefix wildcard, then the bare key."""
+    exact = [n for n in level if n.value is not None and not n.value.endswith("*")]
+    prefix = [n for n in level if n.value is not None and n.value.endswith("*")]
+    bare = [n for n in level if n.value is None]
+    for group in (exact, sorted(prefix, key=lambda n: -len(n.value or "")), bare):
+        for node in group:
+            if node.matches(key, value):
+                return node
+    return None
+
+
+@dataclass
+class RuleSet:
+    domains: dict[str, Domain]
+    fingerprint: str = ""
+    loaded_at: float = field(default_factory=time.time)
+
+    def get(self, name: str) -> Domain | None:
+        return self.domains.get(name)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.constructor = SafeConstructor()
+
+    def error(self, node: yaml.Node | None, message: str) -> RulesError:
+        line = node.start_mark.line + 1 if node is not None else 1
+        return RulesError(f"{self.source}:{line}: {message}", file=self.source, line=line)
+
+    def mapping(self, node: yaml.Node, allowed: set[str], what: str) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} must be a mapping")
+        out: dict[str, yaml.Node] = {}
+        for k, v in node.value:
+            name = self.scalar(k, str, "a key")
+            if name not in allowed:
+                expected = ", ".join(sorted(allowed))
+                raise self.error(k, f"unknown key {name!r} in {what} (expected one of: {expected})")
+            if name in out:
+                raise self.error(k, f"duplicate key {name!r} in {what}")
+            out[name] = v
+        return out
+
+    def scalar(self, node: yaml.Node, kind: type, what: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, f"{what} must be a {kind.__name__}")
+        if kind is str:
+            return str(node.value)
+        value = self.constructor.construct_object(node)
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise self.error(node, f"{what} must be an integer, got {node.value!r}")
+        if kind is bool and not isinstance(value, bool):
+            raise self.error(node, f"{what} must be true or false, got {node.value!r}")
+        return value
+
+    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, f"{what} must be a list")
+        return list(node.value)
+
+    def document(self, root: yaml.Node | None) -> Domain:
+        if root is None:
+            raise self.error(None, "the file is empty (expected 'domain' and 'descriptors')")
+        top = self.mapping(root, DOMAIN_KEYS, "the file")
+        if "domain" not in top:
+            raise self.error(root, "missing 'domain'")
+        domain = self.scalar(top["domain"], str, "domain").strip()
+        if not domain:
+            raise self.error(top["domain"], "domain must not be empty")
+        nodes = self.descriptors(top.get("descriptors"), domain, [])
+        return Domain(domain, nodes, self.source)
+
+    def descriptors(self, node: yaml.Node | None, domain: str, path: list[str]) -> list[Node]:
+        if node is None:
+            return []
+        out: list[Node] = []
+        seen: dict[tuple[str, str | None], int] = {}
+        for item in self.sequence(node, "descriptors"):
+            d = self.mapping(item, DESCRIPTOR_KEYS, "a descriptor")
+            if "key" not in d:
+                raise self.error(item, "a descriptor needs a 'key'")
+            key = self.scalar(d["key"], str, "key")
+            if not key:
+                raise self.error(d["key"], "key must not be empty")
+            value = self.scalar(d["value"], str, "value") if "value" in d else None
+            ident = (key, value)
+            if ident in seen:
+                raise self.error(
+                    item, f"duplicate descriptor {key}={value or '*'} (first at line {seen[ident]})"
+                )
+            seen[ident] = item.start_mark.line + 1
+            here = [*path, f"{key}_{value}" if value is not None else key]
+            shadow = (
+                self.scalar(d["shadow_mode"], bool, "shadow_mode") if "shadow_mode" in d else False
+            )
+            if "detailed_metric" in d:
+                self.scalar(d["detailed_metric"], bool, "detailed_metric")
+            rule = None
+            if "rate_limit" in d:
+                rule = self.rate_limit(d["rate_limit"], domain, here, shadow)
+            elif shadow:
+                raise self.error(item, "shadow_mode needs a rate_limit on the same descriptor")
+            children = self.descriptors(d.get("descriptors"), domain, here)
+            if rule is None and not children:
+                raise self.error(item, "a descriptor needs a rate_limit or nested descriptors")
+            out.append(Node(key, value, rule, children))
+        return out
+
+    def rate_limit(self, node: yaml.Node, domain: str, path: list[str], shadow: bool) -> Rule:
+        r = self.mapping(node, RATE_LIMIT_KEYS, "rate_limit")
+        line = node.start_mark.line + 1
+        name = self.scalar(r["name"], str, "name") if "name" in r else ".".join([domain, *path])
+        unlimited = self.scalar(r["unlimited"], bool, "unlimited") if "unlimited" in r else False
+        if unlimited:
+            extra = set(r) - {"unlimited", "name"}
+            if extra:
+                raise self.error(node, f"an unlimited rule takes no {', '.join(sorted(extra))}")
+            return Rule(name, None, None, None, shadow, self.source, line)
+        for needed in ("unit", "requests_per_unit"):
+            if needed not in r:
+                raise self.error(node, f"rate_limit needs '{needed}'")
+        unit = self.scalar(r["unit"], str, "unit").lower()
+        if unit not in UNITS:
+            raise self.error(
+                r["unit"], f"unknown unit {unit!r} (expected one of: {', '.join(UNITS)})"
+            )
+        rpu = self.scalar(r["requests_per_unit"], int, "requests_per_unit")
+        if rpu < 1:
+            raise self.error(r["requests_per_unit"], "requests_per_unit must be at least 1")
+        algorithm = Algorithm.GCRA
+        if "algorithm" in r:
+            raw = self.scalar(r["algorithm"], str, "algorithm")
+            try:
+                algorithm = Algorithm.parse(raw)
+            except ValueError:
+                names = ", ".join(a.value for a in Algorithm)
+                raise self.error(
+                    r["algorithm"], f"unknown algorithm {raw!r} (expected one of: {names})"
+                ) from None
+        burst = None
+        if "burst" in r:
+            burst = self.scalar(r["burst"], int, "burst")
+            if burst < 1:
+                raise self.error(r["burst"], "burst must be at least 1")
+            if algorithm is not Algorithm.GCRA:
+                raise self.error(r["burst"], "burst applies to the gcra (token bucket) algorithm")
+        count_refused = (
+            self.scalar(r["count_refused"], bool, "count_refused")
+            if "count_refused" in r
+            else False
+        )
+        limit = Limit(rpu, float(UNITS[unit]), algorithm, burst, count_refused)
+        return Rule(name, limit, unit, rpu, shadow, self.source, line)
+
+
+def parse_text(text: str, source: str = "<rules>") -> Domain:
+    """One domain from YAML text; `RulesError` names the line of any problem."""
+    parser = _Parser(source)
+    try:
+        docs = list(yaml.compose_all(text))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise RulesError(
+            f"{source}:{line}: invalid YAML: {problem}", file=source, line=line
+        ) from None
+    docs = [d for d in docs if d is not None]
+    if len(docs) > 1:
+        raise parser.error(docs[1], "one domain per file (found a second YAML document)")
+    return parser.document(docs[0] if docs else None)
+
+
+def rule_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [path]
+
+
+def fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in rule_files(path):
+        digest.update(str(file).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def load_rules(path: Path) -> RuleSet:
+    """A file, or every *.yaml/*.yml in a folder (one domain each)."""
+    if not path.exists():
+        raise RulesError(f"{path}: no such file or folder", file=str(path), line=0)
+    domains: dict[str, Domain] = {}
+    for file in rule_files(path):
+        try:
+            text = file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RulesError(f"{file}: cannot read: {exc}", file=str(file), line=0) from None
+        domain = parse_text(text, str(file))
+        if domain.name in domains:
+            first = domains[domain.name].source
+            raise RulesError(
+                f"{file}:1: domain {domain.name!r} is already defined in {first}",
+                file=str(file),
+                line=1,
+            )
+        domains[domain.name] = domain
+    return RuleSet(domains, fingerprint(path))
+
+
+class RulesWatcher:
+    """Holds the current rules and swaps in a new set when the files change.
+
+    A bad edit is logged and kept out: the previous rules stay in force. The swap is one
+    reference assignment, so requests in flight are never dropped."""
+
+    def __init__(self, path: Path, *, interval: float = 1.0) -> None:
+        self.path = path
+        self.interval = interval
+        self.current = load_rules(path)
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    def reload_if_changed(self) -> bool:
+        try:
+            fp = fingerprint(self.path)
+        except OSError as exc:
+            self.last_error = f"{self.path}: {exc}"
+            return False
+        if fp == self.current.fingerprint:
+            return False
+        try:
+            rules = load_rules(self.path)
+        except RulesError as exc:
+            if self.last_error != exc.detail:
+                log.error("rules_rejected", error=exc.detail)
+            self.last_error = exc.detail
+            return False
+        self.current = rules
+        self.last_error = None
+        self.reloads += 1
+        log.info("rules_reloaded", path=str(self.path), domains=sorted(rules.domains))
+        return True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await asyncio.to_thread(self.reload_if_changed)

@@ -1,0 +1,60 @@
+"""The IETF draft headers, draft-ietf-httpapi-ratelimit-headers-09 (March 2025).
+
+Both are Structured Field lists (RFC 9651), one item per policy, named by a string:
+
+    RateLimit-Policy: "per-ip";q=60;w=60, "per-key";q=1000;w=3600
+    RateLimit: "per-ip";r=42;t=30
+
+`q` is the quota, `w` the window in seconds, `r` what remains and `t` the seconds until the
+quota is back (all integers). The syntax has been stable since draft -08.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rate_limiter.algorithms import Decision, Limit
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A named limit and its decision for one request."""
+
+    name: str
+    limit: Limit
+    decision: Decision
+    shadow: bool = False
+
+
+def _sf_string(value: str) -> str:
+    safe = "".join(c for c in value if 0x20 <= ord(c) < 0x7F)
+    return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def policy_header(applied: Iterable[Applied]) -> str:
+    return ", ".join(
+        f"{_sf_string(a.name)};q={a.decision.limit};w={max(1, math.ceil(a.limit.period))}"
+        for a in applied
+    )
+
+
+def ratelimit_header(applied: Iterable[Applied]) -> str:
+    return ", ".join(
+        f"{_sf_string(a.name)};r={a.decision.remaining};t={math.ceil(a.decision.reset_after)}"
+        for a in applied
+    )
+
+
+def retry_after_seconds(decision: Decision) -> int | None:
+    """`Retry-After` for a refusal: whole seconds, at least 1; None when it can never fit."""
+    if math.isinf(decision.retry_after):
+        return None
+    return max(1, math.ceil(decision.retry_after))
+
+
+def rate_limit_headers(applied: list[Applied]) -> dict[str, str]:
+    if not applied:
+        return {}
+    return {"RateLimit-Policy": policy_header(applied), "RateLimit": ratelimit_header(applied)}

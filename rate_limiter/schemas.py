@@ -1,0 +1,99 @@
+"""Request and response models of the HTTP service."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, Field
+
+from rate_limiter.service import CheckResult, RuleDecision
+
+
+class Entry(BaseModel):
+    key: str = Field(min_length=1, max_length=256)
+    value: str = Field(default="", max_length=1024)
+
+
+class _Descriptors(BaseModel):
+    domain: str = Field(min_length=1, max_length=255)
+    descriptors: list[Entry] = Field(min_length=1, max_length=32)
+
+    def entries(self) -> list[tuple[str, str]]:
+        return [(e.key, e.value) for e in self.descriptors]
+
+
+class CheckRequest(_Descriptors):
+    cost: int = Field(default=1, ge=1, le=1_000_000)
+
+
+class ReleaseRequest(_Descriptors):
+    lease: str = Field(min_length=1, max_length=128)
+
+
+class DecisionRead(BaseModel):
+    rule: str
+    allowed: bool
+    shadow_mode: bool
+    limit: int
+    remaining: int
+    reset_after: float = Field(description="Seconds until the quota is full again.")
+    retry_after: float | None = Field(
+        description="Seconds to wait before this cost fits; 0 when allowed, null when never."
+    )
+    lease: str | None = None
+    degraded: bool = Field(description="Decided by the failure policy: Redis was unreachable.")
+
+    @classmethod
+    def of(cls, d: RuleDecision) -> DecisionRead:
+        retry = d.decision.retry_after
+        return cls(
+            rule=d.rule,
+            allowed=d.decision.allowed,
+            shadow_mode=d.shadow_mode,
+            limit=d.decision.limit,
+            remaining=d.decision.remaining,
+            reset_after=round(d.decision.reset_after, 6),
+            retry_after=None if math.isinf(retry) else round(retry, 6),
+            lease=d.decision.lease,
+            degraded=d.decision.degraded,
+        )
+
+
+class CheckResponse(BaseModel):
+    allowed: bool
+    decisions: list[DecisionRead]
+
+    @classmethod
+    def of(cls, result: CheckResult) -> CheckResponse:
+        return cls(allowed=result.allowed, decisions=[DecisionRead.of(d) for d in result.decisions])
+
+
+class ReleaseResponse(BaseModel):
+    released: int
+
+
+class RuleRead(BaseModel):
+    name: str
+    descriptor: str
+    unit: str | None
+    requests_per_unit: int | None
+    algorithm: str | None
+    burst: int | None
+    count_refused: bool
+    shadow_mode: bool
+    unlimited: bool
+    source: str
+
+
+class DomainRead(BaseModel):
+    domain: str
+    source: str
+    rules: list[RuleRead]
+
+
+class RulesRead(BaseModel):
+    path: str
+    loaded_at: float
+    reloads: int
+    last_error: str | None
+    domains: list[DomainRead]

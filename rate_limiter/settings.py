@@ -1,0 +1,30 @@
+"""Settings: `RATE_LIMITER_*` over the shared names (`REDIS_URL`, `LOG_LEVEL`, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import ServiceSettings
+
+EXAMPLE_RULES = Path(__file__).resolve().parent / "rules.example.yaml"
+
+
+class RateLimiterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RATE_LIMITER_", env_file=".env", extra="ignore")
+
+    service_name: str = "rate_limiter"
+    port: int = Field(default=8004, ge=0, le=65535)
+    # A YAML file, or a folder of them (one domain each).
+    rules: Path = EXAMPLE_RULES
+    rules_reload_interval: float = Field(default=1.0, gt=0)
+    # When Redis is unreachable: decide locally (degraded), allow all, or refuse all.
+    on_backend_error: Literal["local", "open", "closed"] = "local"
+    backend_retry_interval: float = Field(default=0.5, gt=0)
+    redis_timeout: float = Field(default=0.5, gt=0)
+    # An allowed decision that used this share of the quota or more counts as "near limit".
+    near_limit_ratio: float = Field(default=0.8, gt=0, le=1)
+    max_cost: int = Field(default=1_000_000, ge=1)

@@ -1,0 +1,214 @@
+"""The HTTP service in-process (ASGI over httpx), on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.rate_limiter.factories import check_body, client_for, write_rules
+
+
+def assert_problem(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    return resp.json()
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    return write_rules(tmp_path)
+
+
+async def test_check_allows_then_refuses_with_draft_headers(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        for i in range(5):
+            resp = await client.post("/api/check", json=check_body(("user", "u1")))
+            assert resp.status_code == 200
+            body = resp.json()
+            assert body["allowed"] is True
+            [d] = body["decisions"]
+            assert d["rule"] == "api.user" and d["remaining"] == 4 - i and d["limit"] == 5
+            assert resp.headers["RateLimit-Policy"] == '"api.user";q=5;w=3600'
+            assert resp.headers["RateLimit"].startswith(f'"api.user";r={4 - i};t=')
+        resp = await client.post("/api/check", json=check_body(("user", "u1")))
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["allowed"] is False
+        assert body["decisions"][0]["retry_after"] > 0
+        assert int(resp.headers["Retry-After"]) >= 1
+        # Another user is untouched.
+        resp = await client.post("/api/check", json=check_body(("user", "u2")))
+        assert resp.json()["allowed"] is True
+
+
+async def test_nested_rules_all_apply(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        body = check_body(("user", "u1"), ("action", "upload"))
+        results = [(await client.post("/api/check", json=body)).json() for _ in range(3)]
+        assert [r["allowed"] for r in results] == [True, True, False]
+        assert [d["rule"] for d in results[2]["decisions"]] == [
+            "api.user",
+            "api.user.action_upload",
+        ]
+        assert [d["allowed"] for d in results[2]["decisions"]] == [True, False]
+        resp = await client.post("/api/check", json=check_body(("user", "u1"), ("action", "x")))
+        assert resp.headers["RateLimit-Policy"] == '"api.user";q=5;w=3600'
+
+
+async def test_cost_above_capacity_is_refused(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        resp = await client.post("/api/check", json=check_body(("user", "u"), cost=6))
+        body = resp.json()
+        assert body["allowed"] is False and body["decisions"][0]["retry_after"] is None
+        assert "Retry-After" not in resp.headers
+        resp = await client.post("/api/check", json=check_body(("user", "u"), cost=5))
+        assert resp.json()["allowed"] is True
+
+
+async def test_shadow_mode_counts_but_never_refuses(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        bodies = [
+            (await client.post("/api/check", json=check_body(("ip", "1.2.3.4")))).json()
+            for _ in range(4)
+        ]
+        assert all(b["allowed"] for b in bodies)
+        assert [b["decisions"][0]["allowed"] for b in bodies] == [True, True, False, False]
+        assert all(b["decisions"][0]["shadow_mode"] for b in bodies)
+        metrics = (await client.get("/metrics")).text
+        assert 'rate_limiter_shadow_refusals_total{domain="api",rule="api.ip"} 2.0' in metrics
+        assert (
+            'rate_limiter_decisions_total{domain="api",outcome="shadow_refused",rule="api.ip"} 2.0'
+            in metrics
+        )
+        assert 'rate_limiter_near_limit_total{domain="api",rule="api.ip"} 1.0' in metrics
+
+
+async def test_unlimited_and_unmatched(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        for entries in ([("vip", "x")], [("nothing", "here")]):
+            resp = await client.post("/api/check", json=check_body(*entries, cost=1000))
+            assert resp.json() == {"allowed": True, "decisions": []}
+            assert "RateLimit" not in resp.headers
+
+
+async def test_concurrency_lease_and_release(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        first = (await client.post("/api/check", json=check_body(("job", "j")))).json()
+        lease = first["decisions"][0]["lease"]
+        assert first["allowed"] and lease
+        second = (await client.post("/api/check", json=check_body(("job", "j")))).json()
+        assert not second["allowed"]
+        resp = await client.post(
+            "/api/release",
+            json={
+                "domain": "api",
+                "descriptors": [{"key": "job", "value": "j"}],
+                "lease": lease,
+            },  # fmt: skip
+        )
+        assert resp.json() == {"released": 1}
+        third = (await client.post("/api/check", json=check_body(("job", "j")))).json()
+        assert third["allowed"]
+
+
+async def test_usage_inspects_without_consuming(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        await client.post("/api/check", json=check_body(("user", "u1"), cost=3))
+        for _ in range(3):
+            resp = await client.get(
+                "/api/usage", params={"domain": "api", "key": ["user"], "value": ["u1"]}
+            )
+            assert resp.status_code == 200
+            assert resp.json()["decisions"][0]["remaining"] == 2
+        assert resp.headers["RateLimit"].startswith('"api.user";r=2;')
+        resp = await client.get("/api/usage", params={"domain": "api", "key": ["user", "a"]})
+        assert "one value per key" in assert_problem(resp, 422)["detail"]
+        assert_problem(await client.get("/api/usage", params={"domain": "api"}), 422)
+
+
+async def test_rules_endpoint(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        body = (await client.get("/api/rules")).json()
+    assert body["path"] == str(rules) and body["last_error"] is None
+    [domain] = body["domains"]
+    by_name = {r["name"]: r for r in domain["rules"]}
+    assert by_name["api.user.action_upload"]["descriptor"] == "user=* > action=upload"
+    assert by_name["api.user.action_upload"]["algorithm"] == "sliding_log"
+    assert by_name["api.ip"]["shadow_mode"] is True
+    assert by_name["api.vip"]["unlimited"] is True
+    assert by_name["api.user"]["source"].endswith("rules.yaml:4")
+
+
+BAD_REQUESTS = [
+    ({"domain": "api", "descriptors": []}, 422),
+    ({"domain": "", "descriptors": [{"key": "user", "value": "u"}]}, 422),
+    ({"domain": "api", "descriptors": [{"value": "u"}]}, 422),
+    ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": 0}, 422),
+    ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": -3}, 422),
+    ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": "lots"}, 422),
+    ({"domain": "api", "descriptors": "user=u"}, 422),
+    ({"domain": "nope", "descriptors": [{"key": "user", "value": "u"}]}, 404),
+    ([1, 2, 3], 422),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), BAD_REQUESTS)
+async def test_bad_requests_are_problems(
+    rules: Path, redis_url: str, body: object, status: int
+) -> None:
+    async with client_for(rules, redis_url) as client:
+        assert_problem(await client.post("/api/check", json=body), status)
+
+
+async def test_malformed_json_is_400(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        resp = await client.post(
+            "/api/check", content=b"{nope", headers={"content-type": "application/json"}
+        )
+        assert_problem(resp, 400)
+
+
+async def test_reload_keeps_consumption_and_survives_bad_edits(rules: Path, redis_url: str) -> None:
+    async with client_for(rules, redis_url) as client:
+        for _ in range(4):
+            await client.post("/api/check", json=check_body(("user", "u1")))
+        rules.write_text(rules.read_text().replace("requests_per_unit: 5", "requests_per_unit: 6"))
+
+        async def reloaded() -> dict:
+            for _ in range(100):
+                body = (await client.get("/api/rules")).json()
+                if body["reloads"] >= 1 or body["last_error"]:
+                    return body
+                await asyncio.sleep(0.02)
+            raise AssertionError("no reload")
+
+        assert (await reloaded())["reloads"] == 1
+        # 4 of 6 used: two more, not six.
+        results = [
+            (await client.post("/api/check", json=check_body(("user", "u1")))).json()["allowed"]
+            for _ in range(3)
+        ]
+        assert results == [True, True, False]
+        rules.write_text("domain: api\ndescriptors:\n  - key: user\n    rate_limit: 7\n")
+        body = await reloaded()
+        for _ in range(100):
+            body = (await client.get("/api/rules")).json()
+            if body["last_error"]:
+                break
+            await asyncio.sleep(0.02)
+        assert "rules.yaml:4: rate_limit must be a mapping" in body["last_error"]
+        resp = await client.post("/api/check", json=check_body(("user", "u2")))
+        assert resp.json()["decisions"][0]["limit"] == 6  # the last good rules
+
+
+async def test_without_redis_the_memory_backend_serves(rules: Path) -> None:
+    async with client_for(rules, None) as client:
+        results = [
+            (await client.post("/api/check", json=check_body(("user", "u")))).json()["allowed"]
+            for _ in range(6)
+        ]
+        assert results == [True] * 5 + [False]
+        assert (await client.get("/readyz")).status_code == 200

@@ -1,0 +1,139 @@
+"""Envoy-format rules: parsing, matching, errors that name the line, reload."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rate_limiter import Algorithm, RulesError
+from rate_limiter.config import RulesWatcher, load_rules, parse_text
+from rate_limiter.settings import EXAMPLE_RULES
+
+ENVOY_FILE = """\
+domain: mongo_cps
+descriptors:
+  - key: database
+    value: users
+    rate_limit:
+      unit: second
+      requests_per_unit: 500
+
+  - key: database
+    value: default
+    rate_limit:
+      unit: second
+      requests_per_unit: 500
+"""
+
+
+def test_envoy_files_load_unchanged() -> None:
+    domain = parse_text(ENVOY_FILE, "envoy.yaml")
+    assert domain.name == "mongo_cps"
+    [match] = domain.match([("database", "users")])
+    assert match.rule.limit is not None
+    assert match.rule.limit.rate == 500 and match.rule.limit.period == 1
+    assert match.rule.limit.algorithm is Algorithm.GCRA
+    assert match.rule.name == "mongo_cps.database_users"
+    assert domain.match([("database", "other")]) == []
+
+
+def test_example_file_is_valid_and_matches_along_the_path() -> None:
+    domain = load_rules(EXAMPLE_RULES).domains["api"]
+    names = [m.rule.name for m in domain.match([("api_key", "k1"), ("route", "POST /api/x")])]
+    assert names == ["api.api_key", "api.api_key.route_POST /api/*"]
+    # An exact value beats the bare key; unlimited exempts the whole path.
+    assert domain.match([("api_key", "internal-monitoring"), ("route", "POST /api/x")]) == []
+    # No value: each value is its own counter.
+    a, b = domain.match([("remote_address", "1.1.1.1")]), domain.match([("remote_address", "2")])
+    assert a[0].key != b[0].key and a[0].rule is b[0].rule
+    shadow = domain.match([("api_key", "k"), ("route", "GET /api/export")])[1]
+    assert shadow.rule.shadow_mode
+
+
+def test_nested_rules_and_extensions() -> None:
+    domain = parse_text(
+        """
+domain: d
+descriptors:
+  - key: user
+    descriptors:
+      - key: action
+        value: upload
+        rate_limit: {unit: minute, requests_per_unit: 3, algorithm: sliding_log}
+      - key: action
+        rate_limit: {unit: hour, requests_per_unit: 9, algorithm: token_bucket, burst: 4, name: actions}
+"""
+    )
+    [m] = domain.match([("user", "u1"), ("action", "upload")])
+    assert m.rule.limit and m.rule.limit.algorithm is Algorithm.SLIDING_LOG
+    [m] = domain.match([("user", "u1"), ("action", "view")])
+    assert m.rule.name == "actions" and m.rule.limit and m.rule.limit.capacity == 4
+    assert domain.match([("user", "u1")]) == []  # the user node itself has no limit
+
+
+BAD = [
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
+     4, "unknown unit 'fortnight'"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: second\n      requests_per_unit: ten\n",
+     6, "requests_per_unit must be an integer"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limt: {unit: second}\n", 4, "unknown key 'rate_limt'"),
+    ("domain: d\ndescriptors:\n  - value: x\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+     3, "needs a 'key'"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second}\n", 4, "needs 'requests_per_unit'"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 1, algorithm: magic}\n",
+     4, "unknown algorithm 'magic'"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 0}\n", 4, "at least 1"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 5, algorithm: fixed_window, burst: 9}\n",
+     4, "burst applies to the gcra"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 1}\n"
+     "  - key: a\n    rate_limit: {unit: second, requests_per_unit: 2}\n", 5, "duplicate descriptor a=* (first at line 3)"),
+    ("domain: d\ndescriptors:\n  - key: a\n    shadow_mode: maybe\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+     4, "shadow_mode must be true or false"),
+    ("domain: d\ndescriptors:\n  - key: a\n", 3, "needs a rate_limit or nested descriptors"),
+    ("descriptors: []\n", 1, "missing 'domain'"),
+    ("", 1, "the file is empty"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second\n", 5, "invalid YAML"),
+    ("domain: d\ndescriptors:\n  key: a\n", 3, "descriptors must be a list"),
+    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, unit: second}\n", 4, "an unlimited rule takes no unit"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "line", "message"), BAD)
+def test_invalid_files_name_the_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(RulesError) as err:
+        parse_text(text, "rules.yaml")
+    assert err.value.detail.startswith(f"rules.yaml:{line}: "), err.value.detail
+    assert message in err.value.detail
+    assert err.value.extra["line"] == line
+
+
+def test_a_folder_holds_several_domains(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(ENVOY_FILE)
+    (tmp_path / "b.yml").write_text(ENVOY_FILE.replace("mongo_cps", "other"))
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert sorted(load_rules(tmp_path).domains) == ["mongo_cps", "other"]
+    (tmp_path / "c.yaml").write_text(ENVOY_FILE)
+    with pytest.raises(RulesError, match="already defined in"):
+        load_rules(tmp_path)
+    with pytest.raises(RulesError, match="no such file"):
+        load_rules(tmp_path / "missing.yaml")
+
+
+def test_watcher_reloads_good_edits_and_keeps_old_rules_on_bad_ones(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(ENVOY_FILE)
+    watcher = RulesWatcher(path, interval=0.05)
+    assert not watcher.reload_if_changed()
+    path.write_text(ENVOY_FILE.replace("500", "7", 1))
+    os.utime(path)
+    assert watcher.reload_if_changed()
+    [m] = watcher.current.domains["mongo_cps"].match([("database", "users")])
+    assert m.rule.limit and m.rule.limit.rate == 7
+    path.write_text(ENVOY_FILE + "  - key: [oops\n")
+    assert not watcher.reload_if_changed()
+    assert watcher.last_error and "rules.yaml:" in watcher.last_error
+    [m] = watcher.current.domains["mongo_cps"].match([("database", "users")])
+    assert m.rule.limit and m.rule.limit.rate == 7  # still the last good rules
+    assert watcher.reloads == 1
