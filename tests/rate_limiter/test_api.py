@@ -11,6 +11,14 @@ import pytest
 from tests.rate_limiter.factories import check_body, client_for, write_rules
 
 
+def edit(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def rules_text(path: Path) -> str:
+    return path.read_text()
+
+
 def assert_problem(resp: httpx.Response, status: int) -> dict:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
@@ -107,7 +115,7 @@ async def test_concurrency_lease_and_release(rules: Path, redis_url: str) -> Non
                 "domain": "api",
                 "descriptors": [{"key": "job", "value": "j"}],
                 "lease": lease,
-            },  # fmt: skip
+            },
         )
         assert resp.json() == {"released": 1}
         third = (await client.post("/api/check", json=check_body(("job", "j")))).json()
@@ -175,7 +183,7 @@ async def test_reload_keeps_consumption_and_survives_bad_edits(rules: Path, redi
     async with client_for(rules, redis_url) as client:
         for _ in range(4):
             await client.post("/api/check", json=check_body(("user", "u1")))
-        rules.write_text(rules.read_text().replace("requests_per_unit: 5", "requests_per_unit: 6"))
+        edit(rules, rules_text(rules).replace("requests_per_unit: 5", "requests_per_unit: 6"))
 
         async def reloaded() -> dict:
             for _ in range(100):
@@ -192,7 +200,7 @@ async def test_reload_keeps_consumption_and_survives_bad_edits(rules: Path, redi
             for _ in range(3)
         ]
         assert results == [True, True, False]
-        rules.write_text("domain: api\ndescriptors:\n  - key: user\n    rate_limit: 7\n")
+        edit(rules, "domain: api\ndescriptors:\n  - key: user\n    rate_limit: 7\n")
         body = await reloaded()
         for _ in range(100):
             body = (await client.get("/api/rules")).json()

@@ -63,7 +63,8 @@ descriptors:
         value: upload
         rate_limit: {unit: minute, requests_per_unit: 3, algorithm: sliding_log}
       - key: action
-        rate_limit: {unit: hour, requests_per_unit: 9, algorithm: token_bucket, burst: 4, name: actions}
+        rate_limit:
+          {unit: hour, requests_per_unit: 9, algorithm: token_bucket, burst: 4, name: actions}
 """
     )
     [m] = domain.match([("user", "u1"), ("action", "upload")])
@@ -73,30 +74,36 @@ descriptors:
     assert domain.match([("user", "u1")]) == []  # the user node itself has no limit
 
 
+HEAD = "domain: d\ndescriptors:\n  - key: a\n"
+
+
+def rl(body: str) -> str:
+    """A file whose one descriptor (line 3) has `rate_limit: <body>` on line 4."""
+    return f"{HEAD}    rate_limit: {body}\n"
+
+
 BAD = [
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
-     4, "unknown unit 'fortnight'"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: second\n      requests_per_unit: ten\n",
-     6, "requests_per_unit must be an integer"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limt: {unit: second}\n", 4, "unknown key 'rate_limt'"),
-    ("domain: d\ndescriptors:\n  - value: x\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
-     3, "needs a 'key'"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second}\n", 4, "needs 'requests_per_unit'"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 1, algorithm: magic}\n",
-     4, "unknown algorithm 'magic'"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 0}\n", 4, "at least 1"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 5, algorithm: fixed_window, burst: 9}\n",
-     4, "burst applies to the gcra"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 1}\n"
-     "  - key: a\n    rate_limit: {unit: second, requests_per_unit: 2}\n", 5, "duplicate descriptor a=* (first at line 3)"),
-    ("domain: d\ndescriptors:\n  - key: a\n    shadow_mode: maybe\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+    (rl("{unit: fortnight, requests_per_unit: 1}"), 4, "unknown unit 'fortnight'"),
+    (f"{HEAD}    rate_limit:\n      unit: second\n      requests_per_unit: ten\n", 6,
+     "requests_per_unit must be an integer"),
+    (f"{HEAD}    rate_limt: {{unit: second}}\n", 4, "unknown key 'rate_limt'"),
+    ("domain: d\ndescriptors:\n  - value: x\n    rate_limit: {}\n", 3, "needs a 'key'"),
+    (rl("{unit: second}"), 4, "needs 'requests_per_unit'"),
+    (rl("{unit: second, requests_per_unit: 1, algorithm: magic}"), 4,
+     "unknown algorithm 'magic'"),
+    (rl("{unit: second, requests_per_unit: 0}"), 4, "at least 1"),
+    (rl("{unit: second, requests_per_unit: 5, algorithm: fixed_window, burst: 9}"), 4,
+     "burst applies to the gcra"),
+    (rl("{unit: second, requests_per_unit: 1}") + "  - key: a\n    rate_limit: {}\n", 5,
+     "duplicate descriptor a=* (first at line 3)"),
+    (f"{HEAD}    shadow_mode: maybe\n    rate_limit: {{unit: second, requests_per_unit: 1}}\n",
      4, "shadow_mode must be true or false"),
-    ("domain: d\ndescriptors:\n  - key: a\n", 3, "needs a rate_limit or nested descriptors"),
+    (HEAD, 3, "needs a rate_limit or nested descriptors"),
     ("descriptors: []\n", 1, "missing 'domain'"),
     ("", 1, "the file is empty"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: second\n", 5, "invalid YAML"),
+    (rl("{unit: second"), 5, "invalid YAML"),
     ("domain: d\ndescriptors:\n  key: a\n", 3, "descriptors must be a list"),
-    ("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unlimited: true, unit: second}\n", 4, "an unlimited rule takes no unit"),
+    (rl("{unlimited: true, unit: second}"), 4, "an unlimited rule takes no unit"),
 ]  # fmt: skip
 
 
