@@ -1,0 +1,274 @@
+"""`RateLimitMiddleware`: pure ASGI, in front of any FastAPI/Starlette app.
+
+    app.add_middleware(
+        RateLimitMiddleware,
+        rules=[RouteRule(Limit.per_minute(30), method="POST", path="/api/links",
+                         key=[client_ip], name="links-create")],
+        trusted_proxies=["10.0.0.0/8"],
+    )
+    # in the lifespan, once Redis is open:
+    app.state.rate_limit_backend = FallbackBackend(RedisBackend(redis))
+
+Refusals are 429 problem+json with `Retry-After`; every response of a limited route carries
+the draft `RateLimit-Policy` / `RateLimit` headers. A WebSocket upgrade that is refused is
+denied before it is accepted (an HTTP 429 where the server supports the
+`websocket.http.response` extension, else a close with code 1008). Concurrency rules hold
+their lease for the whole request (or WebSocket session) and release it after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from rate_limiter.algorithms import Decision, Limit
+from rate_limiter.backends.base import AsyncBackend
+from rate_limiter.backends.fallback import BACKEND_DOWN
+from rate_limiter.backends.memory import MemoryBackend
+from rate_limiter.extractors import Extractor, RequestView, client_ip, parse_networks
+from rate_limiter.headers import Applied, rate_limit_headers, retry_after_seconds
+from rate_limiter.metrics import LimiterMetrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+BackendSource = AsyncBackend | Callable[[Any], AsyncBackend | None] | None
+
+log = structlog.get_logger("rate_limiter.middleware")
+STATE_ATTR = "rate_limit_backend"
+
+
+def _compile(path: str) -> re.Pattern[str]:
+    """`/api/links` exact, `/api/links/{code}` one segment per parameter, `/static/*` prefix."""
+    if path.endswith("*"):
+        return re.compile(re.escape(path[:-1]) + ".*")
+    parts = re.split(r"(\{[^/{}]+\})", path)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+
+
+@dataclass
+class RouteRule:
+    """Which requests a limit applies to, and what it counts them by.
+
+    `method`: one, several, or None for any ("WS" matches WebSocket upgrades).
+    `path`: exact, `{param}` templates, or a `*` suffix for a prefix; None for any path.
+    `key`: the extractors whose values make the counter's key (default: the client IP).
+    `cost`: a number, or a function of the request view.
+    `shadow`: decide and count, never refuse."""
+
+    limit: Limit
+    method: str | Sequence[str] | None = None
+    path: str | None = None
+    key: Sequence[Extractor] = (client_ip,)
+    name: str = ""
+    cost: int | Callable[[RequestView], int] = 1
+    shadow: bool = False
+    _methods: frozenset[str] | None = field(init=False, repr=False, default=None)
+    _pattern: re.Pattern[str] | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.method, str):
+            self._methods = frozenset({self.method.upper()})
+        elif self.method is not None:
+            self._methods = frozenset(m.upper() for m in self.method)
+        self._pattern = _compile(self.path) if self.path else None
+        if not self.name:
+            methods = ",".join(sorted(self._methods)) if self._methods else "*"
+            self.name = f"{methods} {self.path or '*'}"
+        if callable(self.key):
+            self.key = (self.key,)
+
+    def matches(self, view: RequestView) -> bool:
+        if self._methods is not None and view.method not in self._methods:
+            return False
+        return self._pattern is None or self._pattern.fullmatch(view.path) is not None
+
+    def counter_key(self, view: RequestView) -> str | None:
+        values = []
+        for extract in self.key:
+            value = extract(view)
+            if value is None:
+                return None
+            values.append(value)
+        return "mw:" + self.name + "|" + "|".join(values)
+
+    def cost_of(self, view: RequestView) -> int:
+        return self.cost(view) if callable(self.cost) else self.cost
+
+
+@dataclass
+class _Taken:
+    rule: RouteRule
+    key: str
+    decision: Decision
+
+
+class RateLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rules: Sequence[RouteRule],
+        backend: BackendSource = None,
+        trusted_proxies: Sequence[str] = (),
+        metrics: LimiterMetrics | None = None,
+        fail_open: bool = True,
+        near_limit_ratio: float = 0.8,
+    ) -> None:
+        """`backend`: a backend, or a function of the app returning one, or None to use
+        `app.state.rate_limit_backend` (set in the lifespan, once Redis is open). Until one
+        is there, a process-local memory backend stands in."""
+        self.app = app
+        self.rules = list(rules)
+        self.backend = backend
+        self.trusted = parse_networks(trusted_proxies)
+        self.metrics = metrics
+        self.fail_open = fail_open
+        self.near_limit_ratio = near_limit_ratio
+        self._standin: MemoryBackend | None = None
+
+    def _backend(self, scope: Scope) -> AsyncBackend:
+        found: AsyncBackend | None = None
+        if self.backend is None:
+            found = getattr(getattr(scope.get("app"), "state", None), STATE_ATTR, None)
+        elif hasattr(self.backend, "acquire"):
+            found = self.backend  # type: ignore[assignment]
+        else:
+            found = self.backend(scope.get("app"))  # type: ignore[operator]
+        if found is not None:
+            return found
+        if self._standin is None:
+            log.warning("rate_limit_backend_missing", using="memory")
+            self._standin = MemoryBackend()
+        return self._standin
+
+    async def _acquire(
+        self, backend: AsyncBackend, rule: RouteRule, key: str, cost: int
+    ) -> Decision:
+        try:
+            return await backend.acquire(key, rule.limit, cost)
+        except BACKEND_DOWN as exc:
+            log.error("rate_limit_backend_error", rule=rule.name, error=str(exc)[:200])
+            if self.metrics:
+                self.metrics.backend_errors.labels(backend.name).inc()
+            cap = rule.limit.capacity
+            return Decision(
+                self.fail_open,
+                cap,
+                cap if self.fail_open else 0,
+                0.0,
+                0.0 if self.fail_open else 1.0,
+                degraded=True,
+            )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        view = RequestView(scope, self.trusted)
+        wanted = []
+        for rule in self.rules:
+            if rule.matches(view):
+                key = rule.counter_key(view)
+                if key is not None:
+                    wanted.append((rule, key))
+        if not wanted:
+            await self.app(scope, receive, send)
+            return
+        backend = self._backend(scope)
+        decisions = await asyncio.gather(
+            *(self._acquire(backend, rule, key, rule.cost_of(view)) for rule, key in wanted)
+        )
+        taken = [_Taken(r, k, d) for (r, k), d in zip(wanted, decisions, strict=True)]
+        self._record(taken)
+        applied = [
+            Applied(t.rule.name, t.rule.limit, t.decision) for t in taken if not t.rule.shadow
+        ]
+        headers = [(k.encode(), v.encode()) for k, v in rate_limit_headers(applied).items()]
+        refused = [t for t in taken if not t.decision.allowed and not t.rule.shadow]
+        try:
+            if refused:
+                await self._refuse(scope, receive, send, refused, headers)
+                return
+
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), *headers]
+                await send(message)
+
+            await self.app(scope, receive, send_with_headers if headers else send)
+        finally:
+            await self._release(backend, taken)
+
+    def _record(self, taken: list[_Taken]) -> None:
+        if self.metrics is None:
+            return
+        for t in taken:
+            self.metrics.record(
+                domain="http",
+                rule=t.rule.name,
+                allowed=t.decision.allowed,
+                shadow=t.rule.shadow,
+                remaining=t.decision.remaining,
+                limit=t.decision.limit,
+                near_ratio=self.near_limit_ratio,
+            )
+
+    async def _release(self, backend: AsyncBackend, taken: list[_Taken]) -> None:
+        for t in taken:
+            if t.decision.lease:
+                # If the backend is down the lease simply expires on its own.
+                with contextlib.suppress(*BACKEND_DOWN):
+                    await backend.release(t.key, t.rule.limit, t.decision.lease)
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        refused: list[_Taken],
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        waits = [retry_after_seconds(t.decision) for t in refused]
+        finite = [w for w in waits if w is not None]
+        problem: dict[str, Any] = {
+            "type": "about:blank#too-many-requests",
+            "title": "Too Many Requests",
+            "status": 429,
+            "rule": refused[0].rule.name,
+        }
+        if len(finite) == len(waits):
+            retry = max(finite)
+            problem["detail"] = f"Rate limit {refused[0].rule.name!r} exceeded; retry in {retry}s."
+            problem["retry_after"] = retry
+            headers = [*headers, (b"retry-after", str(retry).encode())]
+        else:
+            problem["detail"] = "This request costs more than the limit allows; it never fits."
+        body = json.dumps(problem).encode()
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ]
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        # WebSocket: refuse the upgrade before accepting it.
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})

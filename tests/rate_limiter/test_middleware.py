@@ -1,0 +1,200 @@
+"""The ASGI middleware on a real FastAPI app, over a real Redis."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, WebSocket
+from prometheus_client import CollectorRegistry
+
+from common.redis import create_redis
+from rate_limiter import Algorithm, FallbackBackend, Limit, LimiterMetrics, RedisBackend
+from rate_limiter.extractors import api_key, client_ip, route
+from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+
+
+def make_app(redis_url: str, rules: list[RouteRule], **kwargs: Any) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(redis_url)
+        app.state.rate_limit_backend = FallbackBackend(RedisBackend(redis))
+        yield
+        await redis.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/api/links")
+    async def create() -> dict[str, str]:
+        return {"code": "abc"}
+
+    @app.get("/api/links/{code}")
+    async def read(code: str) -> dict[str, str]:
+        return {"code": code}
+
+    @app.get("/open")
+    async def open_route() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    app.add_middleware(RateLimitMiddleware, rules=rules, **kwargs)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def client(app: FastAPI, peer: str = "203.0.113.1") -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(peer, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c
+
+
+CREATE = RouteRule(Limit.per_minute(3), method="POST", path="/api/links", name="links-create")
+
+
+async def test_refuses_with_429_problem_and_sets_draft_headers(redis_url: str) -> None:
+    async with client(make_app(redis_url, [CREATE])) as c:
+        for i in range(3):
+            resp = await c.post("/api/links")
+            assert resp.status_code == 200 and resp.json() == {"code": "abc"}
+            assert resp.headers["ratelimit-policy"] == '"links-create";q=3;w=60'
+            assert resp.headers["ratelimit"].startswith(f'"links-create";r={2 - i};t=')
+        resp = await c.post("/api/links")
+        assert resp.status_code == 429
+        assert resp.headers["content-type"] == "application/problem+json"
+        body = resp.json()
+        assert body["status"] == 429 and body["rule"] == "links-create"
+        assert 1 <= int(resp.headers["retry-after"]) <= 20
+        assert resp.headers["ratelimit"].startswith('"links-create";r=0;t=')
+        # Unprotected routes are untouched, headers included.
+        resp = await c.get("/open")
+        assert resp.status_code == 200 and "ratelimit" not in resp.headers
+        assert (await c.get("/api/links/x")).status_code == 200
+
+
+async def test_spoofed_forwarded_for_from_untrusted_peer_changes_nothing(redis_url: str) -> None:
+    app = make_app(redis_url, [CREATE], trusted_proxies=["10.0.0.0/8"])
+    async with client(app, peer="203.0.113.1") as c:
+        codes = [
+            (await c.post("/api/links", headers={"x-forwarded-for": f"1.1.1.{i}"})).status_code
+            for i in range(5)
+        ]
+        assert codes == [200, 200, 200, 429, 429]
+    # Behind a trusted proxy, each forwarded client has its own counter.
+    async with client(app, peer="10.0.0.5") as c:
+        for i in range(3):
+            for _ in range(3):
+                resp = await c.post("/api/links", headers={"x-forwarded-for": f"2.2.2.{i}"})
+                assert resp.status_code == 200
+        resp = await c.post("/api/links", headers={"x-forwarded-for": "2.2.2.0"})
+        assert resp.status_code == 429
+
+
+async def test_templates_api_keys_shadow_and_metrics(redis_url: str) -> None:
+    metrics = LimiterMetrics(CollectorRegistry())
+    rules = [
+        RouteRule(Limit.per_hour(2), method="GET", path="/api/links/{code}", key=[api_key, route]),
+        RouteRule(Limit.per_hour(1, algorithm=Algorithm.FIXED_WINDOW), path="/open", shadow=True),
+    ]
+    async with client(make_app(redis_url, rules, metrics=metrics)) as c:
+        key = {"x-api-key": "k1"}
+        assert [(await c.get("/api/links/a", headers=key)).status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        assert (await c.get("/api/links/b", headers=key)).status_code == 200  # another route
+        assert (await c.get("/api/links/a")).status_code == 200  # no key: rule does not apply
+        assert [(await c.get("/open")).status_code for _ in range(3)] == [200, 200, 200]
+    assert metrics.shadow_refusals.labels("http", "* /open")._value.get() == 2
+    assert metrics.decisions.labels("http", "GET /api/links/{code}", "refused")._value.get() == 1
+
+
+async def test_concurrency_rule_holds_a_lease_for_the_request(redis_url: str) -> None:
+    rule = RouteRule(Limit(1, 60, Algorithm.CONCURRENCY), path="/open", key=[client_ip])
+    app = make_app(redis_url, [rule])
+    async with client(app) as c:
+        # Sequential requests each release their lease when done.
+        assert [(await c.get("/open")).status_code for _ in range(3)] == [200, 200, 200]
+        backend = app.state.rate_limit_backend
+        held = await backend.acquire("mw:* /open|203.0.113.1", rule.limit)
+        assert held.allowed
+        assert (await c.get("/open")).status_code == 429
+        await backend.release("mw:* /open|203.0.113.1", rule.limit, held.lease)
+        assert (await c.get("/open")).status_code == 200
+
+
+async def test_cost_above_capacity_never_fits(redis_url: str) -> None:
+    rule = RouteRule(Limit.per_minute(2), path="/open", cost=lambda view: 5)
+    async with client(make_app(redis_url, [rule])) as c:
+        resp = await c.get("/open")
+        assert resp.status_code == 429 and "retry-after" not in resp.headers
+        assert "never fits" in resp.json()["detail"]
+
+
+async def _ws_attempt(app: FastAPI, extensions: dict[str, Any]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "client": ("203.0.113.1", 1),
+             "app": app, "extensions": extensions, "query_string": b"", "root_path": "",
+             "scheme": "ws", "server": ("t", 80), "subprotocols": []}  # fmt: skip
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_websocket_upgrades_are_limited_before_accept(redis_url: str) -> None:
+    rule = RouteRule(Limit.per_minute(1), method="WS", path="/ws")
+    app = make_app(redis_url, [rule])
+    async with app.router.lifespan_context(app):
+        first = await _ws_attempt(app, {})
+        assert first[0]["type"] == "websocket.accept"
+        # Refused, with the denial-response extension: an HTTP 429 instead of the upgrade.
+        denied = await _ws_attempt(app, {"websocket.http.response": {}})
+        assert denied[0]["type"] == "websocket.http.response.start"
+        assert denied[0]["status"] == 429
+        assert (b"retry-after", denied[0]["headers"][-1][1]) == denied[0]["headers"][-1]
+        # Without it: closed (policy violation) before accepting.
+        closed = await _ws_attempt(app, {})
+        assert closed == [{"type": "websocket.close", "code": 1008, "reason": "rate limited"}]
+
+
+async def test_works_before_the_backend_exists_and_fails_open_on_errors(redis_url: str) -> None:
+    # No lifespan has run: a process-local stand-in limits meanwhile.
+    app = FastAPI()
+
+    @app.post("/api/links")
+    async def create() -> dict[str, str]:
+        return {}
+
+    app.add_middleware(RateLimitMiddleware, rules=[CREATE])
+    transport = httpx.ASGITransport(app=app, client=("1.2.3.4", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert [(await c.post("/api/links")).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+    # A bare Redis backend on a dead Redis: fail open (the default), with a log and metric.
+    dead = create_redis("redis://127.0.0.1:1/0", timeout=0.2)
+    metrics = LimiterMetrics(CollectorRegistry())
+    app2 = FastAPI()
+    app2.post("/api/links")(create)
+    app2.add_middleware(
+        RateLimitMiddleware, rules=[CREATE], backend=RedisBackend(dead), metrics=metrics
+    )
+    transport = httpx.ASGITransport(app=app2, client=("1.2.3.4", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.post("/api/links")).status_code == 200
+    assert metrics.backend_errors.labels("redis")._value.get() == 1
+    await dead.aclose()
