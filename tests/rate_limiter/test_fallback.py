@@ -1,0 +1,65 @@
+"""Redis stopped and restarted under the library: the failure policy, then recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from common.redis import create_redis
+from common.redis_server import RedisProcess
+from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RateLimiter, RedisBackend
+
+
+@pytest.mark.parametrize(
+    ("mode", "allowed_while_down"),
+    [("local", [True, True, False]), ("open", [True] * 3), ("closed", [False] * 3)],  # fmt: skip
+)
+async def test_policy_while_redis_is_down_then_automatic_recovery(
+    redis_factory: Callable[..., RedisProcess], mode: str, allowed_while_down: list[bool]
+) -> None:
+    server = redis_factory()
+    redis = create_redis(server.url, timeout=0.2)
+    metrics = LimiterMetrics(CollectorRegistry())
+    backend = FallbackBackend(
+        RedisBackend(redis),
+        mode=mode,
+        metrics=metrics,
+        retry_interval=0.1,  # type: ignore[arg-type]
+    )
+    limiter = RateLimiter(Limit.per_hour(2), backend)
+    try:
+        first = await limiter.acquire("k")
+        assert first.allowed and not first.degraded
+        server.stop()
+        down = [await limiter.acquire("k") for _ in range(3)]
+        assert [d.allowed for d in down] == allowed_while_down
+        assert all(d.degraded for d in down)
+        assert backend.degraded and metrics.degraded._value.get() == 1
+        assert metrics.backend_errors.labels("redis")._value.get() >= 1
+        server.start()
+        await asyncio.sleep(0.15)
+        back = await limiter.acquire("k")
+        # Redis kept nothing (no persistence here): a fresh count, from Redis again.
+        assert back.allowed and not back.degraded
+        assert not backend.degraded and metrics.degraded._value.get() == 0
+    finally:
+        await redis.aclose()
+
+
+async def test_a_dead_redis_costs_one_attempt_per_interval(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    server = redis_factory()
+    redis = create_redis(server.url, timeout=0.2)
+    metrics = LimiterMetrics(CollectorRegistry())
+    backend = FallbackBackend(RedisBackend(redis), metrics=metrics, retry_interval=5)
+    server.stop()
+    try:
+        for _ in range(50):
+            await backend.acquire("k", Limit.per_second(100))
+        assert metrics.backend_errors.labels("redis")._value.get() == 1
+    finally:
+        await redis.aclose()
