@@ -15,7 +15,7 @@ from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RateLimiter, Re
 
 @pytest.mark.parametrize(
     ("mode", "allowed_while_down"),
-    [("local", [True, True, False]), ("open", [True] * 3), ("closed", [False] * 3)],  # fmt: skip
+    [("local", [True, True, False]), ("open", [True] * 3), ("closed", [False] * 3)],
 )
 async def test_policy_while_redis_is_down_then_automatic_recovery(
     redis_factory: Callable[..., RedisProcess], mode: str, allowed_while_down: list[bool]
