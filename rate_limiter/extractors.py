@@ -6,6 +6,7 @@ a rule whose descriptor is missing does not apply to that request.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -20,6 +21,7 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
 
 
+@functools.lru_cache(maxsize=8192)
 def _ip(text: str) -> IPAddress | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # "[::1]:8080"
@@ -30,6 +32,11 @@ def _ip(text: str) -> IPAddress | None:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _trusted(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+    return any(ip in net for net in networks)
 
 
 class RequestView:
@@ -57,13 +64,15 @@ class RequestView:
         return str(self.scope.get("path", "/"))
 
     def _is_trusted(self, ip: IPAddress) -> bool:
-        return any(ip in net for net in self.trusted)
+        return _trusted(ip, self.trusted)
 
     @cached_property
     def client_ip(self) -> str | None:
         """The peer address; `X-Forwarded-For` is believed only hop by hop from trusted
         proxies, read from the right, so a client cannot spoof its way past the limit."""
         client = self.scope.get("client")
+        if client and not self.trusted:
+            return str(client[0])  # no proxies to believe: the peer, as the server gave it
         peer = _ip(client[0]) if client else None
         if peer is None:
             return None

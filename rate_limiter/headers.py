@@ -28,23 +28,26 @@ class Applied:
     shadow: bool = False
 
 
-def _sf_string(value: str) -> str:
+def sf_string(value: str) -> str:
+    """A Structured Field string: printable ASCII, with quotes and backslashes escaped."""
     safe = "".join(c for c in value if 0x20 <= ord(c) < 0x7F)
     return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def policy_item(name: str, limit: Limit) -> str:
+    return f"{sf_string(name)};q={limit.capacity};w={max(1, math.ceil(limit.period))}"
+
+
+def limit_item(quoted_name: str, decision: Decision) -> str:
+    return f"{quoted_name};r={decision.remaining};t={math.ceil(decision.reset_after)}"
+
+
 def policy_header(applied: Iterable[Applied]) -> str:
-    return ", ".join(
-        f"{_sf_string(a.name)};q={a.decision.limit};w={max(1, math.ceil(a.limit.period))}"
-        for a in applied
-    )
+    return ", ".join(policy_item(a.name, a.limit) for a in applied)
 
 
 def ratelimit_header(applied: Iterable[Applied]) -> str:
-    return ", ".join(
-        f"{_sf_string(a.name)};r={a.decision.remaining};t={math.ceil(a.decision.reset_after)}"
-        for a in applied
-    )
+    return ", ".join(limit_item(sf_string(a.name), a.decision) for a in applied)
 
 
 def retry_after_seconds(decision: Decision) -> int | None:

@@ -33,7 +33,7 @@ from rate_limiter.backends.base import AsyncBackend
 from rate_limiter.backends.fallback import BACKEND_DOWN
 from rate_limiter.backends.memory import MemoryBackend
 from rate_limiter.extractors import Extractor, RequestView, client_ip, parse_networks
-from rate_limiter.headers import Applied, rate_limit_headers, retry_after_seconds
+from rate_limiter.headers import limit_item, policy_item, retry_after_seconds, sf_string
 from rate_limiter.metrics import LimiterMetrics
 
 Scope = MutableMapping[str, Any]
@@ -72,6 +72,8 @@ class RouteRule:
     name: str = ""
     cost: int | Callable[[RequestView], int] = 1
     shadow: bool = False
+    quoted_name: str = field(init=False, repr=False, default="")
+    policy: str = field(init=False, repr=False, default="")
     _methods: frozenset[str] | None = field(init=False, repr=False, default=None)
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, default=None)
 
@@ -86,6 +88,9 @@ class RouteRule:
             self.name = f"{methods} {self.path or '*'}"
         if callable(self.key):
             self.key = (self.key,)
+        # The parts of the draft headers that never change, made once.
+        self.quoted_name = sf_string(self.name)
+        self.policy = policy_item(self.name, self.limit)
 
     def matches(self, view: RequestView) -> bool:
         if self._methods is not None and view.method not in self._methods:
@@ -110,6 +115,14 @@ class _Taken:
     rule: RouteRule
     key: str
     decision: Decision
+
+
+def _headers(applied: list[_Taken]) -> list[tuple[bytes, bytes]]:
+    if not applied:
+        return []
+    policy = ", ".join(t.rule.policy for t in applied)
+    current = ", ".join(limit_item(t.rule.quoted_name, t.decision) for t in applied)
+    return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", current.encode())]
 
 
 class RateLimitMiddleware:
@@ -185,15 +198,16 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         backend = self._backend(scope)
-        decisions = await asyncio.gather(
-            *(self._acquire(backend, rule, key, rule.cost_of(view)) for rule, key in wanted)
-        )
+        if len(wanted) == 1:  # the common case, without a task per rule
+            rule, key = wanted[0]
+            decisions = [await self._acquire(backend, rule, key, rule.cost_of(view))]
+        else:
+            decisions = await asyncio.gather(
+                *(self._acquire(backend, rule, key, rule.cost_of(view)) for rule, key in wanted)
+            )
         taken = [_Taken(r, k, d) for (r, k), d in zip(wanted, decisions, strict=True)]
         self._record(taken)
-        applied = [
-            Applied(t.rule.name, t.rule.limit, t.decision) for t in taken if not t.rule.shadow
-        ]
-        headers = [(k.encode(), v.encode()) for k, v in rate_limit_headers(applied).items()]
+        headers = _headers([t for t in taken if not t.rule.shadow])
         refused = [t for t in taken if not t.decision.allowed and not t.rule.shadow]
         try:
             if refused:

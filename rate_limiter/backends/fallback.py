@@ -11,7 +11,6 @@ each log one line; `rate_limiter_backend_errors_total` and `rate_limiter_degrade
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Literal
 
@@ -80,7 +79,7 @@ class FallbackBackend:
                 reset_after=0.0,
                 retry_after=0.0 if allowed else self.retry_interval,
             )
-        return dataclasses.replace(decision, degraded=True)
+        return decision._replace(degraded=True)
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         if self.degraded and time.monotonic() < self._down_until:

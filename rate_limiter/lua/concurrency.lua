@@ -2,12 +2,13 @@
 -- members `<lease>#1..#cost`, each scored by its expiry, so a holder that dies without
 -- releasing frees its slots after the lease lifetime.
 -- KEYS[1]: zset of lease units
--- ARGV: rate (leases), period_us (lease lifetime), capacity, cost, count_refused, lease id
+-- ARGV: spec 'rate period_us capacity count_refused', cost, lease id
 local key = KEYS[1]
-local rate = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local cost = tonumber(ARGV[4])
-local lease = ARGV[6]
+local spec = {}
+for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
+local rate, ttl, cap, count_refused = spec[1], spec[2], spec[3], spec[4] == 1
+local cost = tonumber(ARGV[2])
+local lease = ARGV[3] or ''
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 

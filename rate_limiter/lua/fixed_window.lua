@@ -1,11 +1,11 @@
 -- A counter per calendar window aligned to the epoch (the twin of algorithms.fixed_window).
 -- KEYS[1]: hash {w = window index, c = count}
--- ARGV: rate, period_us, capacity, cost, count_refused (0/1)
+-- ARGV: spec 'rate period_us capacity count_refused', cost
 local key = KEYS[1]
-local rate = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local cost = tonumber(ARGV[4])
-local count_refused = ARGV[5] == '1'
+local spec = {}
+for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
+local rate, period, cap, count_refused = spec[1], spec[2], spec[3], spec[4] == 1
+local cost = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local window = math.floor(now / period)

@@ -1,13 +1,12 @@
 -- GCRA in its token form (the twin of algorithms.gcra).
 -- KEYS[1]: the key's hash {d = debt in tokens, t = last update in µs}
--- ARGV: rate, period_us, capacity, cost, count_refused (0/1)
+-- ARGV: spec 'rate period_us capacity count_refused', cost
 -- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never)}
 local key = KEYS[1]
-local rate = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local count_refused = ARGV[5] == '1'
+local spec = {}
+for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
+local rate, period, cap, count_refused = spec[1], spec[2], spec[3], spec[4] == 1
+local cost = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local T = period / rate

@@ -1,12 +1,12 @@
 -- Sliding log (the twin of algorithms.sliding_log): one sorted-set entry per admitted unit,
 -- scored by its time, kept for one period. Exact; memory grows with the rate.
 -- KEYS[1]: zset of entries; KEYS[2]: sequence counter that makes entries unique
--- ARGV: rate, period_us, capacity, cost, count_refused (0/1)
+-- ARGV: spec 'rate period_us capacity count_refused', cost
 local key, seq = KEYS[1], KEYS[2]
-local rate = tonumber(ARGV[1])
-local p = tonumber(ARGV[2])
-local cost = tonumber(ARGV[4])
-local count_refused = ARGV[5] == '1'
+local spec = {}
+for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
+local rate, p, cap, count_refused = spec[1], spec[2], spec[3], spec[4] == 1
+local cost = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 

@@ -1,12 +1,12 @@
 -- Sliding-window counter (the twin of algorithms.sliding_window): this window's count plus
 -- the previous window's, weighted by how much of it the sliding window still covers.
 -- KEYS[1]: hash {w = window index, c = this window's count, p = the previous window's}
--- ARGV: rate, period_us, capacity, cost, count_refused (0/1)
+-- ARGV: spec 'rate period_us capacity count_refused', cost
 local key = KEYS[1]
-local rate = tonumber(ARGV[1])
-local p = tonumber(ARGV[2])
-local cost = tonumber(ARGV[4])
-local count_refused = ARGV[5] == '1'
+local spec = {}
+for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
+local rate, p, cap, count_refused = spec[1], spec[2], spec[3], spec[4] == 1
+local cost = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local window = math.floor(now / p)

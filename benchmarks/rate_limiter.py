@@ -1,0 +1,229 @@
+"""Rate limiter benchmark: `make bench-rate_limiter` (python -m benchmarks.rate_limiter).
+
+In one run, on one Redis (a private one unless REDIS_URL is given):
+1. decisions/s and p99 of every algorithm through the library (`RateLimiter.acquire`),
+   beside the `limits` library's moving-window and sliding-window-counter strategies at the
+   same concurrency, and beside a raw EVALSHA of a trivial script (the round-trip ceiling);
+2. the middleware's cost: requests/s of a protected route over the same route unprotected,
+   through real uvicorn processes and a minimal keep-alive HTTP load generator.
+
+Env: BENCH_SECONDS (per figure, default 2.5), BENCH_CONCURRENCY (library tasks, default 32),
+BENCH_CONNECTIONS (HTTP connections, default 64), BENCH_ONLY (library | middleware).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "2.5"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+KEYS = 10_000
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+
+
+async def measure(
+    op: Callable[[int], Awaitable[Any]], seconds: float = SECONDS
+) -> tuple[float, float]:
+    """Run `op(i)` from CONCURRENCY tasks for `seconds`; (ops/s, p99 ms)."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    counter = 0
+
+    async def worker() -> None:
+        nonlocal counter
+        while time.perf_counter() < deadline:
+            counter += 1
+            i = counter
+            t0 = time.perf_counter()
+            await op(i)
+            latencies.append(time.perf_counter() - t0)
+
+    for i in range(200):  # warm-up: connections, scripts
+        await op(i)
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - start
+    p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+    return len(latencies) / elapsed, p99
+
+
+def row(name: str, rate: float, p99: float, *baselines: tuple[str, float]) -> None:
+    ratios = "  ".join(f"{rate / base:5.2f}x {label}" for label, base in baselines)
+    print(f"  {name:<34} {rate:>9,.0f}/s  p99 {p99:6.2f} ms  {ratios}")
+
+
+async def library(redis_url: str) -> None:
+    from limits import parse
+    from limits.aio.storage import RedisStorage
+    from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+
+    from common.redis import create_redis
+    from rate_limiter import Algorithm, Limit, RateLimiter, RedisBackend
+
+    redis = create_redis(redis_url, timeout=5)
+    backend = RedisBackend(redis)
+    await backend.load()
+    await redis.flushall()
+    print(f"Library: {CONCURRENCY} concurrent tasks, {KEYS:,} keys, {SECONDS}s per figure")
+
+    sha = await redis.script_load("return 1")
+    ceiling, ceiling_p99 = await measure(lambda i: redis.evalsha(sha, 1, f"k{i % KEYS}"))
+
+    item = parse("1000000/hour")
+    theirs: dict[str, tuple[float, float]] = {}
+    for impl in ("redispy", "coredis"):
+        storage = RedisStorage(redis_url.replace("redis://", "async+redis://"), implementation=impl)
+        for label, strategy in (
+            ("moving window", MovingWindowRateLimiter(storage)),
+            ("sliding window counter", SlidingWindowCounterRateLimiter(storage)),
+        ):
+            theirs[f"limits {label} ({impl})"] = await measure(
+                lambda i, s=strategy: s.hit(item, f"k{i % KEYS}")
+            )
+    best_limits = max(rate for rate, _ in theirs.values())
+    best_label = max(theirs, key=lambda k: theirs[k][0])
+
+    print("  baselines")
+    row("raw EVALSHA 'return 1' (ceiling)", ceiling, ceiling_p99)
+    for label, (rate, p99) in theirs.items():
+        row(label, rate, p99, ("ceiling", ceiling))
+    print(f"  this library (ratios: vs raw ceiling; vs the fastest limits: {best_label})")
+    for algorithm in Algorithm:
+        limiter = RateLimiter(Limit(1_000_000, 3600, algorithm), backend)
+        rate, p99 = await measure(lambda i, lim=limiter: lim.acquire(f"k{i % KEYS}"))
+        row(algorithm.value, rate, p99, ("ceiling", ceiling), ("limits", best_limits))
+    await redis.aclose()
+
+
+# --- middleware cost ---------------------------------------------------------------------
+
+
+def serve(protected: bool, port: int, redis_url: str) -> None:
+    """The server side: one uvicorn process with GET /ping, limited or not."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from common.redis import create_redis
+    from rate_limiter import FallbackBackend, Limit, RedisBackend
+    from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(redis_url)
+        backend = RedisBackend(redis)
+        await backend.load()
+        app.state.rate_limit_backend = FallbackBackend(backend)
+        yield
+        await redis.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    if protected:
+        app.add_middleware(
+            RateLimitMiddleware, rules=[RouteRule(Limit.per_second(10**9), path="/ping")]
+        )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+async def http_load(port: int, seconds: float, connections: int) -> float:
+    """A minimal keep-alive HTTP/1.1 load generator (cheaper than any Python client)."""
+    request = b"GET /ping HTTP/1.1\r\nHost: bench\r\n\r\n"
+    done = 0
+    deadline = 0.0
+
+    async def conn() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head.decode())
+            done += 1
+        writer.close()
+
+    deadline = time.perf_counter() + 0.5  # warm-up
+    await asyncio.gather(*(conn() for _ in range(connections)))
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*(conn() for _ in range(connections)))
+    return done / (time.perf_counter() - start)
+
+
+async def middleware(redis_url: str) -> None:
+    from common.redis_server import free_port
+    from tests.support import wait_for
+
+    print(f"Middleware: GET /ping through uvicorn, {CONNECTIONS} keep-alive connections")
+    rates = {}
+    for protected in (False, True, False, True):  # interleaved, best of two each
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.rate_limiter", "--serve",
+             "1" if protected else "0", str(port), redis_url],
+        )  # fmt: skip
+        try:
+            wait_for(lambda p=port: _answers(p), timeout=20)
+            rate = await http_load(port, SECONDS * 1.5, CONNECTIONS)
+            rates[protected] = max(rates.get(protected, 0.0), rate)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    row("unprotected route", rates[False], 0.0)
+    row("protected route (gcra, Redis)", rates[True], 0.0, ("unprotected", rates[False]))
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(12).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        serve(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
+        return
+    from common.redis_server import RedisProcess
+
+    started = time.perf_counter()
+    url = os.environ.get("REDIS_URL")
+    server = None if url else RedisProcess().start()
+    url = url or (server.url if server else "")
+    try:
+        print(f"Redis: {url}")
+        only = os.environ.get("BENCH_ONLY", "")
+        if only in ("", "library"):
+            asyncio.run(library(url))
+        if only in ("", "middleware"):
+            asyncio.run(middleware(url))
+    finally:
+        if server:
+            server.stop()
+    print(f"done in {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
