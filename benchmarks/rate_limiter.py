@@ -168,7 +168,7 @@ async def http_load(port: int, seconds: float, connections: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-async def middleware(redis_url: str) -> None:
+def middleware(redis_url: str) -> None:
     from common.redis_server import free_port
     from tests.support import wait_for
 
@@ -182,7 +182,7 @@ async def middleware(redis_url: str) -> None:
         )  # fmt: skip
         try:
             wait_for(lambda p=port: _answers(p), timeout=20)
-            rate = await http_load(port, SECONDS * 1.5, CONNECTIONS)
+            rate = asyncio.run(http_load(port, SECONDS * 1.5, CONNECTIONS))
             rates[protected] = max(rates.get(protected, 0.0), rate)
         finally:
             proc.terminate()
@@ -218,7 +218,7 @@ def main() -> None:
         if only in ("", "library"):
             asyncio.run(library(url))
         if only in ("", "middleware"):
-            asyncio.run(middleware(url))
+            middleware(url)
     finally:
         if server:
             server.stop()
