@@ -183,3 +183,29 @@ def test_sync_backend_shares_state_with_async(redis_url: str) -> None:
         assert d.lease and not backend.acquire_sync("c", lease_limit).allowed
         backend.release_sync("c", lease_limit, d.lease)
         assert backend.acquire_sync("c", lease_limit).allowed
+
+
+async def test_autopipelined_batches_survive_a_script_flush(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    await backend.load()
+    await redis.script_flush()
+    limit = Limit(30, 3600, Algorithm.GCRA)
+    results = await asyncio.gather(*(backend.acquire("k", limit) for _ in range(40)))
+    assert sum(d.allowed for d in results) == 30
+
+
+async def test_autopipelining_can_be_turned_off(redis: Redis) -> None:
+    backend = RedisBackend(redis, autopipeline=False)
+    limit = Limit(5, 3600, Algorithm.FIXED_WINDOW)
+    results = await asyncio.gather(*(backend.acquire("k", limit) for _ in range(8)))
+    assert sum(d.allowed for d in results) == 5
+
+
+async def test_a_dead_redis_fails_every_waiter_in_a_batch() -> None:
+    client = create_redis("redis://127.0.0.1:1/0", timeout=0.2)
+    backend = RedisBackend(client)
+    results = await asyncio.gather(
+        *(backend.acquire("k", Limit.per_second(5)) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, Exception) for r in results)
+    await client.aclose()

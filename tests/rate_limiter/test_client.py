@@ -1,0 +1,58 @@
+"""The command-line client against a real service process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rate_limiter.client import app
+from tests.rate_limiter.factories import write_rules
+from tests.support import ServiceProcess
+
+RULES = """\
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 2, algorithm: sliding_log}
+"""
+
+
+@pytest.mark.slow
+def test_check_usage_and_rules(
+    tmp_path: Path, redis_url: str, service_factory: Callable[..., ServiceProcess]
+) -> None:
+    rules = write_rules(tmp_path, RULES)
+    svc = service_factory("rate_limiter", {"RATE_LIMITER_RULES": str(rules),
+                                           "RATE_LIMITER_REDIS_URL": redis_url})  # fmt: skip
+    runner = CliRunner()
+    url = ["--url", svc.url]
+
+    first = runner.invoke(app, ["check", "api", "user=alice", *url])
+    assert first.exit_code == 0, first.output
+    assert "ALLOWED" in first.output and "api.user: allowed, 1/2 left" in first.output
+    runner.invoke(app, ["check", "api", "user=alice", *url])
+    refused = runner.invoke(app, ["check", "api", "user=alice", *url])
+    assert (
+        refused.exit_code == 1 and "REFUSED" in refused.output and "retry after" in refused.output
+    )
+    big = runner.invoke(app, ["check", "api", "user=bob", "--cost", "3", *url])
+    assert big.exit_code == 1 and "never fits" in big.output
+
+    usage = runner.invoke(app, ["usage", "api", "user=alice", *url])
+    assert usage.exit_code == 0 and "0/2 left" in usage.output
+    as_json = runner.invoke(app, ["usage", "api", "user=carol", "--json", *url])
+    assert '"remaining": 2' in as_json.output
+
+    listed = runner.invoke(app, ["rules", *url])
+    assert listed.exit_code == 0
+    assert "user=*" in listed.output and "2/hour sliding_log" in listed.output
+
+    unknown = runner.invoke(app, ["check", "nope", "user=x", *url])
+    assert unknown.exit_code == 2 and "404" in unknown.output
+    bad = runner.invoke(app, ["check", "api", "user", *url])
+    assert bad.exit_code == 2 and "key=value" in bad.output
+    down = runner.invoke(app, ["rules", "--url", "http://127.0.0.1:9"])
+    assert down.exit_code == 2 and "cannot reach" in down.output
