@@ -1,10 +1,9 @@
-"""python -m url_shortener: serve on URL_SHORTENER_PORT (8001) with uvicorn."""
+"""python -m url_shortener: serve on URL_SHORTENER_PORT (8001)."""
 
 from __future__ import annotations
 
-import uvicorn
-
 from common.redis_server import ensure_shared_redis
+from common.server import serve
 from url_shortener.app import create_app
 from url_shortener.settings import UrlShortenerSettings
 
@@ -13,14 +12,7 @@ def main() -> None:
     settings = UrlShortenerSettings().checked()
     if not settings.redis_url:
         settings.redis_url = ensure_shared_redis(settings.data_dir)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

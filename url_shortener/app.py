@@ -15,7 +15,7 @@ from common.db import create_engine, create_schema, session_factory
 from common.health import HealthChecks
 from common.redis import create_redis
 from url_shortener.api import api, redirects
-from url_shortener.cache import LinkCache
+from url_shortener.cache import LinkCache, LocalCache
 from url_shortener.errors import (
     AliasTaken,
     BadCursor,
@@ -69,6 +69,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
             ttl=settings.cache_ttl_seconds,
             negative_ttl=settings.negative_cache_ttl_seconds,
             retry_after=settings.redis_retry_after,
+            local=LocalCache(ttl=settings.local_cache_ttl_seconds, size=settings.local_cache_size),
             on_state=lambda up: redis_up.set(1 if up else 0),
         )
         recorder = VisitRecorder(
@@ -99,13 +100,16 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
                 await cache.heal()
 
         recorder.start()
-        healer = asyncio.create_task(heal_loop(), name="redis-heal")
+        background = [
+            asyncio.create_task(heal_loop(), name="redis-heal"),
+            asyncio.create_task(cache.listen(), name="cache-invalidations"),
+        ]
         try:
             yield
         finally:
-            healer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await healer
+            cache.stop_listening()
+            background[0].cancel()
+            await asyncio.wait(background)
             await recorder.stop()  # graceful shutdown: every buffered visit reaches SQL
             await redis.aclose()
             await engine.dispose()

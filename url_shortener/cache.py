@@ -1,8 +1,17 @@
-"""The Redis side of the shortener: cache-aside link entries and visit-limit counters.
+"""The caches of the shortener: Redis (shared, cache-aside) with a small in-process cache in
+front of it, plus the visit-limit counters.
 
 Keys (hash-tagged so a link's keys live in one Redis Cluster slot):
   {l:CODE}     hash, the cached link (or a negative entry for unknown codes), with a TTL
   {l:CODE}:n   visits used by a max_visits link; no TTL, deleted with the link
+
+  links:invalidate   pub/sub channel: codes whose cached entry every instance must drop
+
+The in-process cache (`LocalCache`) holds links without max_visits for a few seconds, so a
+hot link's redirect needs no network round trip at all. Updates and deletes publish the code
+on `links:invalidate`; every instance drops it on receipt, and drops everything when its
+subscription breaks (messages may have been missed). Links with max_visits are never held
+locally: their visits are claimed atomically in Redis.
 
 Every Redis call goes through a circuit breaker: once Redis fails, callers skip it (and fall
 back to SQL) for `retry_after` seconds, so a dead Redis costs one timeout, not one per request.
@@ -11,9 +20,12 @@ Invalidations that could not reach Redis are kept and replayed when it answers a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -53,6 +65,50 @@ class Resolved:
     link_id: int = 0
 
 
+INVALIDATE_CHANNEL = "links:invalidate"
+
+
+class LocalCache:
+    """A bounded, short-lived, in-process LRU of links without max_visits."""
+
+    def __init__(self, *, ttl: float, size: int) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: OrderedDict[str, tuple[float, CachedLink]] = OrderedDict()
+        # Bumped by every invalidation: a value read from Redis before an invalidation
+        # arrived must not be stored after it (it may be the old value).
+        self.epoch = 0
+
+    def get(self, code: str) -> CachedLink | None:
+        item = self._items.get(code)
+        if item is None:
+            return None
+        if item[0] < time.monotonic():
+            del self._items[code]
+            return None
+        self._items.move_to_end(code)
+        return item[1]
+
+    def put(self, code: str, link: CachedLink, *, epoch: int) -> None:
+        if self.ttl <= 0 or epoch != self.epoch or link.max_visits is not None:
+            return
+        self._items[code] = (time.monotonic() + self.ttl, link)
+        self._items.move_to_end(code)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def drop(self, code: str) -> None:
+        self.epoch += 1
+        self._items.pop(code, None)
+
+    def clear(self) -> None:
+        self.epoch += 1
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def link_key(code: str) -> str:
     return f"{{l:{code}}}"
 
@@ -69,15 +125,18 @@ class LinkCache:
         ttl: int,
         negative_ttl: int,
         retry_after: float,
+        local: LocalCache,
         on_state: object = None,
     ) -> None:
         self.redis = redis
+        self.local = local
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.breaker = CircuitBreaker(reset_after=retry_after)
         self._resolve = load_script(redis, LUA / "redirect.lua")
         self._pending: set[str] = set()  # codes whose invalidation has not reached Redis yet
         self._on_state = on_state
+        self._stopping = False
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -113,16 +172,25 @@ class LinkCache:
     # -- the redirect path ----------------------------------------------------------------
 
     async def resolve(self, code: str, mode: str) -> Resolved:
-        """Run the redirect script; mode is '1' (claim), '0' (look) or 'pw' (claim, password ok)."""
+        """Run the redirect script; mode is '1' (claim), '0' (look) or 'pw' (claim, password ok).
+
+        A link without max_visits that Redis returns is also kept in the local cache."""
         await self._check()
+        epoch = self.local.epoch
         try:
             res = await self._resolve(keys=[link_key(code), counter_key(code)], args=[mode])
         except REDIS_DOWN as exc:
             raise self._failed(exc) from exc
         kind = int(res[0])
-        if kind in (REDIRECT, PASSWORD):
-            return Resolved(kind, res[1].decode(), int(res[2]), res[3] == b"1", int(res[4]))
-        return Resolved(kind)
+        if kind not in (REDIRECT, PASSWORD):
+            return Resolved(kind)
+        found = Resolved(kind, res[1].decode(), int(res[2]), res[3] == b"1", int(res[4]))
+        if not res[5]:  # no max_visits
+            expires = datetime.fromtimestamp(int(res[6]), UTC) if res[6] else None
+            link = CachedLink(found.link_id, found.url, found.status, None, found.has_password,
+                              expires)  # fmt: skip
+            self.local.put(code, link, epoch=epoch)
+        return found
 
     async def put(self, code: str, link: CachedLink) -> None:
         """Cache a link; its TTL never outlives the link's own expiry."""
@@ -171,9 +239,13 @@ class LinkCache:
     async def invalidate(self, code: str, *, counter: bool = False) -> None:
         """Drop a code's cache entry (and counter) on every instance at once, or queue it."""
         keys = [link_key(code), counter_key(code)] if counter else [link_key(code)]
+        self.local.drop(code)
         try:
             await self._check()
-            await self.redis.delete(*keys)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*keys)
+                pipe.publish(INVALIDATE_CHANNEL, code)
+                await pipe.execute()
         except CacheUnavailable:
             self._pending.add(code)
         except REDIS_DOWN as exc:
@@ -190,6 +262,7 @@ class LinkCache:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for c in codes:
                     pipe.delete(link_key(c), counter_key(c))
+                    pipe.publish(INVALIDATE_CHANNEL, c)
                 await pipe.execute()
             self._pending.difference_update(codes)
 
@@ -202,6 +275,31 @@ class LinkCache:
         except CacheUnavailable:
             return False
         return True
+
+    async def listen(self) -> None:
+        """Drop local entries as other instances invalidate them, until `stop_listening`.
+
+        Whenever the subscription is (re)established, everything local is dropped: messages
+        published while it was down are lost, so any local entry may be stale. (It polls in
+        short steps because redis-py's blocking read does not always honour cancellation.)"""
+        while not self._stopping:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(INVALIDATE_CHANNEL)
+                self.local.clear()
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=0.2)
+                    if message is not None:
+                        self.local.drop(message["data"].decode())
+            except REDIS_DOWN:
+                self.local.clear()
+                await asyncio.sleep(max(self.breaker.reset_after, 0.1))
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def stop_listening(self) -> None:
+        self._stopping = True
 
     @property
     def pending(self) -> int:

@@ -284,10 +284,25 @@ class LinkService:
     async def resolve(self, code: str, *, mode: str, visitor: Visitor | None) -> Redirect:
         """Where `code` points. mode: '1' a real visit, '0' just looking (HEAD, form),
         'pw' a visit whose password was checked. Records the visit when one is claimed."""
+        local = self.cache.local.get(code)
+        if local is not None:
+            return self._answer_local(code, local, mode, visitor)
         try:
             return await self._resolve_cached(code, mode, visitor)
         except CacheUnavailable:
             return await self._resolve_sql(code, mode, visitor)
+
+    def _answer_local(
+        self, code: str, link: CachedLink, mode: str, visitor: Visitor | None
+    ) -> Redirect:
+        """A hit in the in-process cache (links without max_visits only): no I/O at all."""
+        if link.expires_at is not None and link.expires_at <= _now():
+            raise LinkGone(f"The link '{code}' has expired.")
+        if link.has_password and mode != "pw":
+            return Redirect(link.url, link.status, needs_password=True)
+        if mode != "0" and visitor is not None:
+            self._record(link.id, visitor, counted=False)
+        return Redirect(link.url, link.status)
 
     async def _resolve_cached(self, code: str, mode: str, visitor: Visitor | None) -> Redirect:
         link: Link | None = None

@@ -6,7 +6,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -16,8 +16,10 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
+    bindparam,
     delete,
     func,
     insert,
@@ -124,6 +126,10 @@ class IdBlock(Base):
     next_value: Mapped[int] = mapped_column(BigInteger)
 
 
+LINKS = cast(Table, Link.__table__)
+VISITS = cast(Table, Visit.__table__)
+
+
 # ---- counter blocks -----------------------------------------------------------------------
 
 
@@ -222,8 +228,9 @@ async def write_visits(session: AsyncSession, records: Sequence[VisitRecord]) ->
     rows = [r for r in records if r.link_id in alive]
     if not rows:
         return 0
+    # Core executemany (not the ORM unit of work): this runs for every visit.
     await session.execute(
-        insert(Visit),
+        insert(VISITS),
         [
             {
                 "link_id": r.link_id,
@@ -241,8 +248,14 @@ async def write_visits(session: AsyncSession, records: Sequence[VisitRecord]) ->
     for r in rows:
         if not r.counted:
             per_link[r.link_id] = per_link.get(r.link_id, 0) + 1
-    for link_id, n in sorted(per_link.items()):
-        await session.execute(update(Link).where(Link.id == link_id).values(visits=Link.visits + n))
+    if per_link:
+        links = LINKS
+        await session.execute(
+            update(links)
+            .where(links.c.id == bindparam("lid"))
+            .values(visits=links.c.visits + bindparam("n")),
+            [{"lid": lid, "n": n} for lid, n in sorted(per_link.items())],
+        )
     return len(rows)
 
 

@@ -7,7 +7,7 @@
 -- KEYS[2]  {l:CODE}:n   visits used so far (links with max_visits only; no TTL)
 -- ARGV[1]  "1" to claim a visit (a real GET), "0" to only look (HEAD, password form)
 --
--- Returns {kind, url, status, has_password, link_id}
+-- Returns {kind, url, status, has_password, link_id, max_visits, expires_at}
 --   kind 0 = not cached, 1 = unknown code, 2 = redirect, 3 = counter missing (caller rebuilds
 --   it from SQL and calls again), 4 = gone (expired or out of visits), 5 = password needed
 local h = redis.call('HMGET', KEYS[1], 'u', 's', 'm', 'p', 'x', 'i')
@@ -19,7 +19,7 @@ if expires then
   if tonumber(now[1]) >= expires then return {4} end
 end
 if h[4] == '1' and ARGV[1] ~= 'pw' then
-  return {5, h[1], h[2], '1', h[6]}
+  return {5, h[1], h[2], '1', h[6], h[3], h[5]}
 end
 local max = tonumber(h[3])
 if max and ARGV[1] == '0' then
@@ -32,4 +32,4 @@ elseif max then
     return {4}
   end
 end
-return {2, h[1], h[2], h[4], h[6]}
+return {2, h[1], h[2], h[4], h[6], h[3], h[5]}

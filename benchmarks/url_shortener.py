@@ -1,0 +1,112 @@
+"""make bench-url_shortener: cached redirect vs. a trivial fixed redirect, same run.
+
+Starts a private Redis (unless REDIS_URL is set), the shortener as `make run` does
+(`python -m url_shortener`, SQLite under a temporary data folder, access log on), and the
+baseline app (benchmarks.baseline: the same app wiring and server settings, one route that
+returns a fixed 302). Both are loaded with the same tool, connections and duration, in
+alternating rounds; the best round of each is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from benchmarks import loadgen
+from common.redis_server import RedisProcess, free_port
+
+ADMIN = {"x-api-key": "bench-admin-key"}
+
+
+def _start(module: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{module} did not start; see {log}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--links", type=int, default=1000)
+    args = parser.parse_args()
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            redis_url = stack.enter_context(RedisProcess()).url
+        port, base_port = free_port(), free_port()
+        env = {
+            "URL_SHORTENER_REDIS_URL": redis_url,
+            "URL_SHORTENER_DATA_DIR": tmp,
+            "URL_SHORTENER_ADMIN_KEY": ADMIN["x-api-key"],
+            "URL_SHORTENER_PORT": str(port),
+            "URL_SHORTENER_LOG_FORMAT": "json",
+        }
+        procs = [
+            _start("url_shortener", env, port, Path(tmp, "service.log")),
+            _start("benchmarks.baseline", {**env, "BASELINE_PORT": str(base_port)}, base_port,
+                   Path(tmp, "baseline.log")),
+        ]  # fmt: skip
+        for proc in procs:
+            stack.callback(proc.wait)
+            stack.callback(proc.terminate)
+
+        service = f"http://127.0.0.1:{port}"
+        links = [{"url": f"https://example.com/article/{i}"} for i in range(args.links)]
+        resp = httpx.post(f"{service}/api/links/bulk", json={"links": links}, headers=ADMIN)
+        codes = [r["link"]["code"] for r in resp.json()["results"]]
+        for code in codes:  # warm the cache: the benchmark measures cache hits
+            assert httpx.get(f"{service}/{code}").status_code == 302
+        rng = random.Random(7)
+        paths = [f"/{rng.choice(codes)}" for _ in range(10_000)]
+
+        best: dict[str, loadgen.Result] = {}
+        for round_ in range(args.rounds):
+            for name, url in (("baseline", f"http://127.0.0.1:{base_port}"), ("redirect", service)):
+                res = loadgen.run(url, paths, seconds=args.seconds, connections=args.connections)
+                print(
+                    f"round {round_ + 1} {name:9s} {res.rps:9.0f} req/s  p50 {res.p50_ms:6.2f} ms"
+                    f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors}",
+                    flush=True,
+                )
+                if name not in best or res.rps > best[name].rps:
+                    best[name] = res
+
+    base, redirect = best["baseline"], best["redirect"]
+    print()
+    print(f"load tool: {base.tool}, {args.connections} connections, {args.seconds}s x "
+          f"{args.rounds} rounds (best round shown)")  # fmt: skip
+    print(f"{'':28s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}")
+    print(f"{'trivial fixed redirect':28s}{base.rps:10.0f}{base.p50_ms:10.2f}{base.p99_ms:10.2f}")
+    print(f"{'cached short-link redirect':28s}{redirect.rps:10.0f}{redirect.p50_ms:10.2f}"
+          f"{redirect.p99_ms:10.2f}")  # fmt: skip
+    ratio = redirect.rps / base.rps
+    print(f"throughput ratio redirect/baseline: {ratio:.2f} (goal >= 0.80)")
+    print(f"p99 ratio baseline/redirect:        {base.p99_ms / redirect.p99_ms:.2f}")
+
+
+if __name__ == "__main__":
+    main()
