@@ -41,6 +41,7 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher = RulesWatcher(settings.rules, interval=settings.rules_reload_interval)
         redis = None
+        primary: RedisBackend | None = None
         backend: AsyncBackend
         if settings.redis_url:
             redis = create_redis(settings.redis_url, timeout=settings.redis_timeout)
@@ -75,6 +76,8 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            if primary is not None:
+                await primary.aclose()
             if redis is not None:
                 await redis.aclose()
 

@@ -12,6 +12,7 @@ from redis.exceptions import NoScriptError
 
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 from rate_limiter.backends.base import lease_cost, new_lease, state_key
+from rate_limiter.backends.pipelined import PipelinedConnection
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -55,15 +56,18 @@ class RedisBackend:
     restarted empty (NOSCRIPT) gets them again transparently.
 
     With `autopipeline` (the default) the decisions asked for in the same event-loop turn
-    go out together in one pipeline (as Envoy ratelimit's implicit pipelining does): each
-    is still its own atomic script and still one round trip, but the client pays for one
-    write and one connection checkout per batch instead of per decision."""
+    go out together in one write (as Envoy ratelimit's implicit pipelining does): each is
+    still its own atomic script and still one round trip, but the client pays for one
+    write per batch instead of per decision. Over plain TCP this uses a lean pipelined
+    connection of its own (close it with `aclose()`); otherwise redis-py pipelines."""
 
     name = "redis"
 
     def __init__(self, redis: Redis, *, autopipeline: bool = True, max_batch: int = 256) -> None:
         self.redis = redis
         self.autopipeline = autopipeline
+        # Plain TCP: the lean pipelined connection; TLS / Unix sockets: redis-py pipelines.
+        self._lean = PipelinedConnection.from_redis_py(redis) if autopipeline else None
         self.max_batch = max_batch
         self._scripts = _Scripts()
         self._pending: list[Pending] = []
@@ -83,6 +87,13 @@ class RedisBackend:
             return await self.redis.evalsha(sha, len(keys), *keys, *args)
 
     async def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self._lean is not None:
+            sha = self._scripts.shas[name]
+            try:
+                return await self._lean.execute("EVALSHA", sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self._lean.execute("SCRIPT", "LOAD", self._scripts.sources[name])
+                return await self._lean.execute("EVALSHA", sha, len(keys), *keys, *args)
         if not self.autopipeline:
             return await self._eval_one(name, keys, args)
         loop = asyncio.get_running_loop()
@@ -143,6 +154,11 @@ class RedisBackend:
 
     async def ping(self) -> None:
         await self.redis.ping()
+
+    async def aclose(self) -> None:
+        """Close the pipelined connection (the redis-py client stays the caller's)."""
+        if self._lean is not None:
+            await self._lean.aclose()
 
 
 class SyncRedisBackend:
