@@ -110,7 +110,15 @@ async def library(redis_url: str) -> None:
     for algorithm in Algorithm:
         limiter = RateLimiter(Limit(1_000_000, 3600, algorithm), backend)
         rate, p99 = await measure(lambda i, lim=limiter: lim.acquire(f"k{i % KEYS}"))
-        row(algorithm.value, rate, p99, ("ceiling", ceiling), ("limits", best_limits))
+        row(
+            algorithm.value,
+            rate,
+            p99,
+            ("ceiling", ceiling),
+            ("pipelined", pipelined),
+            ("limits", best_limits),
+        )
+    await backend.aclose()
     print("  this library, one command per call (autopipeline=False)")
     plain = RedisBackend(redis, autopipeline=False)
     for algorithm in (Algorithm.GCRA, Algorithm.SLIDING_WINDOW):
@@ -139,6 +147,7 @@ def serve(protected: bool, port: int, redis_url: str) -> None:
         await backend.load()
         app.state.rate_limit_backend = FallbackBackend(backend)
         yield
+        await backend.aclose()
         await redis.aclose()
 
     app = FastAPI(lifespan=lifespan)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 from typing import Any
 
 import hiredis
@@ -30,6 +31,23 @@ def _encode(arg: Any) -> bytes:
     if isinstance(arg, str):
         return arg.encode()
     return str(arg).encode()
+
+
+def pack_evalsha(sha: str, keys: list[str], args: list[Any]) -> bytes:
+    """`EVALSHA sha numkeys keys... args...` in RESP, with the fixed part formatted once."""
+    head = _evalsha_head(sha, len(keys), len(keys) + len(args))
+    parts = [head]
+    for arg in (*keys, *args):
+        data = _encode(arg)
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _evalsha_head(sha: str, numkeys: int, rest: int) -> bytes:
+    # The array header counts every argument; the three fixed ones follow it.
+    fixed = pack(("EVALSHA", sha, numkeys))[len(b"*3\r\n") :]
+    return b"*%d\r\n" % (rest + 3) + fixed
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
@@ -161,11 +179,11 @@ class PipelinedConnection:
                 self._reader_task.cancel()
             self._fail(writer, RedisTimeoutError(f"no reply from Redis within {self.timeout}s"))
 
-    async def _send(self, args: tuple[Any, ...]) -> Any:
+    async def _send(self, args: tuple[Any, ...], packed: bytes | None = None) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(future)
-        self._outbox.append(pack(args))
+        self._outbox.append(packed if packed is not None else pack(args))
         self._sent += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -176,6 +194,12 @@ class PipelinedConnection:
         if self._writer is None:
             await self._connect()
         return await self._send(args)
+
+    async def execute_packed(self, packed: bytes) -> Any:
+        """Send one command already in RESP form (the hot path builds it itself)."""
+        if self._writer is None:
+            await self._connect()
+        return await self._send((), packed)
 
     async def aclose(self) -> None:
         task, self._reader_task = self._reader_task, None

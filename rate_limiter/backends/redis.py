@@ -12,7 +12,7 @@ from redis.exceptions import NoScriptError
 
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 from rate_limiter.backends.base import lease_cost, new_lease, state_key
-from rate_limiter.backends.pipelined import PipelinedConnection
+from rate_limiter.backends.pipelined import PipelinedConnection, pack_evalsha
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -90,7 +90,7 @@ class RedisBackend:
         if self._lean is not None:
             sha = self._scripts.shas[name]
             try:
-                return await self._lean.execute("EVALSHA", sha, len(keys), *keys, *args)
+                return await self._lean.execute_packed(pack_evalsha(sha, keys, args))
             except NoScriptError:
                 await self._lean.execute("SCRIPT", "LOAD", self._scripts.sources[name])
                 return await self._lean.execute("EVALSHA", sha, len(keys), *keys, *args)

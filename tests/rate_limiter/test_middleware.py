@@ -20,8 +20,10 @@ def make_app(redis_url: str, rules: list[RouteRule], **kwargs: Any) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = create_redis(redis_url)
-        app.state.rate_limit_backend = FallbackBackend(RedisBackend(redis))
+        backend = RedisBackend(redis)
+        app.state.rate_limit_backend = FallbackBackend(backend)
         yield
+        await backend.aclose()
         await redis.aclose()
 
     app = FastAPI(lifespan=lifespan)

@@ -1,0 +1,72 @@
+"""The lean pipelined connection: ordering, errors, auth and db, stuck and dead servers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis as sync_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.redis import create_redis
+from rate_limiter.backends.pipelined import PipelinedConnection, pack, pack_evalsha
+
+
+def test_packing() -> None:
+    assert pack(("PING",)) == b"*1\r\n$4\r\nPING\r\n"
+    assert pack_evalsha("s", ["k"], [b"a", 7]) == pack(("EVALSHA", "s", 1, "k", b"a", 7))
+
+
+async def test_replies_come_back_in_order_and_errors_map(redis_url: str) -> None:
+    client = create_redis(redis_url)
+    conn = PipelinedConnection.from_redis_py(client)
+    assert conn is not None
+    try:
+        results = await asyncio.gather(*(conn.execute("INCR", "n") for _ in range(200)))
+        assert results == list(range(1, 201))
+        with pytest.raises(NoScriptError):
+            await conn.execute("EVALSHA", "0" * 40, 0)
+        with pytest.raises(ResponseError):
+            await conn.execute("NOSUCHCOMMAND")
+        assert await conn.execute("PING") == b"PONG"  # still usable after errors
+    finally:
+        await conn.aclose()
+        await client.aclose()
+
+
+async def test_password_and_database_are_honoured(redis_url: str) -> None:
+    with sync_redis.Redis.from_url(redis_url) as admin:
+        admin.config_set("requirepass", "s3cret")
+    try:
+        url = redis_url.replace("redis://", "redis://:s3cret@").rsplit("/", 1)[0] + "/3"
+        client = create_redis(url)
+        conn = PipelinedConnection.from_redis_py(client)
+        assert conn is not None and conn.db == 3
+        await conn.execute("SET", "where", "db3")
+        assert await client.get("where") == b"db3"
+        await conn.aclose()
+        await client.aclose()
+    finally:
+        with sync_redis.Redis.from_url(redis_url, password="s3cret") as admin:
+            admin.config_set("requirepass", "")
+
+
+async def test_a_stuck_server_times_out_and_a_dead_one_refuses() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = PipelinedConnection("127.0.0.1", port, timeout=0.2)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await asyncio.gather(conn.execute("PING"), conn.execute("PING"))
+    finally:
+        await conn.aclose()
+        server.close()
+    dead = PipelinedConnection("127.0.0.1", port, timeout=0.2)
+    with pytest.raises(RedisConnectionError):
+        await dead.execute("PING")
