@@ -57,7 +57,8 @@ async def measure(
 
 def row(name: str, rate: float, p99: float, *baselines: tuple[str, float]) -> None:
     ratios = "  ".join(f"{rate / base:5.2f}x {label}" for label, base in baselines)
-    print(f"  {name:<40} {rate:>9,.0f}/s  p99 {p99:6.2f} ms  {ratios}")
+    latency = f"p99 {p99:6.2f} ms" if p99 else " " * 13
+    print(f"  {name:<40} {rate:>9,.0f}/s  {latency}  {ratios}")
 
 
 async def library(redis_url: str) -> None:
@@ -102,6 +103,7 @@ async def library(redis_url: str) -> None:
 
     print("  baselines")
     row("raw EVALSHA 'return 1' (ceiling)", ceiling, ceiling_p99)
+    # (its p99 is that of a whole batch of CONCURRENCY commands)
     row(f"raw EVALSHA, pipelined by {CONCURRENCY}", pipelined, batch_p99, ("ceiling", ceiling))
     for label, (rate, p99) in theirs.items():
         row(label, rate, p99, ("ceiling", ceiling))

@@ -12,6 +12,8 @@ from common.redis import create_redis
 from common.redis_server import RedisProcess
 from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RateLimiter, RedisBackend
 
+pytestmark = pytest.mark.slow  # starts and stops its own redis-server processes
+
 
 @pytest.mark.parametrize(
     ("mode", "allowed_while_down"),
