@@ -12,13 +12,18 @@ PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
 
-.PHONY: help install test lint format bench clean stop-redis \
-	$(addprefix run-,$(SERVICES)) $(addprefix bench-,$(SERVICES)) $(addprefix load-,$(SERVICES))
+RUN := $(addprefix run-,$(SERVICES))
+BENCH := $(addprefix bench-,$(SERVICES))
+LOAD := $(addprefix load-,$(SERVICES))
+
+# Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
+# targets listed in .PHONY.
+.PHONY: help install test lint format bench clean stop-redis $(RUN) $(BENCH) $(LOAD)
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
-	@echo "  run-<service>, bench-<service>, load-<service> for: $(SERVICES)"
+	@echo "  services: $(SERVICES)"
 
 install: $(STAMP) ## Create .venv and install the suite with its dev tools (idempotent)
 
@@ -40,15 +45,15 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-run-%: install ## Run a service on its default port (starts the shared local Redis if REDIS_URL is unset)
+$(RUN): run-%: install ## Run a service on its default port (starts the shared local Redis if REDIS_URL is unset)
 	$(PY) -m $*
 
-bench-%: install ## Benchmark a service against its same-run baselines
+$(BENCH): bench-%: install ## Benchmark a service against its same-run baselines
 	$(PY) -m benchmarks.$*
 
-bench: $(addprefix bench-,$(SERVICES)) ## Run every benchmark
+bench: $(BENCH) ## Run every benchmark
 
-load-%: install ## Locust, headless, against a running service; HTML report under reports/
+$(LOAD): load-%: install ## Locust, headless, against a running service; HTML report under reports/
 	@mkdir -p reports
 	$(VENV)/bin/locust -f $*/locustfile.py --headless -u $(LOAD_USERS) -r 10 -t $(LOAD_TIME) \
 	  --html reports/$*.html

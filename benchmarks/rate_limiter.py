@@ -96,7 +96,7 @@ async def library(redis_url: str) -> None:
             ("sliding window counter", SlidingWindowCounterRateLimiter(storage)),
         ):
             theirs[f"limits {label} ({impl})"] = await measure(
-                lambda i, s=strategy: s.hit(item, f"k{i % KEYS}")
+                lambda i, s=strategy: s.hit(item, f"k{i % KEYS}")  # type: ignore[misc]
             )
     best_limits = max(rate for rate, _ in theirs.values())
     best_label = max(theirs, key=lambda k: theirs[k][0])
@@ -111,7 +111,7 @@ async def library(redis_url: str) -> None:
     print(f"  {best_label})")
     for algorithm in Algorithm:
         limiter = RateLimiter(Limit(1_000_000, 3600, algorithm), backend)
-        rate, p99 = await measure(lambda i, lim=limiter: lim.acquire(f"k{i % KEYS}"))
+        rate, p99 = await measure(lambda i, lim=limiter: lim.acquire(f"k{i % KEYS}"))  # type: ignore[misc]
         row(
             algorithm.value,
             rate,
@@ -125,7 +125,7 @@ async def library(redis_url: str) -> None:
     plain = RedisBackend(redis, autopipeline=False)
     for algorithm in (Algorithm.GCRA, Algorithm.SLIDING_WINDOW):
         limiter = RateLimiter(Limit(1_000_000, 3600, algorithm), plain)
-        rate, p99 = await measure(lambda i, lim=limiter: lim.acquire(f"k{i % KEYS}"))
+        rate, p99 = await measure(lambda i, lim=limiter: lim.acquire(f"k{i % KEYS}"))  # type: ignore[misc]
         row(algorithm.value, rate, p99, ("ceiling", ceiling), ("limits", best_limits))
     await redis.aclose()
 
@@ -201,7 +201,7 @@ def middleware(redis_url: str) -> None:
     from tests.support import wait_for
 
     print(f"Middleware: GET /ping through uvicorn, {CONNECTIONS} keep-alive connections")
-    rates = {}
+    rates: dict[bool, float] = {}
     for protected in (False, True, False, True):  # interleaved, best of two each
         port = free_port()
         proc = subprocess.Popen(
@@ -209,7 +209,7 @@ def middleware(redis_url: str) -> None:
              "1" if protected else "0", str(port), redis_url],
         )  # fmt: skip
         try:
-            wait_for(lambda p=port: _answers(p), timeout=20)
+            wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
             rate = asyncio.run(http_load(port, SECONDS * 1.5, CONNECTIONS))
             rates[protected] = max(rates.get(protected, 0.0), rate)
         finally:

@@ -28,9 +28,10 @@ from url_shortener.schemas import (
     LinkStats,
     LinkUpdate,
 )
-from url_shortener.service import Visitor
+from url_shortener.service import LinkService
 from url_shortener.settings import UrlShortenerSettings
 from url_shortener.store import Link
+from url_shortener.visits import Visitor
 
 api = APIRouter(prefix="/api", tags=["links"])
 redirects = APIRouter(tags=["redirects"])
@@ -219,7 +220,12 @@ def _form(code: str, *, status: int = 200, error: str = "") -> HTMLResponse:
 
 @redirects.head("/{code}", include_in_schema=False)
 @redirects.get("/{code}")
-async def follow(code: str, request: Request, links: LinksDep, settings: SettingsDep) -> Response:
+async def follow(code: str, request: Request) -> Response:
+    # The hot path: services come from app.state directly rather than through Depends,
+    # which costs a dependency-graph walk per request (see README, "Performance").
+    state = request.app.state
+    links: LinkService = state.links
+    settings: UrlShortenerSettings = state.settings
     if not CODE_RE.fullmatch(code):
         raise LinkNotFound(f"No link has the code '{code[:64]}'.")
     head = request.method == "HEAD"

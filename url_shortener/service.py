@@ -44,7 +44,7 @@ from url_shortener.schemas import LinkCreate, LinkUpdate
 from url_shortener.settings import UrlShortenerSettings
 from url_shortener.store import ApiKey, Link, LinkTag
 from url_shortener.targets import check_alias, check_target
-from url_shortener.visits import VisitRecorder, make_record
+from url_shortener.visits import Visitor, VisitRecorder
 
 COUNTER = "links"
 
@@ -57,13 +57,6 @@ class Redirect:
     status: int
     needs_password: bool = False
     from_cache: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Visitor:
-    client_ip: str
-    user_agent: str
-    referrer: str
 
 
 def _now() -> datetime:
@@ -101,7 +94,6 @@ class LinkService:
         self.cache = cache
         self.recorder = recorder
         self.codes = CodeGenerator(settings.code_secret)
-        self._salt = hashlib.sha256(b"visitor:" + settings.code_secret.encode()).digest()
         self._block: range = range(0)
         self._block_pos = 0
         self._block_lock = asyncio.Lock()
@@ -362,16 +354,7 @@ class LinkService:
         return Redirect(link.url, link.redirect_status, from_cache=False)
 
     def _record(self, link_id: int, visitor: Visitor, *, counted: bool) -> None:
-        self.recorder.record(
-            make_record(
-                link_id=link_id,
-                client_ip=visitor.client_ip,
-                user_agent=visitor.user_agent,
-                referrer=visitor.referrer,
-                salt=self._salt,
-                counted=counted,
-            )
-        )
+        self.recorder.record(link_id, visitor, counted=counted)
 
     async def check_password(self, code: str, password: str) -> bool:
         link = await self.get(code)

@@ -1,7 +1,8 @@
 """Visit recording, off the redirect path.
 
-A redirect only appends a small record to an in-process buffer (no I/O). A background task
-writes the buffer to SQL in batches every `flush_interval` seconds, or sooner when
+A redirect only appends a small tuple to an in-process buffer: no I/O, no parsing. A
+background task turns the buffer into rows (User-Agent parsing, visitor hashing) and writes
+them to SQL in batches every `flush_interval` seconds, or sooner when
 `batch_size` records are waiting. On graceful shutdown the buffer is drained before the
 process exits, so nothing is lost; a crash (SIGKILL, power loss) loses at most the visits of
 the last `flush_interval` seconds. If SQL is down, batches are kept (up to `buffer_limit`
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -28,9 +31,23 @@ from url_shortener.store import VisitRecord, write_visits
 log = structlog.get_logger("url_shortener.visits")
 
 
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """Who followed a link, as the redirect endpoint saw them."""
+
+    client_ip: str
+    user_agent: str
+    referrer: str
+
+
+# What the redirect path buffers: (link id, unix time, visitor, already counted in SQL).
+RawVisit = tuple[int, float, Visitor, bool]
+
+
 def make_record(
     *,
     link_id: int,
+    ts: float,
     client_ip: str,
     user_agent: str,
     referrer: str,
@@ -48,7 +65,7 @@ def make_record(
     ref_host = (urlsplit(referrer).hostname or None) if referrer else None
     return VisitRecord(
         link_id=link_id,
-        ts=datetime.now(UTC),
+        ts=datetime.fromtimestamp(ts, UTC),
         referrer_host=ref_host[:255] if ref_host else None,
         user_agent=user_agent[:512] or None,
         browser=useragent.browser(user_agent),
@@ -63,6 +80,7 @@ class VisitRecorder:
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        salt: bytes,
         flush_interval: float,
         batch_size: int,
         buffer_limit: int,
@@ -70,20 +88,21 @@ class VisitRecorder:
         dropped: Counter,
     ) -> None:
         self.sessions = sessions
+        self.salt = salt
         self.flush_interval = flush_interval
         self.batch_size = batch_size
-        self.buffer: deque[VisitRecord] = deque(maxlen=buffer_limit)
+        self.buffer: deque[RawVisit] = deque(maxlen=buffer_limit)
         self.written = written
         self.dropped = dropped
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    def record(self, visit: VisitRecord) -> None:
+    def record(self, link_id: int, visitor: Visitor, *, counted: bool = False) -> None:
         """Called on the redirect path: O(1), no I/O."""
         if len(self.buffer) == self.buffer.maxlen:
             self.dropped.inc()
-        self.buffer.append(visit)
+        self.buffer.append((link_id, time.time(), visitor, counted))
         if len(self.buffer) >= self.batch_size:
             self._wake.set()
 
@@ -120,8 +139,9 @@ class VisitRecorder:
                     self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))
                 ]
                 try:
+                    rows = [self._row(raw) for raw in batch]
                     async with transaction(self.sessions) as session:
-                        total += await write_visits(session, batch)
+                        total += await write_visits(session, rows)
                 except Exception as exc:
                     # Put the batch back in front, oldest first, and try again next tick.
                     self.buffer.extendleft(reversed(batch))
@@ -130,6 +150,18 @@ class VisitRecorder:
                 self.written.inc(len(batch))
         return total
 
+    def _row(self, raw: RawVisit) -> VisitRecord:
+        link_id, ts, visitor, counted = raw
+        return make_record(
+            link_id=link_id,
+            ts=ts,
+            client_ip=visitor.client_ip,
+            user_agent=visitor.user_agent,
+            referrer=visitor.referrer,
+            salt=self.salt,
+            counted=counted,
+        )
+
     def pending(self, link_id: int) -> int:
         """Buffered visits of one link not yet counted in SQL."""
-        return sum(1 for v in self.buffer if v.link_id == link_id and not v.counted)
+        return sum(1 for v in self.buffer if v[0] == link_id and not v[3])
