@@ -12,7 +12,6 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
 from common.errors import DomainError, status_for
-from common.net import client_ip
 from url_shortener import qr
 from url_shortener.deps import KeysDep, LinksDep, OwnerDep, SettingsDep
 from url_shortener.errors import LinkNotFound
@@ -188,14 +187,9 @@ def _cache_control(status: int, settings: UrlShortenerSettings) -> str:
     return "private, no-store"
 
 
-def _visitor(request: Request, settings: UrlShortenerSettings) -> Visitor:
-    headers = request.headers
-    peer = request.client.host if request.client else None
-    return Visitor(
-        client_ip=client_ip(peer, headers.get("x-forwarded-for"), tuple(settings.trusted_proxies)),
-        user_agent=headers.get("user-agent", ""),
-        referrer=headers.get("referer", ""),
-    )
+def _visitor(request: Request) -> Visitor:
+    client = request.scope.get("client")
+    return Visitor(peer=client[0] if client else None, headers=request.scope["headers"])
 
 
 _FORM = """<!doctype html>
@@ -230,7 +224,7 @@ async def follow(code: str, request: Request) -> Response:
         raise LinkNotFound(f"No link has the code '{code[:64]}'.")
     head = request.method == "HEAD"
     target = await links.resolve(
-        code, mode="0" if head else "1", visitor=None if head else _visitor(request, settings)
+        code, mode="0" if head else "1", visitor=None if head else _visitor(request)
     )
     if target.needs_password:
         return _form(code)
@@ -252,7 +246,7 @@ async def unlock(code: str, request: Request, links: LinksDep, settings: Setting
     password = (parse_qs(body).get("password") or [""])[0]
     if not password or not await links.check_password(code, password):
         return _form(code, status=401, error="Wrong password.")
-    target = await links.resolve(code, mode="pw", visitor=_visitor(request, settings))
+    target = await links.resolve(code, mode="pw", visitor=_visitor(request))
     return Response(
         status_code=303,
         headers={"location": _location(target.url), "cache-control": "no-store"},

@@ -76,6 +76,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         recorder = VisitRecorder(
             sessions,
             salt=hashlib.sha256(b"visitor:" + settings.code_secret.encode()).digest(),
+            trusted_proxies=tuple(settings.trusted_proxies),
             flush_interval=settings.visit_flush_interval,
             batch_size=settings.visit_batch_size,
             buffer_limit=settings.visit_buffer_limit,

@@ -22,7 +22,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     select,
     update,
 )
@@ -127,7 +126,7 @@ class IdBlock(Base):
 
 
 LINKS = cast(Table, Link.__table__)
-VISITS = cast(Table, Visit.__table__)
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 # ---- counter blocks -----------------------------------------------------------------------
@@ -228,19 +227,26 @@ async def write_visits(session: AsyncSession, records: Sequence[VisitRecord]) ->
     rows = [r for r in records if r.link_id in alive]
     if not rows:
         return 0
-    # Core executemany (not the ORM unit of work): this runs for every visit.
-    await session.execute(
-        insert(VISITS),
+    # The hottest write of the service (one row per redirect), so it skips SQLAlchemy's
+    # per-row statement and type processing: one driver-level executemany, about 3x cheaper
+    # (README, "Performance").
+    conn = await session.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    await conn.exec_driver_sql(
+        "INSERT INTO visits (link_id, ts, referrer_host, user_agent, browser, is_bot, visitor) "
+        f"VALUES ({', '.join([mark] * 7)})",
         [
-            {
-                "link_id": r.link_id,
-                "ts": r.ts,
-                "referrer_host": r.referrer_host,
-                "user_agent": r.user_agent,
-                "browser": r.browser,
-                "is_bot": r.is_bot,
-                "visitor": r.visitor,
-            }
+            (
+                r.link_id,
+                # What SQLAlchemy's SQLite DateTime stores: naive UTC text.
+                r.ts.astimezone(UTC).strftime(SQLITE_DATETIME) if sqlite else r.ts,
+                r.referrer_host,
+                r.user_agent,
+                r.browser,
+                r.is_bot,
+                r.visitor,
+            )
             for r in rows
         ],
     )

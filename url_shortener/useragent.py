@@ -8,6 +8,7 @@ matters because every Chromium browser also says "Chrome" and "Safari".
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _BOT = re.compile(
     r"bot|crawl|spider|slurp|preview|facebookexternalhit|embedly|whatsapp|telegram|"
@@ -23,6 +24,12 @@ _BROWSERS = (
     ("Chrome", re.compile(r"Chrome/|CriOS/")),
     ("Safari", re.compile(r"Version/[\d.]+.*Safari/")),
 )
+
+
+@lru_cache(maxsize=4096)
+def classify(user_agent: str) -> tuple[str, bool]:
+    """(browser family, is bot), cached: real traffic repeats a few thousand UA strings."""
+    return browser(user_agent), is_bot(user_agent)
 
 
 def is_bot(user_agent: str) -> bool:

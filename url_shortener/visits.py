@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import transaction
+from common.net import client_ip
 from url_shortener import useragent
 from url_shortener.store import VisitRecord, write_visits
 
@@ -33,11 +35,17 @@ log = structlog.get_logger("url_shortener.visits")
 
 @dataclass(frozen=True, slots=True)
 class Visitor:
-    """Who followed a link, as the redirect endpoint saw them."""
+    """Who followed a link: the peer address and the request's raw headers as the server gave
+    them. Nothing is decoded on the redirect path; the background writer does that."""
 
-    client_ip: str
-    user_agent: str
-    referrer: str
+    peer: str | None
+    headers: Sequence[tuple[bytes, bytes]]
+
+    def header(self, name: bytes) -> str:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return ""
 
 
 # What the redirect path buffers: (link id, unix time, visitor, already counted in SQL).
@@ -48,29 +56,30 @@ def make_record(
     *,
     link_id: int,
     ts: float,
-    client_ip: str,
-    user_agent: str,
-    referrer: str,
+    visitor: Visitor,
     salt: bytes,
+    trusted_proxies: tuple[str, ...] = (),
     counted: bool = False,
 ) -> VisitRecord:
     """A visit as stored: the referrer's host, the browser family and a salted visitor hash.
 
     The IP address itself is never stored; `visitor` (a keyed hash of IP and User-Agent) is
-    enough to count unique visitors.
+    enough to count unique visitors. X-Forwarded-For counts only from trusted proxies.
     """
-    visitor = hashlib.blake2b(
-        f"{client_ip}|{user_agent}".encode(), key=salt[:64], digest_size=8
-    ).hexdigest()
+    user_agent = visitor.header(b"user-agent")
+    referrer = visitor.header(b"referer")
+    ip = client_ip(visitor.peer, visitor.header(b"x-forwarded-for"), trusted_proxies)
+    digest = hashlib.blake2b(f"{ip}|{user_agent}".encode(), key=salt[:64], digest_size=8)
     ref_host = (urlsplit(referrer).hostname or None) if referrer else None
+    family, bot = useragent.classify(user_agent)
     return VisitRecord(
         link_id=link_id,
         ts=datetime.fromtimestamp(ts, UTC),
         referrer_host=ref_host[:255] if ref_host else None,
         user_agent=user_agent[:512] or None,
-        browser=useragent.browser(user_agent),
-        is_bot=useragent.is_bot(user_agent),
-        visitor=visitor,
+        browser=family,
+        is_bot=bot,
+        visitor=digest.hexdigest(),
         counted=counted,
     )
 
@@ -81,6 +90,7 @@ class VisitRecorder:
         sessions: async_sessionmaker[AsyncSession],
         *,
         salt: bytes,
+        trusted_proxies: tuple[str, ...] = (),
         flush_interval: float,
         batch_size: int,
         buffer_limit: int,
@@ -89,6 +99,7 @@ class VisitRecorder:
     ) -> None:
         self.sessions = sessions
         self.salt = salt
+        self.trusted_proxies = trusted_proxies
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.buffer: deque[RawVisit] = deque(maxlen=buffer_limit)
@@ -155,10 +166,9 @@ class VisitRecorder:
         return make_record(
             link_id=link_id,
             ts=ts,
-            client_ip=visitor.client_ip,
-            user_agent=visitor.user_agent,
-            referrer=visitor.referrer,
+            visitor=visitor,
             salt=self.salt,
+            trusted_proxies=self.trusted_proxies,
             counted=counted,
         )
 
