@@ -7,13 +7,14 @@ a body-size limit and problem+json errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.middleware import Middleware
 
 from common.errors import DomainError, install_problem_handlers
 from common.health import HealthChecks, health_router
@@ -35,9 +36,13 @@ def build_app(
     checks: HealthChecks,
     errors: Mapping[type[DomainError], int] | None = None,
     access_log: bool = True,
+    middleware: Sequence[Middleware] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """Build a FastAPI app with the suite's observability and error handling."""
+    """Build a FastAPI app with the suite's observability and error handling.
+
+    `middleware` (the service's own, e.g. rate limiting) runs inside the common layers, so
+    its responses still get request ids, metrics and the access log."""
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
     app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
     app.state.settings = settings
@@ -50,6 +55,8 @@ def build_app(
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    for layer in reversed(middleware):
+        app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         ObservabilityMiddleware,

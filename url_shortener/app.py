@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import text
+from starlette.middleware import Middleware
 
 from common.app import build_app
 from common.db import create_engine, create_schema, session_factory
 from common.health import HealthChecks
 from common.redis import create_redis
+from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RedisBackend
+from rate_limiter.extractors import client_ip
+from rate_limiter.middleware import RateLimitMiddleware, RouteRule
 from url_shortener.api import api, redirects
 from url_shortener.cache import LinkCache, LocalCache
 from url_shortener.errors import (
@@ -44,6 +48,25 @@ ERRORS = {
 }
 
 
+def _rate_limits(settings: UrlShortenerSettings, metrics: LimiterMetrics) -> list[Middleware]:
+    """Link creation is limited per client IP (rate_limiter's middleware, GCRA on Redis)."""
+    if not settings.create_rate_per_minute:
+        return []
+    creating = Limit.per_minute(settings.create_rate_per_minute)
+    rules = [
+        RouteRule(creating, method="POST", path=path, key=[client_ip], name=name)
+        for path, name in (("/api/links", "links-create"), ("/api/links/bulk", "links-bulk"))
+    ]
+    return [
+        Middleware(
+            RateLimitMiddleware,
+            rules=rules,
+            trusted_proxies=settings.trusted_proxies,
+            metrics=metrics,
+        )
+    ]
+
+
 def create_app(settings: UrlShortenerSettings) -> FastAPI:
     if not settings.redis_url:
         raise ValueError("redis_url is required (python -m url_shortener starts one if unset)")
@@ -57,6 +80,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         "url_shortener_visits_dropped", "Visits dropped: buffer full.", registry=registry
     )
     checks = HealthChecks()
+    limiter_metrics = LimiterMetrics(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +109,10 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         )
         links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
         await links.start()
+        limiter_backend = RedisBackend(redis)
+        await limiter_backend.load()
+        # Link creation is limited per client; without Redis, each instance limits locally.
+        app.state.rate_limit_backend = FallbackBackend(limiter_backend, metrics=limiter_metrics)
         app.state.engine = engine
         app.state.links = links
         app.state.keys = KeyService(admin_key=settings.admin_key, sessions=sessions)
@@ -114,11 +142,13 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
             background[0].cancel()
             await asyncio.wait(background)
             await recorder.stop()  # graceful shutdown: every buffered visit reaches SQL
+            await limiter_backend.aclose()
             await redis.aclose()
             await engine.dispose()
 
     app = build_app(
         settings,
+        middleware=_rate_limits(settings, limiter_metrics),
         title="URL shortener",
         lifespan=lifespan,
         registry=registry,

@@ -28,6 +28,7 @@ def settings(redis_url: str, database_url: str, tmp_path: Path) -> UrlShortenerS
         base_url="https://sho.rt",
         blocked_domains=["malware.test"],
         visit_flush_interval=0.1,
+        create_rate_per_minute=100_000,
         log_level="WARNING",
         access_log=False,
         _env_file=None,  # type: ignore[call-arg]
@@ -79,6 +80,7 @@ def shortener(
             "URL_SHORTENER_BASE_URL": "https://sho.rt",
             "URL_SHORTENER_ACCESS_LOG": "false",
             "URL_SHORTENER_LOG_FORMAT": "json",
+            "URL_SHORTENER_CREATE_RATE_PER_MINUTE": "100000",
         }
         return service_factory("url_shortener", {**base, **env})
 
