@@ -222,3 +222,22 @@ async def test_visits_of_a_deleted_link_are_dropped_not_fatal(
     assert (await client.get(f"/api/links/{keep}", headers=ADMIN)).json()["visits"] == 1
     async with app.state.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM visits"))).scalar_one() == 1
+
+
+async def test_unique_visitors_believe_forwarded_for_only_from_trusted_proxies(
+    settings, redis_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    from url_shortener.app import create_app
+
+    for trusted, expected in (([], 1), (["203.0.113.0/24"], 3)):
+        app = create_app(settings.model_copy(update={"trusted_proxies": trusted}))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+            async with httpx.AsyncClient(transport=transport, base_url="https://sho.rt") as c:
+                code = (await make_link(c))["code"]
+                for spoof in ("1.1.1.1", "2.2.2.2", "3.3.3.3"):
+                    await c.get(f"/{code}", headers={"x-forwarded-for": spoof})
+                await app.state.links.recorder.flush()
+                stats = (await c.get(f"/api/links/{code}/stats", headers=ADMIN)).json()
+        assert stats["total"] == 3
+        assert stats["unique_visitors"] == expected
