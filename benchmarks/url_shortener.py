@@ -57,7 +57,7 @@ def main() -> None:
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
             redis_url = stack.enter_context(RedisProcess()).url
-        port, base_port = free_port(), free_port()
+        port, base_port, sql_port = free_port(), free_port(), free_port()
         env = {
             "URL_SHORTENER_REDIS_URL": redis_url,
             "URL_SHORTENER_DATA_DIR": tmp,
@@ -69,6 +69,12 @@ def main() -> None:
             _start("url_shortener", env, port, Path(tmp, "service.log")),
             _start("benchmarks.baseline", {**env, "BASELINE_PORT": str(base_port)}, base_port,
                    Path(tmp, "baseline.log")),
+            # The same service with its Redis gone and no local cache: every redirect is
+            # answered from SQL (what cache-aside saves, and the degraded mode's speed).
+            _start("url_shortener", {**env, "URL_SHORTENER_PORT": str(sql_port),
+                   "URL_SHORTENER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                   "URL_SHORTENER_LOCAL_CACHE_TTL_SECONDS": "0"}, sql_port,
+                   Path(tmp, "sql-only.log")),
         ]  # fmt: skip
         for proc in procs:
             stack.callback(proc.wait)
@@ -85,7 +91,11 @@ def main() -> None:
 
         best: dict[str, loadgen.Result] = {}
         for round_ in range(args.rounds):
-            for name, url in (("baseline", f"http://127.0.0.1:{base_port}"), ("redirect", service)):
+            for name, url in (
+                ("baseline", f"http://127.0.0.1:{base_port}"),
+                ("redirect", service),
+                ("sql", f"http://127.0.0.1:{sql_port}"),
+            ):
                 res = loadgen.run(url, paths, seconds=args.seconds, connections=args.connections)
                 print(
                     f"round {round_ + 1} {name:9s} {res.rps:9.0f} req/s  p50 {res.p50_ms:6.2f} ms"
@@ -95,7 +105,7 @@ def main() -> None:
                 if name not in best or res.rps > best[name].rps:
                     best[name] = res
 
-    base, redirect = best["baseline"], best["redirect"]
+    base, redirect, sql = best["baseline"], best["redirect"], best["sql"]
     print()
     print(f"load tool: {base.tool}, {args.connections} connections, {args.seconds}s x "
           f"{args.rounds} rounds (best round shown)")  # fmt: skip
@@ -103,9 +113,13 @@ def main() -> None:
     print(f"{'trivial fixed redirect':28s}{base.rps:10.0f}{base.p50_ms:10.2f}{base.p99_ms:10.2f}")
     print(f"{'cached short-link redirect':28s}{redirect.rps:10.0f}{redirect.p50_ms:10.2f}"
           f"{redirect.p99_ms:10.2f}")  # fmt: skip
+    print(
+        f"{'redirect from SQL (no cache)':28s}{sql.rps:10.0f}{sql.p50_ms:10.2f}{sql.p99_ms:10.2f}"
+    )
     ratio = redirect.rps / base.rps
     print(f"throughput ratio redirect/baseline: {ratio:.2f} (goal >= 0.80)")
     print(f"p99 ratio baseline/redirect:        {base.p99_ms / redirect.p99_ms:.2f}")
+    print(f"cache speed-up over SQL:            {redirect.rps / sql.rps:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 
+import structlog
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import text
@@ -15,7 +16,7 @@ from starlette.middleware import Middleware
 from common.app import build_app
 from common.db import create_engine, create_schema, session_factory
 from common.health import HealthChecks
-from common.redis import create_redis
+from common.redis import REDIS_DOWN, create_redis
 from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RedisBackend
 from rate_limiter.extractors import client_ip
 from rate_limiter.middleware import RateLimitMiddleware, RouteRule
@@ -35,6 +36,8 @@ from url_shortener.service import KeyService, LinkService
 from url_shortener.settings import UrlShortenerSettings
 from url_shortener.store import Base
 from url_shortener.visits import VisitRecorder
+
+log = structlog.get_logger("url_shortener")
 
 ERRORS = {
     LinkNotFound: 404,
@@ -110,7 +113,11 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
         await links.start()
         limiter_backend = RedisBackend(redis)
-        await limiter_backend.load()
+        try:
+            await limiter_backend.load()
+        except REDIS_DOWN as exc:
+            # Start anyway: redirects work from SQL, scripts load on first use (NOSCRIPT).
+            log.error("redis_unavailable_at_startup", error=str(exc), fallback="sql")
         # Link creation is limited per client; without Redis, each instance limits locally.
         app.state.rate_limit_backend = FallbackBackend(limiter_backend, metrics=limiter_metrics)
         app.state.engine = engine

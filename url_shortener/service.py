@@ -304,7 +304,7 @@ class LinkService:
                 break
             if link is None:
                 async with self.sessions() as session:
-                    link = await store.link_by_code(session, code)
+                    link = await store.link_for_redirect(session, code)
                 if link is None:
                     await self.cache.put_unknown(code)
                     raise LinkNotFound(f"No link has the code '{code}'.")
@@ -329,7 +329,7 @@ class LinkService:
     async def _resolve_sql(self, code: str, mode: str, visitor: Visitor | None) -> Redirect:
         """Redis is down: the same answers, straight from SQL (slower, still exact)."""
         async with self.sessions() as session:
-            link = await store.link_by_code(session, code)
+            link = await store.link_for_redirect(session, code)
         if link is None:
             raise LinkNotFound(f"No link has the code '{code}'.")
         expires = link.expires_at

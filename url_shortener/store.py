@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, raiseload, relationship
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -160,6 +160,13 @@ async def reserve_block(session: AsyncSession, name: str, size: int) -> range:
 
 async def link_by_code(session: AsyncSession, code: str) -> Link | None:
     return await session.scalar(select(Link).where(Link.code == code))
+
+
+async def link_for_redirect(session: AsyncSession, code: str) -> Link | None:
+    """The link without its tags: the redirect path needs one query, not two."""
+    return await session.scalar(
+        select(Link).where(Link.code == code).options(raiseload(Link.tag_rows))
+    )
 
 
 async def existing_codes(session: AsyncSession, codes: Sequence[str]) -> set[str]:

@@ -135,3 +135,19 @@ def test_redis_outage_redirects_from_sql_and_recovers(
     assert hit(inst.url, limited) == 410  # the counter was rebuilt from SQL
     assert hit(inst.url, plain) == 302
     assert visits(inst.url, plain) >= 1
+
+
+def test_starts_and_serves_from_sql_when_redis_is_down_at_startup(
+    shortener: Start, redis_factory: Callable[..., RedisProcess]
+) -> None:
+    redis = redis_factory()
+    redis.stop()  # nothing listens on its port now
+    inst = shortener(redis.url, URL_SHORTENER_REDIS_RETRY_AFTER="0.2")
+    assert httpx.get(f"{inst.url}/readyz").json()["status"] == "degraded"
+    code = create(inst.url, url="https://example.com/cold", max_visits=2)["code"]
+    assert [hit(inst.url, code) for _ in range(3)] == [302, 302, 410]
+    redis.start()
+    wait_for(lambda: httpx.get(f"{inst.url}/readyz").json()["status"] == "ok", timeout=10)
+    assert hit(inst.url, code) == 410  # the Redis counter is rebuilt from SQL's count
+    fresh = create(inst.url)["code"]
+    assert hit(inst.url, fresh) == 302
