@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -101,6 +102,15 @@ def install_problem_handlers(
         detail = exc.detail if isinstance(exc.detail, str) else None
         return problem(exc.status_code, detail, headers=exc.headers)
 
+    async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database_unavailable", path=request.url.path, error=str(exc)[:200])
+        return problem(
+            503,
+            "The database is unavailable; try again shortly.",
+            title="Service Unavailable",
+            headers={"Retry-After": "5"},
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return problem(500, "An unexpected error occurred; it has been logged.")
@@ -108,4 +118,7 @@ def install_problem_handlers(
     app.add_exception_handler(DomainError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    # A database that cannot be reached is a dependency failure (503), not a bug (500).
+    app.add_exception_handler(OperationalError, on_database_down)
+    app.add_exception_handler(InterfaceError, on_database_down)
     app.add_exception_handler(Exception, on_unexpected)

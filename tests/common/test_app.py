@@ -46,6 +46,20 @@ def make_app(checks: HealthChecks | None = None) -> FastAPI:
     async def get(name: str) -> dict[str, str]:
         raise ThingMissing(f"no thing called {name}")
 
+    @app.get("/db")
+    async def db() -> None:
+        from sqlalchemy import text
+
+        from common.db import create_engine
+        from common.redis_server import free_port
+
+        engine = create_engine(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+        try:
+            async with engine.connect() as conn:  # nothing listens there: a real failure
+                await conn.execute(text("SELECT 1"))
+        finally:
+            await engine.dispose()
+
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("bug")
@@ -155,3 +169,9 @@ async def test_readyz_required_down_is_503_optional_down_is_degraded() -> None:
         assert body["dependencies"]["sql"]["status"] == "up"
         assert body["dependencies"]["redis"]["status"] == "down"
         assert "refused" in body["dependencies"]["redis"]["error"]
+
+
+async def test_unreachable_database_is_503_with_retry_after(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/db")
+    assert assert_problem(resp, 503)["detail"].startswith("The database is unavailable")
+    assert resp.headers["retry-after"] == "5"
