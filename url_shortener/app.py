@@ -82,6 +82,15 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
     visits_dropped = Counter(
         "url_shortener_visits_dropped", "Visits dropped: buffer full.", registry=registry
     )
+    local_hits = Gauge(
+        "url_shortener_local_cache_hits", "In-process cache hits since start.", registry=registry
+    )
+    local_misses = Gauge(
+        "url_shortener_local_cache_misses", "In-process cache misses.", registry=registry
+    )
+    local_size = Gauge(
+        "url_shortener_local_cache_links", "Links held in process.", registry=registry
+    )
     checks = HealthChecks()
     limiter_metrics = LimiterMetrics(registry)
 
@@ -92,12 +101,16 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         sessions = session_factory(engine)
         redis = create_redis(redis_url)
         redis_up.set(1)
+        local = LocalCache(ttl=settings.local_cache_ttl_seconds, size=settings.local_cache_size)
+        local_hits.set_function(lambda: local.hits)
+        local_misses.set_function(lambda: local.misses)
+        local_size.set_function(lambda: len(local))
         cache = LinkCache(
             redis,
             ttl=settings.cache_ttl_seconds,
             negative_ttl=settings.negative_cache_ttl_seconds,
             retry_after=settings.redis_retry_after,
-            local=LocalCache(ttl=settings.local_cache_ttl_seconds, size=settings.local_cache_size),
+            local=local,
             on_state=lambda up: redis_up.set(1 if up else 0),
         )
         recorder = VisitRecorder(

@@ -78,15 +78,18 @@ class LocalCache:
         # Bumped by every invalidation: a value read from Redis before an invalidation
         # arrived must not be stored after it (it may be the old value).
         self.epoch = 0
+        self.hits = 0
+        self.misses = 0
 
     def get(self, code: str) -> CachedLink | None:
         item = self._items.get(code)
-        if item is None:
-            return None
-        if item[0] < time.monotonic():
-            del self._items[code]
+        if item is None or item[0] < time.monotonic():
+            if item is not None:
+                del self._items[code]
+            self.misses += 1
             return None
         self._items.move_to_end(code)
+        self.hits += 1
         return item[1]
 
     def put(self, code: str, link: CachedLink, *, epoch: int) -> None:

@@ -30,7 +30,7 @@ class UrlShortenerSettings(ServiceSettings):
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     negative_cache_ttl_seconds: int = Field(default=60, ge=1)
     # In-process cache in front of Redis (seconds; 0 turns it off) and its size in links.
-    local_cache_ttl_seconds: float = Field(default=5.0, ge=0)
+    local_cache_ttl_seconds: float = Field(default=30.0, ge=0)
     local_cache_size: int = Field(default=100_000, ge=1)
     # Browser cache for permanent (301/308) redirects; temporary ones are never cached.
     permanent_redirect_max_age: int = Field(default=90, ge=0)
