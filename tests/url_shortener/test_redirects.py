@@ -1,6 +1,7 @@
 """GET /{code}: statuses, caching, limits, passwords, visit recording."""
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -241,3 +242,29 @@ async def test_unique_visitors_believe_forwarded_for_only_from_trusted_proxies(
                 stats = (await c.get(f"/api/links/{code}/stats", headers=ADMIN)).json()
         assert stats["total"] == 3
         assert stats["unique_visitors"] == expected
+
+
+async def test_hot_links_are_served_from_process_memory(
+    client: httpx.AsyncClient, redis_url: str
+) -> None:
+    code = (await make_link(client))["code"]
+    limited = (await make_link(client, max_visits=10))["code"]
+    for c in (code, limited):
+        assert (await client.get(f"/{c}")).status_code == 302
+    async with aredis.Redis.from_url(redis_url) as r:
+        await r.delete(link_key(code), link_key(limited))
+        await r.set(link_key("x"), "1")  # Redis keeps answering
+        reads_before = await r.info("stats")
+    hits = await local_hits(client)
+    assert (await client.get(f"/{code}")).status_code == 302  # no Redis involved
+    assert await local_hits(client) == hits + 1
+    # Links with max_visits are never held locally: each visit is claimed in Redis.
+    async with aredis.Redis.from_url(redis_url) as r:
+        assert (await client.get(f"/{limited}")).status_code == 302
+        after = await r.info("stats")
+        assert after["keyspace_misses"] > reads_before["keyspace_misses"]
+
+
+async def local_hits(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    return float(re.search(r"^url_shortener_local_cache_hits (\S+)$", text, re.M)[1])  # type: ignore[index]
