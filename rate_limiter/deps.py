@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from common.deps import from_state
 from rate_limiter.config import RulesWatcher
 from rate_limiter.service import RateLimitService
 from rate_limiter.settings import RateLimiterSettings
 
-
-async def _service(request: Request) -> RateLimitService:
-    service: RateLimitService = request.app.state.service
-    return service
-
-
-async def _watcher(request: Request) -> RulesWatcher:
-    watcher: RulesWatcher = request.app.state.rules
-    return watcher
-
-
-async def _settings(request: Request) -> RateLimiterSettings:
-    settings: RateLimiterSettings = request.app.state.settings
-    return settings
-
-
-ServiceDep = Annotated[RateLimitService, Depends(_service)]
-RulesDep = Annotated[RulesWatcher, Depends(_watcher)]
-SettingsDep = Annotated[RateLimiterSettings, Depends(_settings)]
+ServiceDep = Annotated[RateLimitService, Depends(from_state("service"))]
+RulesDep = Annotated[RulesWatcher, Depends(from_state("rules"))]
+SettingsDep = Annotated[RateLimiterSettings, Depends(from_state("settings"))]
