@@ -6,37 +6,15 @@ a rule whose descriptor is missing does not apply to that request.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from common.net import Network, parse_networks
+from common.net import client_ip as _client_ip
 
-
-def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
-    """`["10.0.0.0/8", "127.0.0.1"]` -> networks; a bad entry is a ValueError at start-up."""
-    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
-
-
-@functools.lru_cache(maxsize=8192)
-def _ip(text: str) -> IPAddress | None:
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # "[::1]:8080"
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:  # "1.2.3.4:5678"
-        text = text.split(":", 1)[0]
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-@functools.lru_cache(maxsize=8192)
-def _trusted(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
-    return any(ip in net for net in networks)
+IPNetwork = Network
+__all__ = ["client_ip", "header", "parse_networks", "route", "user"]
 
 
 class RequestView:
@@ -63,31 +41,13 @@ class RequestView:
     def path(self) -> str:
         return str(self.scope.get("path", "/"))
 
-    def _is_trusted(self, ip: IPAddress) -> bool:
-        return _trusted(ip, self.trusted)
-
     @cached_property
     def client_ip(self) -> str | None:
-        """The peer address; `X-Forwarded-For` is believed only hop by hop from trusted
-        proxies, read from the right, so a client cannot spoof its way past the limit."""
+        """The peer address; `X-Forwarded-For` only hop by hop from trusted proxies
+        (`common.net.client_ip`), so a client cannot spoof its way past the limit."""
         client = self.scope.get("client")
-        if client and not self.trusted:
-            return str(client[0])  # no proxies to believe: the peer, as the server gave it
-        peer = _ip(client[0]) if client else None
-        if peer is None:
-            return None
-        if not self._is_trusted(peer):
-            return str(peer)
-        chain = [p for p in self.headers.get("x-forwarded-for", "").split(",") if p.strip()]
-        current = peer
-        for hop in reversed(chain):
-            ip = _ip(hop)
-            if ip is None:
-                break  # garbage from beyond the last trusted proxy: stop believing
-            current = ip
-            if not self._is_trusted(ip):
-                break
-        return str(current)
+        peer = str(client[0]) if client else None
+        return _client_ip(peer, self.headers.get("x-forwarded-for"), self.trusted)
 
 
 Extractor = Callable[[RequestView], str | None]

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import transaction
-from common.net import client_ip
+from common.net import Network, client_ip, parse_networks
 from url_shortener import useragent
 from url_shortener.store import VisitRecord, write_visits
 
@@ -58,7 +58,7 @@ def make_record(
     ts: float,
     visitor: Visitor,
     salt: bytes,
-    trusted_proxies: tuple[str, ...] = (),
+    trusted_proxies: tuple[Network, ...] = (),
     counted: bool = False,
 ) -> VisitRecord:
     """A visit as stored: the referrer's host, the browser family and a salted visitor hash.
@@ -99,7 +99,7 @@ class VisitRecorder:
     ) -> None:
         self.sessions = sessions
         self.salt = salt
-        self.trusted_proxies = trusted_proxies
+        self.trusted_proxies = parse_networks(trusted_proxies)
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.buffer: deque[RawVisit] = deque(maxlen=buffer_limit)
