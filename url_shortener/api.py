@@ -107,7 +107,7 @@ async def list_links(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> LinkPage:
-    items, next_cursor = await links.list(tag=tag, cursor=cursor, limit=limit)
+    items, next_cursor = await links.page(tag=tag, cursor=cursor, limit=limit)
     return LinkPage(items=[link_read(link, settings) for link in items], next_cursor=next_cursor)
 
 

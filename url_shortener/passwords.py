@@ -1,7 +1,12 @@
-"""Password hashing for protected links: scrypt from the standard library."""
+"""Password hashing for protected links: scrypt from the standard library.
+
+scrypt is slow on purpose (~50 ms here); the async wrappers run it in a thread (hashlib
+releases the GIL), so a password never stalls the event loop and its redirects.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -24,3 +29,11 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     candidate = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
     return hmac.compare_digest(candidate, digest)
+
+
+async def hash_password_async(password: str) -> str:
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_async(password: str, stored: str) -> bool:
+    return await asyncio.to_thread(verify_password, password, stored)

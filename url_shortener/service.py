@@ -39,7 +39,7 @@ from url_shortener.errors import (
     LinkNotFound,
     Unauthorized,
 )
-from url_shortener.passwords import hash_password, verify_password
+from url_shortener.passwords import hash_password_async, verify_password_async
 from url_shortener.schemas import LinkCreate, LinkUpdate
 from url_shortener.settings import UrlShortenerSettings
 from url_shortener.store import ApiKey, Link, LinkTag
@@ -131,14 +131,14 @@ class LinkService:
         if expires is not None and expires <= _now():
             raise InvalidLink("expires_at must be in the future.")
 
-    def _new_link(self, data: LinkCreate, code: str, owner: str | None) -> Link:
+    async def _new_link(self, data: LinkCreate, code: str, owner: str | None) -> Link:
         return Link(
             code=code,
             url=data.url,
             expires_at=_aware(data.expires_at),
             max_visits=data.max_visits,
             redirect_status=data.redirect_status,
-            password_hash=hash_password(data.password) if data.password else None,
+            password_hash=await hash_password_async(data.password) if data.password else None,
             owner=owner,
             visits=0,
             tag_rows=[LinkTag(tag=t) for t in sorted(set(data.tags))],
@@ -150,7 +150,7 @@ class LinkService:
         """Create one link with its alias or a fresh generated code."""
         self._validate(data)
         code = data.alias or (await self._next_codes(1))[0]
-        link = self._new_link(data, code, owner)
+        link = await self._new_link(data, code, owner)
         try:
             async with transaction(self.sessions) as session:
                 session.add(link)
@@ -185,7 +185,9 @@ class LinkService:
                 seen.add(data.alias)
             to_insert.append((i, data))
         generated = iter(await self._next_codes(sum(1 for _, d in to_insert if not d.alias)))
-        links = [(i, self._new_link(d, d.alias or next(generated), owner)) for i, d in to_insert]
+        links = [
+            (i, await self._new_link(d, d.alias or next(generated), owner)) for i, d in to_insert
+        ]
         try:
             async with transaction(self.sessions) as session:
                 session.add_all([link for _, link in links])
@@ -215,7 +217,7 @@ class LinkService:
             raise LinkNotFound(f"No link has the code '{code}'.")
         return link
 
-    async def list(
+    async def page(
         self, *, tag: str | None, cursor: str | None, limit: int
     ) -> tuple[list[Link], str | None]:
         try:
@@ -255,7 +257,9 @@ class LinkService:
                     raise InvalidLink("redirect_status cannot be null.")
                 link.redirect_status = data.redirect_status
             if "password" in fields:
-                link.password_hash = hash_password(data.password) if data.password else None
+                link.password_hash = (
+                    await hash_password_async(data.password) if data.password else None
+                )
             if "tags" in fields:
                 link.tag_rows = [LinkTag(tag=t) for t in sorted(set(data.tags or []))]
             link.updated_at = _now()
@@ -358,7 +362,9 @@ class LinkService:
 
     async def check_password(self, code: str, password: str) -> bool:
         link = await self.get(code)
-        return link.password_hash is not None and verify_password(password, link.password_hash)
+        if link.password_hash is None:
+            return False
+        return await verify_password_async(password, link.password_hash)
 
     # -- analytics ------------------------------------------------------------------------
 
