@@ -13,8 +13,10 @@ from typing import Any
 
 import structlog
 
+EventDict = MutableMapping[str, Any]
 
-def _add_trace_id(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+
+def _add_trace_id(_: object, __: str, event: EventDict) -> EventDict:
     try:
         from opentelemetry import trace
 
@@ -35,25 +37,37 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+
+    def add_service(
+        _: object, __: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        return {"service": service, **event}
+
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_id,
+        add_service,
     ]
     structlog.configure(
-        processors=[
-            *shared,
-            lambda _, __, ev: {"service": service, **ev},
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(name)s %(message)s")
+    # Libraries' stdlib logging (uvicorn, SQLAlchemy, ...) goes out in the same shape.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
     # uvicorn's own access log duplicates ours.
     logging.getLogger("uvicorn.access").disabled = True
