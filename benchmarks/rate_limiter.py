@@ -219,6 +219,82 @@ def middleware(redis_url: str) -> None:
     row("protected route (gcra, Redis)", rates[True], 0.0, ("unprotected", rates[False]))
 
 
+def serve_suite(protected: bool, port: int, redis_url: str) -> None:
+    """The same route in the suite's own app wiring (common.build_app: request ids, metrics,
+    access log, problem+json) served by common.server, the way every service runs."""
+    from fastapi import FastAPI
+    from prometheus_client import CollectorRegistry
+    from starlette.middleware import Middleware
+
+    from common.app import build_app
+    from common.health import HealthChecks
+    from common.redis import create_redis
+    from common.server import serve as serve_app
+    from rate_limiter import FallbackBackend, Limit, RedisBackend
+    from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+    from rate_limiter.settings import RateLimiterSettings
+
+    settings = RateLimiterSettings(port=port, redis_url=redis_url, log_format="json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(redis_url)
+        backend = RedisBackend(redis)
+        await backend.load()
+        app.state.rate_limit_backend = FallbackBackend(backend)
+        yield
+        await backend.aclose()
+        await redis.aclose()
+
+    limits = [
+        Middleware(RateLimitMiddleware, rules=[RouteRule(Limit.per_second(10**9), path="/ping")])
+    ]
+    app = build_app(
+        settings,
+        title="bench",
+        lifespan=lifespan,
+        registry=CollectorRegistry(),
+        checks=HealthChecks(),
+        middleware=limits if protected else [],
+    )
+
+    @app.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    serve_app(app, settings)
+
+
+def middleware_in_suite(redis_url: str) -> None:
+    from benchmarks import loadgen
+    from common.redis_server import free_port
+    from tests.support import wait_for
+
+    print(
+        f"Middleware in the suite's app wiring (common.build_app, access log on), "
+        f"load by {'wrk' if loadgen.have_wrk() else 'the built-in generator'}"
+    )
+    rates: dict[bool, float] = {}
+    for protected in (False, True, False, True):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.rate_limiter", "--serve-suite",
+             "1" if protected else "0", str(port), redis_url],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
+            res = loadgen.run(
+                f"http://127.0.0.1:{port}", ["/ping"], seconds=int(SECONDS * 3), connections=32
+            )
+            rates[protected] = max(rates.get(protected, 0.0), res.rps)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    row("unprotected route", rates[False], 0.0)
+    row("protected route (gcra, Redis)", rates[True], 0.0, ("unprotected", rates[False]))
+
+
 def _answers(port: int) -> bool:
     import socket
 
@@ -234,6 +310,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         serve(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
+        serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
+        return
     from common.redis_server import RedisProcess
 
     started = time.perf_counter()
@@ -247,6 +326,7 @@ def main() -> None:
             asyncio.run(library(url))
         if only in ("", "middleware"):
             middleware(url)
+            middleware_in_suite(url)
     finally:
         if server:
             server.stop()
