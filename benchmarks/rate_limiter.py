@@ -133,14 +133,12 @@ async def library(redis_url: str) -> None:
 # --- middleware cost ---------------------------------------------------------------------
 
 
-def serve(protected: bool, port: int, redis_url: str) -> None:
-    """The server side: one uvicorn process with GET /ping, limited or not."""
-    import uvicorn
+def _limiter_lifespan(redis_url: str) -> Any:
+    """Open Redis and the limiter's backend for the app's life (as a service's lifespan does)."""
     from fastapi import FastAPI
 
     from common.redis import create_redis
-    from rate_limiter import FallbackBackend, Limit, RedisBackend
-    from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+    from rate_limiter import FallbackBackend, RedisBackend
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -152,7 +150,18 @@ def serve(protected: bool, port: int, redis_url: str) -> None:
         await backend.aclose()
         await redis.aclose()
 
-    app = FastAPI(lifespan=lifespan)
+    return lifespan
+
+
+def serve(protected: bool, port: int, redis_url: str) -> None:
+    """The server side: one uvicorn process with GET /ping, limited or not."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from rate_limiter import Limit
+    from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+
+    app = FastAPI(lifespan=_limiter_lifespan(redis_url))
 
     @app.get("/ping")
     async def ping() -> dict[str, bool]:
@@ -222,29 +231,17 @@ def middleware(redis_url: str) -> None:
 def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     """The same route in the suite's own app wiring (common.build_app: request ids, metrics,
     access log, problem+json) served by common.server, the way every service runs."""
-    from fastapi import FastAPI
     from prometheus_client import CollectorRegistry
     from starlette.middleware import Middleware
 
     from common.app import build_app
     from common.health import HealthChecks
-    from common.redis import create_redis
     from common.server import serve as serve_app
-    from rate_limiter import FallbackBackend, Limit, RedisBackend
+    from rate_limiter import Limit
     from rate_limiter.middleware import RateLimitMiddleware, RouteRule
     from rate_limiter.settings import RateLimiterSettings
 
     settings = RateLimiterSettings(port=port, redis_url=redis_url, log_format="json")
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = create_redis(redis_url)
-        backend = RedisBackend(redis)
-        await backend.load()
-        app.state.rate_limit_backend = FallbackBackend(backend)
-        yield
-        await backend.aclose()
-        await redis.aclose()
 
     limits = [
         Middleware(RateLimitMiddleware, rules=[RouteRule(Limit.per_second(10**9), path="/ping")])
@@ -252,7 +249,7 @@ def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     app = build_app(
         settings,
         title="bench",
-        lifespan=lifespan,
+        lifespan=_limiter_lifespan(redis_url),
         registry=CollectorRegistry(),
         checks=HealthChecks(),
         middleware=limits if protected else [],
