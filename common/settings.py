@@ -95,9 +95,11 @@ class ServiceSettings(BaseSettings):
         return self
 
     def require_secret(self, name: str, value: str) -> str:
-        """Refuse placeholder secrets outside development; returns the value."""
-        if self.environment == "production" and value.lower() in PLACEHOLDER_SECRETS:
-            raise ValueError(f"{name} must be set to a real secret in production")
+        """Refuse placeholder secrets (and the `dev-...` defaults) in production."""
+        lowered = value.lower()
+        placeholder = lowered in PLACEHOLDER_SECRETS or lowered.startswith(("dev-", "change"))
+        if self.environment == "production" and (placeholder or len(value) < 16):
+            raise ValueError(f"{name} must be set to a real secret (16+ characters) in production")
         return value
 
     def sqlite_url(self, name: str) -> str:

@@ -22,13 +22,15 @@ _BROWSERS = (
     ("Samsung Internet", re.compile(r"SamsungBrowser/")),
     ("Firefox", re.compile(r"Firefox/|FxiOS/")),
     ("Chrome", re.compile(r"Chrome/|CriOS/")),
-    ("Safari", re.compile(r"Version/[\d.]+.*Safari/")),
+    # No ".*" between two tokens: that backtracks quadratically on hostile input.
+    ("Safari", re.compile(r"Version/[\d.]+ (?:Mobile/\S+ )?Safari/")),
 )
 
 
 @lru_cache(maxsize=4096)
 def classify(user_agent: str) -> tuple[str, bool]:
-    """(browser family, is bot), cached: real traffic repeats a few thousand UA strings."""
+    """(browser family, is bot), cached: real traffic repeats a few thousand UA strings.
+    Callers pass at most MAX_UA characters, which bounds the cache's memory too."""
     return browser(user_agent), is_bot(user_agent)
 
 

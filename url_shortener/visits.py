@@ -52,6 +52,20 @@ class Visitor:
 RawVisit = tuple[int, float, Visitor, bool]
 
 
+MAX_UA = 512
+
+
+def referrer_host(referrer: str) -> str | None:
+    """The host of a Referer header; None when absent or malformed (it is client input)."""
+    if not referrer:
+        return None
+    try:
+        host = urlsplit(referrer).hostname
+    except ValueError:
+        return None
+    return host[:255] if host else None
+
+
 def make_record(
     *,
     link_id: int,
@@ -66,17 +80,17 @@ def make_record(
     The IP address itself is never stored; `visitor` (a keyed hash of IP and User-Agent) is
     enough to count unique visitors. X-Forwarded-For counts only from trusted proxies.
     """
-    user_agent = visitor.header(b"user-agent")
-    referrer = visitor.header(b"referer")
-    ip = client_ip(visitor.peer, visitor.header(b"x-forwarded-for"), trusted_proxies)
+    # Headers are the client's: bounded before anything looks at them.
+    user_agent = visitor.header(b"user-agent")[:MAX_UA]
+    ip = client_ip(visitor.peer, visitor.header(b"x-forwarded-for")[:2048], trusted_proxies)
     digest = hashlib.blake2b(f"{ip}|{user_agent}".encode(), key=salt[:64], digest_size=8)
-    ref_host = (urlsplit(referrer).hostname or None) if referrer else None
+    ref_host = referrer_host(visitor.header(b"referer")[:2048])
     family, bot = useragent.classify(user_agent)
     return VisitRecord(
         link_id=link_id,
         ts=datetime.fromtimestamp(ts, UTC),
-        referrer_host=ref_host[:255] if ref_host else None,
-        user_agent=user_agent[:512] or None,
+        referrer_host=ref_host,
+        user_agent=user_agent or None,
         browser=family,
         is_bot=bot,
         visitor=digest.hexdigest(),
@@ -106,6 +120,8 @@ class VisitRecorder:
         self.written = written
         self.dropped = dropped
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: list[RawVisit] = []
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -121,11 +137,13 @@ class VisitRecorder:
         self._task = asyncio.create_task(self._run(), name="visit-recorder")
 
     async def stop(self) -> None:
-        """Stop the loop and drain everything still buffered (graceful shutdown)."""
+        """Stop the loop and drain everything still buffered (graceful shutdown).
+
+        The loop is asked to stop, not cancelled: a cancelled flush would lose its batch."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         for _ in range(3):
             if not self.buffer:
@@ -135,7 +153,7 @@ class VisitRecorder:
             log.error("visits_lost_on_shutdown", count=len(self.buffer))
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
             self._wake.clear()
@@ -149,17 +167,39 @@ class VisitRecorder:
                 batch = [
                     self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))
                 ]
+                self._inflight = batch
                 try:
-                    rows = [self._row(raw) for raw in batch]
-                    async with transaction(self.sessions) as session:
-                        total += await write_visits(session, rows)
+                    total += await self._write(batch)
                 except Exception as exc:
-                    # Put the batch back in front, oldest first, and try again next tick.
-                    self.buffer.extendleft(reversed(batch))
+                    self._requeue(batch)
                     log.error("visit_flush_failed", error=str(exc), buffered=len(self.buffer))
                     break
-                self.written.inc(len(batch))
+                finally:
+                    self._inflight = []
         return total
+
+    async def _write(self, batch: list[RawVisit]) -> int:
+        rows = []
+        for raw in batch:
+            try:
+                rows.append(self._row(raw))
+            except Exception as exc:
+                # One unparsable visit must not hold back every visit behind it.
+                self.dropped.inc()
+                log.warning("visit_unparsable", error=str(exc)[:200])
+        async with transaction(self.sessions) as session:
+            written = await write_visits(session, rows)
+        self.written.inc(len(rows))
+        return written
+
+    def _requeue(self, batch: list[RawVisit]) -> None:
+        """Put a batch back in front, oldest first; when full, the oldest are dropped."""
+        maxlen = self.buffer.maxlen or len(batch) + len(self.buffer)
+        room = maxlen - len(self.buffer)
+        if room < len(batch):
+            self.dropped.inc(len(batch) - room)
+            batch = batch[len(batch) - room :] if room > 0 else []
+        self.buffer.extendleft(reversed(batch))
 
     def _row(self, raw: RawVisit) -> VisitRecord:
         link_id, ts, visitor, counted = raw
@@ -173,5 +213,6 @@ class VisitRecorder:
         )
 
     def pending(self, link_id: int) -> int:
-        """Buffered visits of one link not yet counted in SQL."""
-        return sum(1 for v in self.buffer if v[0] == link_id and not v[3])
+        """Visits of one link buffered or being written, not yet counted in SQL."""
+        waiting = (v for part in (self.buffer, self._inflight) for v in part)
+        return sum(1 for v in waiting if v[0] == link_id and not v[3])

@@ -36,7 +36,22 @@ def test_bad_redis_scheme_is_refused() -> None:
         DemoSettings(redis_url="http://nope")
 
 
-def test_placeholder_secret_refused_in_production_only() -> None:
-    assert DemoSettings().require_secret("KEY", "changeme") == "changeme"
+@pytest.mark.parametrize("value", ["changeme", "dev-admin-key", "CHANGE-ME-please", "short"])
+def test_placeholder_or_weak_secrets_are_refused_in_production(value: str) -> None:
     with pytest.raises(ValueError, match="real secret"):
-        DemoSettings(environment="production").require_secret("KEY", "changeme")
+        DemoSettings(environment="production").require_secret("KEY", value)
+    assert DemoSettings().require_secret("KEY", value) == value
+
+
+def test_the_shortener_refuses_its_own_defaults_in_production() -> None:
+    from url_shortener.settings import UrlShortenerSettings
+
+    with pytest.raises(ValueError, match="URL_SHORTENER_ADMIN_KEY"):
+        UrlShortenerSettings(environment="production", _env_file=None).checked()  # type: ignore[call-arg]
+    ok = UrlShortenerSettings(
+        environment="production",
+        admin_key="k" * 32,
+        code_secret="s" * 32,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    assert ok.checked() is ok

@@ -254,7 +254,7 @@ def test_env_names_are_real_settings_fields(services: dict[str, dict[str, Any]])
                 assert var in shared, f"{name}: {var} is neither {prefix}* nor a shared name"
 
 
-def test_compose_env_with_the_example_file_builds_valid_production_settings(
+def test_compose_env_with_the_example_file_is_production_and_refuses_placeholders(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     example = env_example()
@@ -271,7 +271,10 @@ def test_compose_env_with_the_example_file_builds_valid_production_settings(
         assert settings.host == "0.0.0.0"
         checked = getattr(settings, "checked", None)
         if checked is not None:
-            checked()  # refuses placeholder secrets in production
+            # The example's CHANGE-... placeholders must be refused: a copy left unedited
+            # cannot start in production.
+            with pytest.raises(ValueError, match="real secret"):
+                checked()
         for var in list(os.environ):
             if var.startswith(prefix) or var.lower() in SHARED_FIELDS:
                 monkeypatch.delenv(var)

@@ -91,8 +91,8 @@ def test_a_crash_loses_at_most_the_last_flush_interval(shortener: Start, redis_u
         hit(inst.url, code)
     inst.stop(signal.SIGKILL)
     again = shortener(redis_url)
-    survived = visits(again.url, code)
-    assert 50 <= survived <= 70
+    # Everything older than a flush interval is on disk; only the last 20 may be lost.
+    assert visits(again.url, code) >= 50
 
 
 def test_redis_outage_redirects_from_sql_and_recovers(

@@ -1,0 +1,87 @@
+"""The visit recorder: hostile headers, shutdown during a flush, a full buffer."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import text
+
+from tests.url_shortener.conftest import ADMIN, make_link
+from url_shortener.visits import Visitor, VisitRecorder
+
+
+async def test_a_malformed_referer_does_not_hold_back_other_visits(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    code = (await make_link(client))["code"]
+    await client.get(f"/{code}", headers={"referer": "http://["})
+    for _ in range(5):
+        await client.get(f"/{code}", headers={"referer": "https://ok.example/"})
+    assert await app.state.links.recorder.flush() == 6
+    stats = (await client.get(f"/api/links/{code}/stats", headers=ADMIN)).json()
+    assert stats["total"] == 6
+    assert {"referrer": "(direct)", "visits": 1} in stats["top_referrers"]
+
+
+async def test_huge_user_agents_are_cut_and_cheap(client: httpx.AsyncClient, app: FastAPI) -> None:
+    code = (await make_link(client))["code"]
+    hostile = "Version/" + "1." * 30_000  # quadratic for a naive Safari regex
+    for i in range(8):
+        await client.get(f"/{code}", headers={"user-agent": hostile + str(i)})
+    started = time.perf_counter()
+    await app.state.links.recorder.flush()
+    assert time.perf_counter() - started < 2.0
+    async with app.state.engine.connect() as conn:
+        longest = (await conn.execute(text("SELECT max(length(user_agent)) FROM visits"))).scalar()
+    assert longest == 512
+
+
+def _recorder(app: FastAPI, **kwargs: object) -> VisitRecorder:
+    registry = CollectorRegistry()
+    return VisitRecorder(
+        app.state.links.sessions,
+        salt=b"s",
+        flush_interval=kwargs.pop("flush_interval", 60.0),  # type: ignore[arg-type]
+        batch_size=kwargs.pop("batch_size", 100),  # type: ignore[arg-type]
+        buffer_limit=kwargs.pop("buffer_limit", 100_000),  # type: ignore[arg-type]
+        written=Counter("w", "w", registry=registry),
+        dropped=Counter("d", "d", registry=registry),
+    )
+
+
+async def test_stopping_during_a_flush_loses_nothing(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    link = await make_link(client)
+    link_id = (await app.state.links.get(link["code"])).id
+    recorder = _recorder(app, batch_size=200)
+    recorder.start()
+    visitor = Visitor(peer="203.0.113.9", headers=[(b"user-agent", b"test")])
+    for _ in range(3000):
+        recorder.record(link_id, visitor)
+    await asyncio.sleep(0.02)  # the batch threshold woke the writer: it is mid-flush now
+    await recorder.stop()
+    assert not recorder.buffer
+    async with app.state.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM visits"))).scalar() == 3000
+
+
+async def test_a_full_buffer_drops_the_oldest_and_counts_them(app: FastAPI) -> None:
+    recorder = _recorder(app, buffer_limit=10)
+    visitor = Visitor(peer=None, headers=[])
+    batch = [(i, 0.0, visitor, False) for i in range(10)]
+    for i in range(10, 15):  # newer visits arrived while the batch was out being written
+        recorder.record(i, visitor)
+    recorder._requeue(batch)  # the write failed: the batch goes back in front
+    assert [v[0] for v in recorder.buffer] == list(range(5, 15))
+    assert recorder.dropped._value.get() == 5
+
+
+@pytest.mark.parametrize("referer", ["http://[", "http://[foo]/", "::::", "https://ok/"])
+def test_referrer_host_never_raises(referer: str) -> None:
+    from url_shortener.visits import referrer_host
+
+    assert referrer_host(referer) in (None, "ok")
