@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -18,6 +19,8 @@ RESERVED_ALIASES = frozenset(
     }
 )  # fmt: skip
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+# What a host is after IDNA: labels of letters, digits, '-' and '_' (seen in the wild).
+_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 
 def host_matches(host: str, domains: Iterable[str]) -> bool:
@@ -33,12 +36,23 @@ def normalize_host(host: str) -> str:
         return host
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_target(url: str, *, own_hosts: Iterable[str], blocked: Iterable[str]) -> str:
     """Validate a long URL; returns it unchanged or raises InvalidTarget naming the reason."""
     if len(url) > MAX_URL_LENGTH:
         raise InvalidTarget(f"The URL is longer than {MAX_URL_LENGTH} characters.")
     if _CONTROL.search(url):
         raise InvalidTarget("The URL contains spaces or control characters.")
+    if "\\" in url:
+        # Browsers read '\' as '/', Python does not: the two would see different hosts.
+        raise InvalidTarget("The URL contains a backslash.")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a malformed port
@@ -48,9 +62,13 @@ def check_target(url: str, *, own_hosts: Iterable[str], blocked: Iterable[str]) 
         raise InvalidTarget("Only http and https URLs can be shortened.")
     if "@" in parts.netloc:
         raise InvalidTarget("URLs with embedded credentials (user:password@) are refused.")
+    if "%" in parts.netloc:
+        raise InvalidTarget("Percent-encoded host names are refused.")
     if not parts.hostname:
         raise InvalidTarget("The URL has no host.")
     host = normalize_host(parts.hostname)
+    if not (_HOST.fullmatch(host) or _is_ip(host)):
+        raise InvalidTarget(f"'{host[:100]}' is not a valid host name.")
     if port == 0:
         raise InvalidTarget("The URL's port is not valid.")
     if host_matches(host, {normalize_host(h) for h in own_hosts}):

@@ -13,6 +13,9 @@ BLOCKED = ["malware.test"]
         "https://example.com",
         "http://example.com:8080/a?b=c#d",
         "https://例え.jp/パス",
+        "http://[2001:db8::1]:8080/x",
+        "http://192.0.2.1/x",
+        "https://my_host.example.com/",
         "https://sub.example.co.uk/" + "a" * 1900,
     ],
 )
@@ -37,6 +40,11 @@ def test_good_targets(url: str) -> None:
         ("https://example.com:99999/", "malformed"),
         ("https://exa mple.com/", "spaces"),
         ("https://example.com/\r\nSet-Cookie: x", "control"),
+        ("https://malware.test\\.example.com/", "backslash"),
+        ("https://sho.rt\\.x.com/", "backslash"),
+        ("https://malware%2Etest/", "Percent-encoded"),
+        ("https://exa!mple.com/", "not a valid host"),
+        ("https://example.com\u3002malware.test/", "blocked"),
     ],
 )
 def test_refused_targets_say_why(url: str, reason: str) -> None:
