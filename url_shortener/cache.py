@@ -4,6 +4,8 @@ front of it, plus the visit-limit counters.
 Keys (hash-tagged so a link's keys live in one Redis Cluster slot):
   {l:CODE}     hash, the cached link (or a negative entry for unknown codes), with a TTL
   {l:CODE}:n   visits used by a max_visits link; no TTL, deleted with the link
+  {l:CODE}:v   version, bumped by each invalidation; a fill after a miss only lands if the
+               version is still the one the miss saw (lua/put.lua)
 
   links:invalidate   pub/sub channel: codes whose cached entry every instance must drop
 
@@ -27,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -63,6 +66,7 @@ class Resolved:
     status: int = 302
     has_password: bool = False
     link_id: int = 0
+    version: str = "0"  # on a miss: what to pass to `put`
 
 
 INVALIDATE_CHANNEL = "links:invalidate"
@@ -120,6 +124,13 @@ def counter_key(code: str) -> str:
     return f"{{l:{code}}}:n"
 
 
+def version_key(code: str) -> str:
+    return f"{{l:{code}}}:v"
+
+
+VERSION_TTL = 86_400  # far longer than any read-to-fill window
+
+
 class LinkCache:
     def __init__(
         self,
@@ -137,6 +148,7 @@ class LinkCache:
         self.negative_ttl = negative_ttl
         self.breaker = CircuitBreaker(reset_after=retry_after)
         self._resolve = load_script(redis, LUA / "redirect.lua")
+        self._put = load_script(redis, LUA / "put.lua")
         self._pending: set[str] = set()  # codes whose invalidation has not reached Redis yet
         self._on_state = on_state
         self._stopping = False
@@ -181,10 +193,13 @@ class LinkCache:
         await self._check()
         epoch = self.local.epoch
         try:
-            res = await self._resolve(keys=[link_key(code), counter_key(code)], args=[mode])
+            keys = [link_key(code), counter_key(code), version_key(code)]
+            res = await self._resolve(keys=keys, args=[mode])
         except REDIS_DOWN as exc:
             raise self._failed(exc) from exc
         kind = int(res[0])
+        if kind == MISS:
+            return Resolved(kind, version=res[1].decode())
         if kind not in (REDIRECT, PASSWORD):
             return Resolved(kind)
         found = Resolved(kind, res[1].decode(), int(res[2]), res[3] == b"1", int(res[4]))
@@ -195,14 +210,14 @@ class LinkCache:
             self.local.put(code, link, epoch=epoch)
         return found
 
-    async def put(self, code: str, link: CachedLink) -> None:
-        """Cache a link; its TTL never outlives the link's own expiry."""
+    async def put(self, code: str, link: CachedLink, *, version: str) -> bool:
+        """Cache a link (TTL never past its expiry) unless invalidated since `version`."""
         ttl = self.ttl
         if link.expires_at is not None:
             left = int(link.expires_at.timestamp() - time.time())
             # An expired link is cached like an unknown code: briefly, answering 410.
             ttl = min(ttl, left) if left > 0 else self.negative_ttl
-        mapping = {
+        fields = {
             "i": link.id,
             "u": link.url,
             "s": link.status,
@@ -210,24 +225,26 @@ class LinkCache:
             "p": "1" if link.has_password else "0",
             "x": "" if link.expires_at is None else int(link.expires_at.timestamp()),
         }
-        await self._write(code, mapping, ttl)
+        return await self._write(code, fields, ttl, version)
 
-    async def put_unknown(self, code: str) -> None:
+    async def put_unknown(self, code: str, *, version: str) -> bool:
         """Negative cache: remember for a short while that a code does not exist."""
-        await self._write(code, {"u": ""}, self.negative_ttl)
+        return await self._write(code, {"u": ""}, self.negative_ttl, version)
 
-    async def _write(self, code: str, mapping: dict[str, object], ttl: int) -> None:
+    async def _write(self, code: str, fields: dict[str, object], ttl: int, version: str) -> bool:
+        """True when written; False when refused (a newer invalidation) or Redis is away."""
+        args: list[object] = [version, ttl]
+        for name, value in fields.items():
+            args += [name, value]
         try:
             await self._check()
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(link_key(code))
-                pipe.hset(link_key(code), mapping=mapping)  # type: ignore[arg-type]
-                pipe.expire(link_key(code), ttl)
-                await pipe.execute()
+            written = await self._put(keys=[link_key(code), version_key(code)], args=args)
         except CacheUnavailable:
-            return
+            return False
         except REDIS_DOWN as exc:
             self._failed(exc)
+            return False
+        return bool(written)
 
     async def init_counter(self, code: str, used: int) -> None:
         """Rebuild a max_visits counter from SQL's count, unless another instance just did."""
@@ -246,14 +263,21 @@ class LinkCache:
         try:
             await self._check()
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*keys)
-                pipe.publish(INVALIDATE_CHANNEL, code)
+                self._invalidate_in(pipe, code, keys)
                 await pipe.execute()
         except CacheUnavailable:
             self._pending.add(code)
         except REDIS_DOWN as exc:
             self._pending.add(code)
             self._failed(exc)
+
+    @staticmethod
+    def _invalidate_in(pipe: Any, code: str, keys: list[str]) -> None:
+        """Queue one code's invalidation: drop its keys, bump its version, tell every instance."""
+        pipe.delete(*keys)
+        pipe.incr(version_key(code))
+        pipe.expire(version_key(code), VERSION_TTL)
+        pipe.publish(INVALIDATE_CHANNEL, code)
 
     def forget_counter_later(self, code: str) -> None:
         """The SQL path claimed a visit: the Redis counter is stale and must be rebuilt."""
@@ -264,8 +288,7 @@ class LinkCache:
             # One DEL per link: a multi-key DEL across slots would fail on Redis Cluster.
             async with self.redis.pipeline(transaction=False) as pipe:
                 for c in codes:
-                    pipe.delete(link_key(c), counter_key(c))
-                    pipe.publish(INVALIDATE_CHANNEL, c)
+                    self._invalidate_in(pipe, c, [link_key(c), counter_key(c)])
                 await pipe.execute()
             self._pending.difference_update(codes)
 

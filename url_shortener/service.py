@@ -309,11 +309,13 @@ class LinkService:
             if link is None:
                 async with self.sessions() as session:
                     link = await store.link_for_redirect(session, code)
-                if link is None:
-                    await self.cache.put_unknown(code)
+            if link is None:
+                if await self.cache.put_unknown(code, version=res.version):
                     raise LinkNotFound(f"No link has the code '{code}'.")
+                continue  # invalidated meanwhile (just created?): look again
             if res.kind == MISS:
-                await self.cache.put(code, _cached(link))
+                if not await self.cache.put(code, _cached(link), version=res.version):
+                    link = None  # changed meanwhile: read SQL again
             else:
                 await self.cache.init_counter(code, link.visits + self.recorder.pending(link.id))
         else:

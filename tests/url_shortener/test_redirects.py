@@ -268,3 +268,45 @@ async def test_hot_links_are_served_from_process_memory(
 async def local_hits(client: httpx.AsyncClient) -> float:
     text = (await client.get("/metrics")).text
     return float(re.search(r"^url_shortener_local_cache_hits (\S+)$", text, re.M)[1])  # type: ignore[index]
+
+
+async def test_a_fill_racing_an_invalidation_cannot_resurrect_the_old_link(
+    client: httpx.AsyncClient, app: FastAPI, redis_url: str
+) -> None:
+    from url_shortener.cache import MISS, CachedLink
+
+    links = app.state.links
+    code = (await make_link(client, url="https://example.com/old"))["code"]
+    old = await links.get(code)
+    # A reader misses and loads the row from SQL...
+    seen = await links.cache.resolve(code, "0")
+    assert seen.kind == MISS
+    # ...meanwhile the link is deleted (SQL commit, then invalidation)...
+    await client.delete(f"/api/links/{code}", headers=ADMIN)
+    # ...and the reader's late fill is refused.
+    stale = CachedLink(old.id, old.url, 302, None, False, None)
+    assert await links.cache.put(code, stale, version=seen.version) is False
+    async with aredis.Redis.from_url(redis_url) as r:
+        assert not await r.exists(link_key(code))
+    assert_problem(await client.get(f"/{code}"), 404)
+
+
+async def test_a_negative_fill_racing_a_create_cannot_hide_the_new_alias(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    links = app.state.links
+    seen = await links.cache.resolve("fresh-alias", "0")  # a miss for a code not yet there
+    await make_link(client, alias="fresh-alias")
+    assert await links.cache.put_unknown("fresh-alias", version=seen.version) is False
+    assert (await client.get("/fresh-alias")).status_code == 302
+
+
+async def test_head_rebuilds_a_missing_counter_before_answering(
+    client: httpx.AsyncClient, app: FastAPI, redis_url: str
+) -> None:
+    code = (await make_link(client, max_visits=1))["code"]
+    assert (await client.get(f"/{code}")).status_code == 302
+    await app.state.links.recorder.flush()
+    async with aredis.Redis.from_url(redis_url) as r:
+        await r.delete(counter_key(code))  # e.g. Redis restarted without its data
+    assert (await client.head(f"/{code}")).status_code == 410

@@ -5,13 +5,14 @@
 --                       i=link id
 --                       u="" is a negative-cache entry (the code does not exist)
 -- KEYS[2]  {l:CODE}:n   visits used so far (links with max_visits only; no TTL)
+-- KEYS[3]  {l:CODE}:v   version, bumped by every invalidation (see put.lua)
 -- ARGV[1]  "1" to claim a visit (a real GET), "0" to only look (HEAD, password form)
 --
 -- Returns {kind, url, status, has_password, link_id, max_visits, expires_at}
---   kind 0 = not cached, 1 = unknown code, 2 = redirect, 3 = counter missing (caller rebuilds
+--   kind 0 = not cached (with the version to pass to put.lua), 1 = unknown code, 2 = redirect, 3 = counter missing (caller rebuilds
 --   it from SQL and calls again), 4 = gone (expired or out of visits), 5 = password needed
 local h = redis.call('HMGET', KEYS[1], 'u', 's', 'm', 'p', 'x', 'i')
-if not h[1] then return {0} end
+if not h[1] then return {0, redis.call('GET', KEYS[3]) or '0'} end
 if h[1] == '' then return {1} end
 local expires = tonumber(h[5])
 if expires then
@@ -23,7 +24,9 @@ if h[4] == '1' and ARGV[1] ~= 'pw' then
 end
 local max = tonumber(h[3])
 if max and ARGV[1] == '0' then
-  if tonumber(redis.call('GET', KEYS[2]) or '0') >= max then return {4} end
+  local used = redis.call('GET', KEYS[2])
+  if not used then return {3} end
+  if tonumber(used) >= max then return {4} end
 elseif max then
   if redis.call('EXISTS', KEYS[2]) == 0 then return {3} end
   local used = redis.call('INCR', KEYS[2])
