@@ -16,7 +16,14 @@ from common.redis import REDIS_DOWN, create_redis
 from rate_limiter.api import api
 from rate_limiter.backends import AsyncBackend, FallbackBackend, MemoryBackend, RedisBackend
 from rate_limiter.config import RulesWatcher
-from rate_limiter.errors import InvalidCost, InvalidRequest, RateLimited, RulesError, UnknownDomain
+from rate_limiter.errors import (
+    BackendError,
+    InvalidCost,
+    InvalidRequest,
+    RateLimited,
+    RulesError,
+    UnknownDomain,
+)
 from rate_limiter.metrics import LimiterMetrics
 from rate_limiter.service import RateLimitService
 from rate_limiter.settings import RateLimiterSettings
@@ -27,6 +34,7 @@ ERRORS = {
     InvalidRequest: 422,
     RulesError: 422,
     RateLimited: 429,
+    BackendError: 502,
 }
 log = structlog.get_logger("rate_limiter.app")
 

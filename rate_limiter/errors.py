@@ -37,3 +37,10 @@ class RulesError(DomainError, ValueError):
 
 class InvalidRequest(DomainError):
     title = "Invalid request"
+
+
+class BackendError(DomainError):
+    """The backend failed one call for a reason other than being unreachable (e.g. a script
+    error); that call fails, the failure policy is not engaged."""
+
+    title = "Rate limit backend error"

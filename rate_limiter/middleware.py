@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from rate_limiter.algorithms import Decision, Limit
 from rate_limiter.backends.base import AsyncBackend
 from rate_limiter.backends.fallback import BACKEND_DOWN
 from rate_limiter.backends.memory import MemoryBackend
+from rate_limiter.errors import BackendError
 from rate_limiter.extractors import Extractor, RequestView, client_ip, parse_networks
 from rate_limiter.headers import limit_item, policy_item, retry_after_seconds, sf_string
 from rate_limiter.metrics import LimiterMetrics
@@ -45,6 +47,8 @@ BackendSource = AsyncBackend | Callable[[Any], AsyncBackend | None] | None
 
 log = structlog.get_logger("rate_limiter.middleware")
 STATE_ATTR = "rate_limit_backend"
+# Down, or failed one call: either way `fail_open` answers for that request only.
+BACKEND_FAILED: tuple[type[BaseException], ...] = (*BACKEND_DOWN, RedisError, BackendError)
 
 
 def _compile(path: str) -> re.Pattern[str]:
@@ -169,7 +173,7 @@ class RateLimitMiddleware:
     ) -> Decision:
         try:
             return await backend.acquire(key, rule.limit, cost)
-        except BACKEND_DOWN as exc:
+        except BACKEND_FAILED as exc:
             log.error("rate_limit_backend_error", rule=rule.name, error=str(exc)[:200])
             if self.metrics:
                 self.metrics.backend_errors.labels(backend.name).inc()
@@ -241,7 +245,7 @@ class RateLimitMiddleware:
         for t in taken:
             if t.decision.lease:
                 # If the backend is down the lease simply expires on its own.
-                with contextlib.suppress(*BACKEND_DOWN):
+                with contextlib.suppress(*BACKEND_FAILED):
                     await backend.release(t.key, t.rule.limit, t.decision.lease)
 
     async def _refuse(

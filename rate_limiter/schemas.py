@@ -27,7 +27,8 @@ class CheckRequest(_Descriptors):
 
 
 class ReleaseRequest(_Descriptors):
-    lease: str = Field(min_length=1, max_length=128)
+    # Exactly what a check hands out (32 hex digits, '.', the cost); anything else is a 422.
+    lease: str = Field(pattern=r"^[0-9a-f]{32}\.[1-9][0-9]{0,9}$", max_length=64)
 
 
 class DecisionRead(BaseModel):

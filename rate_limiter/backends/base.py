@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Protocol
 
@@ -16,16 +17,23 @@ def state_key(key: str, algorithm: Algorithm) -> str:
     return f"{KEY_PREFIX}:{{{key}}}:{algorithm.value}"
 
 
+# 32 random hex digits, a dot, the cost: what `new_lease` makes and nothing else.
+LEASE_RE = re.compile(r"[0-9a-f]{32}\.[1-9][0-9]{0,9}")
+
+
 def new_lease(cost: int) -> str:
-    """A lease id; it carries its cost so releasing needs nothing else."""
+    """A lease id: random, plus its cost, so releasing needs nothing else."""
     return f"{uuid.uuid4().hex}.{cost}"
 
 
-def lease_cost(lease: str) -> int:
-    try:
-        return max(1, int(lease.rsplit(".", 1)[1]))
-    except (IndexError, ValueError):
-        return 1
+def lease_cost(lease: str) -> int | None:
+    """The cost a lease id claims, or None when it is not one `new_lease` could have made.
+
+    The claim is never trusted on its own: the release script first checks that the lease's
+    last unit (`<lease>#<cost>`) is really held, so a forged cost costs one lookup."""
+    if LEASE_RE.fullmatch(lease) is None:
+        return None
+    return int(lease.rsplit(".", 1)[1])
 
 
 class AsyncBackend(Protocol):

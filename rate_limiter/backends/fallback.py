@@ -4,6 +4,11 @@
 - `open`: allow everything (availability over protection).
 - `closed`: refuse everything (protection over availability).
 
+Only an unreachable or unavailable Redis counts as "down" (connection errors, timeouts, a
+replica that became read-only, a cluster that is down, out of memory). Any other error (a
+script that fails on its input, a wrong key type) fails that one call as `BackendError`: it
+never switches the whole process to its failure policy.
+
 After a failure Redis is not tried again for `retry_interval` seconds, so a dead Redis costs
 one timeout per interval rather than one per request. The first failure and the recovery
 each log one line; `rate_limiter_backend_errors_total` and `rate_limiter_degraded` track it.
@@ -15,15 +20,28 @@ import time
 from typing import Literal
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rate_limiter.algorithms import Decision, Limit
 from rate_limiter.backends.base import AsyncBackend
 from rate_limiter.backends.memory import MemoryBackend
+from rate_limiter.errors import BackendError
 from rate_limiter.metrics import LimiterMetrics
 
 FailMode = Literal["local", "open", "closed"]
-BACKEND_DOWN = (RedisError, OSError, TimeoutError, ConnectionError)
+# What "Redis is down" means; every other RedisError is a failure of one call only.
+BACKEND_DOWN: tuple[type[BaseException], ...] = (
+    RedisConnectionError,  # includes BusyLoadingError (LOADING) and MaxConnectionsError
+    RedisTimeoutError,
+    ReadOnlyError,
+    ClusterDownError,  # includes MasterDownError
+    OutOfMemoryError,
+    OSError,
+    TimeoutError,
+    ConnectionError,
+)
 log = structlog.get_logger("rate_limiter.backend")
 
 
@@ -89,19 +107,30 @@ class FallbackBackend:
         except BACKEND_DOWN as exc:
             self._failed(exc)
             return await self._degraded(key, limit, cost)
+        except RedisError as exc:
+            raise self._call_failed("acquire", key, exc) from exc
         if self.degraded:
             self._recovered()
         return decision
 
+    def _call_failed(self, what: str, key: str, exc: RedisError) -> BackendError:
+        if self.metrics:
+            self.metrics.backend_errors.labels(self.primary.name).inc()
+        error = f"{type(exc).__name__}: {exc}"[:200]
+        log.error("rate_limiter_backend_call_failed", call=what, key=key[:200], error=error)
+        return BackendError(f"the rate limit backend failed this {what}: {error}")
+
     async def release(self, key: str, limit: Limit, lease: str) -> None:
-        # A lease may have come from either side; releasing both is harmless.
+        # A lease may have come from either side; releasing both is harmless. The primary is
+        # always tried (releasing is idempotent), even while degraded: a lease it granted
+        # before it failed would otherwise stay held until it expires.
         await self.local.release(key, limit, lease)
-        if self.degraded and time.monotonic() < self._down_until:
-            return
         try:
             await self.primary.release(key, limit, lease)
         except BACKEND_DOWN as exc:
             self._failed(exc)
+        except RedisError as exc:
+            raise self._call_failed("release", key, exc) from exc
 
     async def ping(self) -> None:
         await self.primary.ping()

@@ -150,7 +150,9 @@ class RedisBackend:
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
     async def release(self, key: str, limit: Limit, lease: str) -> None:
-        await self._eval("release", _keys(key, limit), [lease, lease_cost(lease)])
+        cost = lease_cost(lease)
+        if cost is not None and limit.algorithm is Algorithm.CONCURRENCY:
+            await self._eval("release", _keys(key, limit), [lease, cost])
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -188,7 +190,9 @@ class SyncRedisBackend:
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
     def release_sync(self, key: str, limit: Limit, lease: str) -> None:
-        self._eval("release", _keys(key, limit), [lease, lease_cost(lease)])
+        cost = lease_cost(lease)
+        if cost is not None and limit.algorithm is Algorithm.CONCURRENCY:
+            self._eval("release", _keys(key, limit), [lease, cost])
 
     def ping(self) -> None:
         self.redis.ping()
