@@ -24,12 +24,18 @@ if cost > rate then
 end
 if n + cost <= rate then
   if cost == 0 or lease == '' then return {1, rate, rate - n, reset, 0} end
-  local args = {}
-  for i = 1, cost do
-    args[#args + 1] = string.format('%.17g', now + ttl)
-    args[#args + 1] = lease .. '#' .. i
+  local score = string.format('%.17g', now + ttl)
+  -- In chunks: unpack() takes a few thousand values at most, and a cost may be larger.
+  local i = 1
+  while i <= cost do
+    local args = {}
+    for j = i, math.min(cost, i + 999) do
+      args[#args + 1] = score
+      args[#args + 1] = lease .. '#' .. j
+    end
+    redis.call('ZADD', key, unpack(args))
+    i = i + 1000
   end
-  redis.call('ZADD', key, unpack(args))
   redis.call('PEXPIRE', key, math.ceil(ttl / 1000) + 1000)
   return {1, rate, rate - n - cost, ttl, 0}
 end

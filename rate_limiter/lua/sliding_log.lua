@@ -19,12 +19,18 @@ if n > 0 then
 end
 local function add()
   local last = redis.call('INCRBY', seq, cost)
-  local args = {}
-  for i = 1, cost do
-    args[#args + 1] = string.format('%.17g', now)
-    args[#args + 1] = tostring(last - cost + i)
+  local score = string.format('%.17g', now)
+  -- In chunks: unpack() takes a few thousand values at most, and a cost may be larger.
+  local i = 1
+  while i <= cost do
+    local args = {}
+    for j = i, math.min(cost, i + 999) do
+      args[#args + 1] = score
+      args[#args + 1] = tostring(last - cost + j)
+    end
+    redis.call('ZADD', key, unpack(args))
+    i = i + 1000
   end
-  redis.call('ZADD', key, unpack(args))
   local ttl = math.ceil(p / 1000) + 1000
   redis.call('PEXPIRE', key, ttl)
   redis.call('PEXPIRE', seq, ttl)

@@ -209,3 +209,23 @@ async def test_a_dead_redis_fails_every_waiter_in_a_batch() -> None:
     )
     assert all(isinstance(r, Exception) for r in results)
     await client.aclose()
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+async def test_a_large_legitimate_cost_works_on_every_algorithm(
+    redis: Redis, algorithm: Algorithm
+) -> None:
+    """Costs in the thousands (allowed when the rate is larger) must not break a script: the
+    sorted-set algorithms add one member per unit and must do so in chunks."""
+    backend = RedisBackend(redis)
+    limit = Limit(10_000, 3600, algorithm)
+    first = await backend.acquire("big", limit, 5000)
+    assert first.allowed and first.remaining == 5000
+    second = await backend.acquire("big", limit, 5000)
+    assert second.allowed and second.remaining == 0
+    assert not (await backend.acquire("big", limit, 1)).allowed
+    if algorithm is Algorithm.CONCURRENCY:
+        assert first.lease
+        await backend.release("big", limit, first.lease)
+        assert (await backend.acquire("big", limit, 0)).remaining == 5000
+    await backend.aclose()
