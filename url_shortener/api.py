@@ -7,7 +7,7 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
@@ -33,6 +33,8 @@ from url_shortener.store import Link
 from url_shortener.visits import Visitor
 
 api = APIRouter(prefix="/api", tags=["links"])
+# A code in a management path: anything else is a 422 before it reaches SQL.
+Code = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 redirects = APIRouter(tags=["redirects"])
 
 CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -103,7 +105,7 @@ async def list_links(
     links: LinksDep,
     owner: OwnerDep,
     settings: SettingsDep,
-    tag: Annotated[str | None, Query(max_length=40)] = None,
+    tag: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> LinkPage:
@@ -112,26 +114,26 @@ async def list_links(
 
 
 @api.get("/links/{code}")
-async def get_link(code: str, links: LinksDep, owner: OwnerDep, settings: SettingsDep) -> LinkRead:
+async def get_link(code: Code, links: LinksDep, owner: OwnerDep, settings: SettingsDep) -> LinkRead:
     return link_read(await links.get(code), settings)
 
 
 @api.patch("/links/{code}")
 async def update_link(
-    code: str, body: LinkUpdate, links: LinksDep, owner: OwnerDep, settings: SettingsDep
+    code: Code, body: LinkUpdate, links: LinksDep, owner: OwnerDep, settings: SettingsDep
 ) -> LinkRead:
     return link_read(await links.update(code, body), settings)
 
 
 @api.delete("/links/{code}", status_code=204)
-async def delete_link(code: str, links: LinksDep, owner: OwnerDep) -> Response:
+async def delete_link(code: Code, links: LinksDep, owner: OwnerDep) -> Response:
     await links.delete(code)
     return Response(status_code=204)
 
 
 @api.get("/links/{code}/stats", response_model=LinkStats)
 async def link_stats(
-    code: str,
+    code: Code,
     links: LinksDep,
     owner: OwnerDep,
     format: Literal["json", "csv"] = "json",
@@ -148,7 +150,7 @@ async def link_stats(
 
 @api.get("/links/{code}/qr")
 async def link_qr(
-    code: str,
+    code: Code,
     links: LinksDep,
     owner: OwnerDep,
     settings: SettingsDep,

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Naive times are UTC; everything is stored in UTC (and must be representable there)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("date out of range") from exc
+
+
+ExpiresAt = Annotated[datetime | None, AfterValidator(_utc)]
 
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")]
 RedirectStatus = Literal[301, 302, 307, 308]
@@ -16,7 +31,7 @@ class LinkCreate(BaseModel):
 
     url: str = Field(min_length=1, max_length=4096)
     alias: str | None = Field(default=None, max_length=200)
-    expires_at: datetime | None = None
+    expires_at: ExpiresAt = None
     max_visits: int | None = Field(default=None, ge=1, le=2_000_000_000)
     redirect_status: RedirectStatus = 302
     password: str | None = Field(default=None, min_length=1, max_length=200)
@@ -29,7 +44,7 @@ class LinkUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(default=None, min_length=1, max_length=4096)
-    expires_at: datetime | None = None
+    expires_at: ExpiresAt = None
     max_visits: int | None = Field(default=None, ge=1, le=2_000_000_000)
     redirect_status: RedirectStatus | None = None
     password: str | None = Field(default=None, min_length=1, max_length=200)

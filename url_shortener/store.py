@@ -185,8 +185,12 @@ def encode_cursor(link_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
+    """The id inside a cursor; ValueError for anything this API did not hand out."""
     padded = cursor + "=" * (-len(cursor) % 4)
-    return int(base64.urlsafe_b64decode(padded.encode()).decode())
+    value = int(base64.urlsafe_b64decode(padded.encode()).decode())
+    if not 0 < value < 2**63:
+        raise ValueError("cursor out of range")
+    return value
 
 
 async def list_links(

@@ -91,6 +91,7 @@ async def test_refused_targets_are_422_with_a_reason(client: httpx.AsyncClient, 
         (b'{"url": "https://e.com", "redirect_status": 200}', 422),
         (b'{"url": "https://e.com", "expires_at": "yesterday"}', 422),
         (b'{"url": "https://e.com", "expires_at": "2001-01-01T00:00:00Z"}', 422),
+        (b'{"url": "https://e.com", "expires_at": "9999-12-31T23:59:59-14:00"}', 422),
         (b'{"url": "https://e.com", "tags": ["ok", "not ok"]}', 422),
         (b'{"url": "https://e.com", "surprise": 1}', 422),
         (b'{"url": "https://e.com", "alias": null, "password": ""}', 422),
@@ -210,3 +211,17 @@ async def test_openapi_and_docs_are_not_shadowed_by_codes(client: httpx.AsyncCli
     assert (await client.get("/openapi.json")).status_code == 200
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_hostile_paths_and_queries_are_4xx_not_500(client: httpx.AsyncClient) -> None:
+    import base64
+
+    huge = base64.urlsafe_b64encode(b"9" * 40).decode().rstrip("=")
+    assert_problem(await client.get(f"/api/links?cursor={huge}", headers=ADMIN), 422)
+    assert_problem(await client.get("/api/links?cursor=LTE", headers=ADMIN), 422)  # "-1"
+    assert_problem(await client.get("/api/links/%00", headers=ADMIN), 422)
+    assert_problem(await client.get("/api/links/a%20b/stats", headers=ADMIN), 422)
+    assert_problem(await client.get("/api/links?tag=%00", headers=ADMIN), 422)
+    code = (await make_link(client))["code"]
+    far = {"expires_at": "9999-12-31T23:59:59-14:00"}
+    assert_problem(await client.patch(f"/api/links/{code}", json=far, headers=ADMIN), 422)
