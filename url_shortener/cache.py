@@ -217,7 +217,7 @@ class LinkCache:
             left = int(link.expires_at.timestamp() - time.time())
             # An expired link is cached like an unknown code: briefly, answering 410.
             ttl = min(ttl, left) if left > 0 else self.negative_ttl
-        fields = {
+        fields: dict[str, str | int] = {
             "i": link.id,
             "u": link.url,
             "s": link.status,
@@ -231,9 +231,9 @@ class LinkCache:
         """Negative cache: remember for a short while that a code does not exist."""
         return await self._write(code, {"u": ""}, self.negative_ttl, version)
 
-    async def _write(self, code: str, fields: dict[str, object], ttl: int, version: str) -> bool:
+    async def _write(self, code: str, fields: dict[str, str | int], ttl: int, version: str) -> bool:
         """True when written; False when refused (a newer invalidation) or Redis is away."""
-        args: list[object] = [version, ttl]
+        args: list[str | int] = [version, ttl]
         for name, value in fields.items():
             args += [name, value]
         try:
