@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from common.redis_server import ensure_shared_redis
 from rate_limiter.app import create_app
+from rate_limiter.config import load_rules
+from rate_limiter.errors import RulesError
 from rate_limiter.settings import RateLimiterSettings
 
 
 def main() -> None:
     settings = RateLimiterSettings()
+    try:
+        load_rules(settings.rules)  # refuse bad rules with their line, before any traceback
+    except RulesError as exc:
+        print(f"rate_limiter: invalid rules: {exc.detail}", file=sys.stderr)
+        sys.exit(2)
     if not settings.redis_url:
         settings.redis_url = ensure_shared_redis(settings.data_dir)
     uvicorn.run(

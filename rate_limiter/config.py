@@ -192,7 +192,13 @@ class _Parser:
             raise self.error(node, f"{what} must be a {kind.__name__}")
         if kind is str:
             return str(node.value)
-        value = self.constructor.construct_object(node)
+        try:
+            value = self.constructor.construct_object(node)
+        except yaml.YAMLError as exc:  # an unknown or unsafe tag (`!!python/name:...`)
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise self.error(node, f"{what}: {problem}") from None
+        except (ValueError, TypeError, ArithmeticError):  # `!!int ten`, `!!float x`
+            value = None
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise self.error(node, f"{what} must be an integer, got {node.value!r}")
         if kind is bool and not isinstance(value, bool):
@@ -306,17 +312,36 @@ def parse_text(text: str, source: str = "<rules>") -> Domain:
     parser = _Parser(source)
     try:
         docs = list(yaml.compose_all(text))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise RulesError(
-            f"{source}:{line}: invalid YAML: {problem}", file=source, line=line
-        ) from None
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, text, source) from None
     docs = [d for d in docs if d is not None]
     if len(docs) > 1:
         raise parser.error(docs[1], "one domain per file (found a second YAML document)")
-    return parser.document(docs[0] if docs else None)
+    try:
+        return parser.document(docs[0] if docs else None)
+    except RulesError:
+        raise
+    except (yaml.YAMLError, ValueError, TypeError, ArithmeticError) as exc:
+        # Whatever slipped past the checks above still leaves as a RulesError.
+        raise RulesError(f"{source}:1: invalid rules: {exc}", file=source, line=1) from None
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, source: str) -> RulesError:
+    """Any YAML error as a RulesError naming the line: marked errors carry a mark, a
+    ReaderError (a control character, say) only the character's position."""
+    line = 1
+    problem = "invalid YAML"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = exc.problem or exc.context or problem
+    elif isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        problem = f"character {char!r} is not allowed"
+    else:
+        problem = str(exc) or problem
+    return RulesError(f"{source}:{line}: invalid YAML: {problem}", file=source, line=line)
 
 
 def rule_files(path: Path) -> list[Path]:
@@ -325,24 +350,36 @@ def rule_files(path: Path) -> list[Path]:
     return [path]
 
 
-def fingerprint(path: Path) -> str:
+def _digest(contents: Iterable[tuple[Path, bytes]]) -> str:
     digest = hashlib.sha256()
-    for file in rule_files(path):
+    for file, data in contents:
         digest.update(str(file).encode())
-        digest.update(file.read_bytes())
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
     return digest.hexdigest()
 
 
+def fingerprint(path: Path) -> str:
+    """What the files hold now; compared with the fingerprint of the rules in force."""
+    return _digest((file, file.read_bytes()) for file in rule_files(path))
+
+
 def load_rules(path: Path) -> RuleSet:
-    """A file, or every *.yaml/*.yml in a folder (one domain each)."""
+    """A file, or every *.yaml/*.yml in a folder (one domain each).
+
+    Each file is read once: the rules and their fingerprint come from the same bytes, so an
+    edit landing during a reload is seen by the next poll instead of being taken as loaded."""
     if not path.exists():
         raise RulesError(f"{path}: no such file or folder", file=str(path), line=0)
     domains: dict[str, Domain] = {}
+    contents: list[tuple[Path, bytes]] = []
     for file in rule_files(path):
         try:
-            text = file.read_text()
+            data = file.read_bytes()
+            text = data.decode()
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesError(f"{file}: cannot read: {exc}", file=str(file), line=0) from None
+        contents.append((file, data))
         domain = parse_text(text, str(file))
         if domain.name in domains:
             first = domains[domain.name].source
@@ -352,7 +389,7 @@ def load_rules(path: Path) -> RuleSet:
                 line=1,
             )
         domains[domain.name] = domain
-    return RuleSet(domains, fingerprint(path))
+    return RuleSet(domains, _digest(contents))
 
 
 class RulesWatcher:
@@ -390,6 +427,13 @@ class RulesWatcher:
         return True
 
     async def watch(self) -> None:
+        """Poll forever; nothing a file holds can stop it (the last good rules stay)."""
         while True:
             await asyncio.sleep(self.interval)
-            await asyncio.to_thread(self.reload_if_changed)
+            try:
+                await asyncio.to_thread(self.reload_if_changed)
+            except Exception as exc:  # a bug, not a bad file: log it and keep watching
+                detail = f"{self.path}: cannot reload: {type(exc).__name__}: {exc}"
+                if self.last_error != detail:
+                    log.exception("rules_reload_failed", error=detail)
+                self.last_error = detail

@@ -121,3 +121,25 @@ def test_bad_rules_stop_the_service_with_the_line(
     with pytest.raises(RuntimeError) as err:
         service_factory("rate_limiter", env(rules, redis_url))
     assert "rules.yaml:4: rate_limit needs 'unit'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!int ten", "rules.yaml:4: requests_per_unit must be an integer, got 'ten'"),
+        ("!!python/name:os.system 5", "rules.yaml:4: requests_per_unit: could not determine"),
+    ],
+)
+def test_rules_the_yaml_library_rejects_stop_the_service_cleanly(
+    tmp_path: Path,
+    redis_url: str,
+    service_factory: Callable[..., ServiceProcess],
+    value: str,
+    message: str,
+) -> None:
+    text = f"domain: api\ndescriptors:\n  - key: user\n    rate_limit: {{unit: hour, requests_per_unit: {value}}}\n"
+    rules = write_rules(tmp_path, text)
+    with pytest.raises(RuntimeError) as err:
+        service_factory("rate_limiter", env(rules, redis_url))
+    assert message in str(err.value)
+    assert "Traceback" not in str(err.value)
