@@ -109,25 +109,25 @@ async def list_links(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> LinkPage:
-    items, next_cursor = await links.page(tag=tag, cursor=cursor, limit=limit)
+    items, next_cursor = await links.page(tag=tag, cursor=cursor, limit=limit, owner=owner)
     return LinkPage(items=[link_read(link, settings) for link in items], next_cursor=next_cursor)
 
 
 @api.get("/links/{code}")
 async def get_link(code: Code, links: LinksDep, owner: OwnerDep, settings: SettingsDep) -> LinkRead:
-    return link_read(await links.get(code), settings)
+    return link_read(await links.get(code, owner=owner), settings)
 
 
 @api.patch("/links/{code}")
 async def update_link(
     code: Code, body: LinkUpdate, links: LinksDep, owner: OwnerDep, settings: SettingsDep
 ) -> LinkRead:
-    return link_read(await links.update(code, body), settings)
+    return link_read(await links.update(code, body, owner=owner), settings)
 
 
 @api.delete("/links/{code}", status_code=204)
 async def delete_link(code: Code, links: LinksDep, owner: OwnerDep) -> Response:
-    await links.delete(code)
+    await links.delete(code, owner=owner)
     return Response(status_code=204)
 
 
@@ -139,13 +139,13 @@ async def link_stats(
     format: Literal["json", "csv"] = "json",
 ) -> Response | dict[str, object]:
     if format == "csv":
-        rows = await links.visits_csv(code)
+        rows = await links.visits_csv(code, owner=owner)
         return StreamingResponse(
             rows,
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="{code}-visits.csv"'},
         )
-    return await links.stats(code)
+    return await links.stats(code, owner=owner)
 
 
 @api.get("/links/{code}/qr")
@@ -157,7 +157,7 @@ async def link_qr(
     format: Literal["svg", "png"] = "svg",
     size: Annotated[int, Query(ge=qr.MIN_SIZE, le=qr.MAX_SIZE)] = 256,
 ) -> Response:
-    link = await links.get(code)
+    link = await links.get(code, owner=owner)
     body = qr.render(f"{settings.public_base_url}/{link.code}", fmt=format, size=size)
     media = "image/svg+xml" if format == "svg" else "image/png"
     return Response(body, media_type=media, headers={"cache-control": "private, max-age=3600"})
@@ -165,10 +165,18 @@ async def link_qr(
 
 @api.post("/keys", status_code=201, tags=["keys"])
 async def create_key(body: KeyCreate, keys: KeysDep, owner: OwnerDep) -> KeyCreated:
-    row, key = await keys.create(body.name)
+    row, key = await keys.create(body.name, owner=owner)
     return KeyCreated(
         id=row.id, name=row.name, prefix=row.prefix, key=key, created_at=row.created_at
     )
+
+
+@api.delete("/keys/{key_id}", status_code=204, tags=["keys"])
+async def revoke_key(
+    key_id: Annotated[int, Path(ge=1)], keys: KeysDep, owner: OwnerDep
+) -> Response:
+    await keys.revoke(key_id, owner=owner)
+    return Response(status_code=204)
 
 
 # ---- redirects ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from url_shortener.cache import LinkCache, LocalCache
 from url_shortener.errors import (
     AliasTaken,
     BadCursor,
+    Forbidden,
     InvalidAlias,
     InvalidLink,
     InvalidTarget,
@@ -48,18 +49,27 @@ ERRORS = {
     InvalidLink: 422,
     BadCursor: 422,
     Unauthorized: 401,
+    Forbidden: 403,
 }
 
 
 def _rate_limits(settings: UrlShortenerSettings, metrics: LimiterMetrics) -> list[Middleware]:
-    """Link creation is limited per client IP (rate_limiter's middleware, GCRA on Redis)."""
-    if not settings.create_rate_per_minute:
+    """Per client IP (rate_limiter's middleware, GCRA on Redis): link creation, and password
+    attempts on protected links (each costs ~50 ms of scrypt; guessing must stay slow)."""
+    rules = []
+    if settings.create_rate_per_minute:
+        creating = Limit.per_minute(settings.create_rate_per_minute)
+        rules += [
+            RouteRule(creating, method="POST", path=path, key=[client_ip], name=name)
+            for path, name in (("/api/links", "links-create"), ("/api/links/bulk", "links-bulk"))
+        ]
+    if settings.unlock_rate_per_minute:
+        unlocking = Limit.per_minute(settings.unlock_rate_per_minute)
+        rules.append(
+            RouteRule(unlocking, method="POST", path="/{code}", key=[client_ip], name="unlock")
+        )
+    if not rules:
         return []
-    creating = Limit.per_minute(settings.create_rate_per_minute)
-    rules = [
-        RouteRule(creating, method="POST", path=path, key=[client_ip], name=name)
-        for path, name in (("/api/links", "links-create"), ("/api/links/bulk", "links-bulk"))
-    ]
     return [
         Middleware(
             RateLimitMiddleware,

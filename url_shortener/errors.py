@@ -31,5 +31,9 @@ class Unauthorized(DomainError):
     title = "API key required"
 
 
+class Forbidden(DomainError):
+    title = "Not allowed"
+
+
 class BadCursor(DomainError):
     title = "Invalid cursor"

@@ -34,6 +34,7 @@ from url_shortener.codes import CodeGenerator
 from url_shortener.errors import (
     AliasTaken,
     BadCursor,
+    Forbidden,
     InvalidLink,
     LinkGone,
     LinkNotFound,
@@ -47,6 +48,11 @@ from url_shortener.targets import check_alias, check_target
 from url_shortener.visits import Visitor, VisitRecorder
 
 COUNTER = "links"
+ADMIN = "admin"  # the owner name of the admin key, which sees and manages every link
+
+
+def _may_see(owner: str, link: Link) -> bool:
+    return owner == ADMIN or link.owner == owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,31 +216,39 @@ class LinkService:
 
     # -- reading and changing -------------------------------------------------------------
 
-    async def get(self, code: str) -> Link:
+    async def get(self, code: str, *, owner: str = ADMIN) -> Link:
+        """A link the caller may see: keys see their own links, the admin key every link.
+        Someone else's link is 'not found', so codes cannot be probed through the API."""
         async with self.sessions() as session:
             link = await store.link_by_code(session, code)
-        if link is None:
+        if link is None or not _may_see(owner, link):
             raise LinkNotFound(f"No link has the code '{code}'.")
         return link
 
     async def page(
-        self, *, tag: str | None, cursor: str | None, limit: int
+        self, *, tag: str | None, cursor: str | None, limit: int, owner: str = ADMIN
     ) -> tuple[list[Link], str | None]:
         try:
             before = store.decode_cursor(cursor) if cursor else None
         except ValueError as exc:
             raise BadCursor("The cursor is not one this API returned.") from exc
         async with self.sessions() as session:
-            links = await store.list_links(session, tag=tag, before_id=before, limit=limit + 1)
+            links = await store.list_links(
+                session,
+                owner=None if owner == ADMIN else owner,
+                tag=tag,
+                before_id=before,
+                limit=limit + 1,
+            )
         more = len(links) > limit
         links = links[:limit]
         return links, (store.encode_cursor(links[-1].id) if more and links else None)
 
-    async def update(self, code: str, data: LinkUpdate) -> Link:
+    async def update(self, code: str, data: LinkUpdate, *, owner: str = ADMIN) -> Link:
         fields = data.model_fields_set
         async with transaction(self.sessions) as session:
             link = await store.link_by_code(session, code)
-            if link is None:
+            if link is None or not _may_see(owner, link):
                 raise LinkNotFound(f"No link has the code '{code}'.")
             reset_counter = "max_visits" in fields and link.max_visits is None
             if "url" in fields:
@@ -267,10 +281,10 @@ class LinkService:
         await self.cache.invalidate(code, counter=reset_counter)
         return link
 
-    async def delete(self, code: str) -> None:
+    async def delete(self, code: str, *, owner: str = ADMIN) -> None:
         async with transaction(self.sessions) as session:
             link = await store.link_by_code(session, code)
-            if link is None:
+            if link is None or not _may_see(owner, link):
                 raise LinkNotFound(f"No link has the code '{code}'.")
             await store.delete_link(session, link)
         await self.cache.invalidate(code, counter=True)
@@ -370,13 +384,13 @@ class LinkService:
 
     # -- analytics ------------------------------------------------------------------------
 
-    async def stats(self, code: str) -> dict[str, Any]:
-        link = await self.get(code)
+    async def stats(self, code: str, *, owner: str = ADMIN) -> dict[str, Any]:
+        link = await self.get(code, owner=owner)
         async with self.sessions() as session:
             return {"code": code, **await store.visit_stats(session, link.id)}
 
-    async def visits_csv(self, code: str) -> AsyncIterator[str]:
-        link = await self.get(code)
+    async def visits_csv(self, code: str, *, owner: str = ADMIN) -> AsyncIterator[str]:
+        link = await self.get(code, owner=owner)
 
         async def rows() -> AsyncIterator[str]:
             yield "timestamp,referrer_host,browser,is_bot,visitor,user_agent\r\n"
@@ -427,14 +441,24 @@ class KeyService:
         if not key:
             raise Unauthorized("Send an API key in the X-API-Key header.")
         if hmac.compare_digest(key.encode(), self.admin_key.encode()):
-            return "admin"
+            return ADMIN
         async with self.sessions() as session:
             row = await store.key_by_hash(session, self._hash(key))
         if row is None:
             raise Unauthorized("The API key is not valid.")
         return f"key:{row.id}"
 
-    async def create(self, name: str) -> tuple[ApiKey, str]:
+    async def revoke(self, key_id: int, *, owner: str) -> None:
+        """Revoke a minted key (admin only); it stops working at once."""
+        if owner != ADMIN:
+            raise Forbidden("Only the admin key can revoke keys.")
+        async with transaction(self.sessions) as session:
+            if not await store.revoke_key(session, key_id):
+                raise LinkNotFound(f"No active key has the id {key_id}.")
+
+    async def create(self, name: str, *, owner: str) -> tuple[ApiKey, str]:
+        if owner != ADMIN:
+            raise Forbidden("Only the admin key can mint keys.")
         key = "us_" + secrets.token_urlsafe(32)
         row = ApiKey(name=name, prefix=key[:10], key_hash=self._hash(key), created_at=_now())
         async with transaction(self.sessions) as session:

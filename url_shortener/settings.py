@@ -45,6 +45,8 @@ class UrlShortenerSettings(ServiceSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Link creation limit per client (requests per minute); 0 turns it off.
     create_rate_per_minute: int = Field(default=120, ge=0)
+    # Password attempts on protected links per client (per minute); 0 turns it off.
+    unlock_rate_per_minute: int = Field(default=10, ge=0)
 
     @field_validator("blocked_domains", "own_hosts", "trusted_proxies", mode="before")
     @classmethod

@@ -194,10 +194,12 @@ def decode_cursor(cursor: str) -> int:
 
 
 async def list_links(
-    session: AsyncSession, *, tag: str | None, before_id: int | None, limit: int
+    session: AsyncSession, *, owner: str | None, tag: str | None, before_id: int | None, limit: int
 ) -> list[Link]:
     """Newest first; keyset pagination on the id (stable under concurrent inserts)."""
     query = select(Link).order_by(Link.id.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(Link.owner == owner)
     if tag:
         query = query.join(LinkTag).where(LinkTag.tag == tag)
     if before_id is not None:
@@ -331,6 +333,15 @@ async def iter_visits(session: AsyncSession, link_id: int, chunk: int = 1000) ->
 
 
 # ---- API keys ------------------------------------------------------------------------------
+
+
+async def revoke_key(session: AsyncSession, key_id: int) -> bool:
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:

@@ -225,3 +225,40 @@ async def test_hostile_paths_and_queries_are_4xx_not_500(client: httpx.AsyncClie
     code = (await make_link(client))["code"]
     far = {"expires_at": "9999-12-31T23:59:59-14:00"}
     assert_problem(await client.patch(f"/api/links/{code}", json=far, headers=ADMIN), 422)
+
+
+async def test_minted_keys_see_only_their_own_links_and_cannot_mint(
+    client: httpx.AsyncClient,
+) -> None:
+    admins = (await make_link(client))["code"]
+    minted = (await client.post("/api/keys", json={"name": "team"}, headers=ADMIN)).json()
+    team = {"x-api-key": minted["key"]}
+    resp = await client.post("/api/links", json={"url": "https://example.com/t"}, headers=team)
+    ours = resp.json()["code"]
+    # Someone else's link does not exist, as far as this key can tell.
+    for method, path in [
+        ("GET", f"/api/links/{admins}"),
+        ("PATCH", f"/api/links/{admins}"),
+        ("DELETE", f"/api/links/{admins}"),
+        ("GET", f"/api/links/{admins}/stats"),
+        ("GET", f"/api/links/{admins}/qr"),
+    ]:
+        kwargs = {"json": {}} if method == "PATCH" else {}
+        assert_problem(await client.request(method, path, headers=team, **kwargs), 404)
+    listed = (await client.get("/api/links", headers=team)).json()["items"]
+    assert [i["code"] for i in listed] == [ours]
+    everything = (await client.get("/api/links", headers=ADMIN)).json()["items"]
+    assert {i["code"] for i in everything} == {admins, ours}
+    assert (await client.get(f"/api/links/{ours}", headers=ADMIN)).status_code == 200
+    assert_problem(await client.post("/api/keys", json={"name": "x"}, headers=team), 403)
+    assert_problem(await client.delete(f"/api/keys/{minted['id']}", headers=team), 403)
+
+
+async def test_revoked_keys_stop_working_at_once(client: httpx.AsyncClient) -> None:
+    minted = (await client.post("/api/keys", json={"name": "leaked"}, headers=ADMIN)).json()
+    key = {"x-api-key": minted["key"]}
+    assert (await client.get("/api/links", headers=key)).status_code == 200
+    assert (await client.delete(f"/api/keys/{minted['id']}", headers=ADMIN)).status_code == 204
+    assert_problem(await client.get("/api/links", headers=key), 401)
+    assert_problem(await client.delete(f"/api/keys/{minted['id']}", headers=ADMIN), 404)
+    assert_problem(await client.delete("/api/keys/0", headers=ADMIN), 422)

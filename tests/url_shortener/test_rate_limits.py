@@ -46,3 +46,19 @@ async def test_limit_is_per_client(settings: UrlShortenerSettings) -> None:
                 assert ok.status_code == 201
                 again = await c.post("/api/links", json={"url": "https://e.com/"}, headers=ADMIN)
                 assert again.status_code == 429
+
+
+async def test_password_guessing_is_limited(settings: UrlShortenerSettings) -> None:
+    app = create_app(settings.model_copy(update={"unlock_rate_per_minute": 3}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("192.0.2.9", 1000))
+        async with httpx.AsyncClient(transport=transport, base_url="https://sho.rt") as c:
+            link = await c.post(
+                "/api/links", json={"url": "https://e.com/", "password": "right"}, headers=ADMIN
+            )
+            code = link.json()["code"]
+            for _ in range(3):
+                assert (await c.post(f"/{code}", data={"password": "guess"})).status_code == 401
+            refused = await c.post(f"/{code}", data={"password": "right"})
+            assert_problem(refused, 429)
+            assert int(refused.headers["retry-after"]) >= 1
