@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rate_limiter import Algorithm, RulesError
-from rate_limiter import config
+from rate_limiter import Algorithm, RulesError, config
 from rate_limiter.config import RulesWatcher, fingerprint, load_rules, parse_text
 from rate_limiter.settings import EXAMPLE_RULES
 
@@ -156,7 +155,10 @@ def test_watcher_reloads_good_edits_and_keeps_old_rules_on_bad_ones(tmp_path: Pa
     assert watcher.reloads == 1
 
 
-GOOD = "domain: api\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: %d}\n"
+GOOD = (
+    "domain: api\ndescriptors:\n  - key: user\n"
+    "    rate_limit: {unit: hour, requests_per_unit: %d}\n"
+)
 BAD_EDITS = [
     GOOD.replace("%d", "!!int ten"),
     GOOD.replace("%d", "!!python/name:os.system 5"),

@@ -137,7 +137,10 @@ def test_rules_the_yaml_library_rejects_stop_the_service_cleanly(
     value: str,
     message: str,
 ) -> None:
-    text = f"domain: api\ndescriptors:\n  - key: user\n    rate_limit: {{unit: hour, requests_per_unit: {value}}}\n"
+    text = (
+        "domain: api\ndescriptors:\n  - key: user\n"
+        f"    rate_limit: {{unit: hour, requests_per_unit: {value}}}\n"
+    )
     rules = write_rules(tmp_path, text)
     with pytest.raises(RuntimeError) as err:
         service_factory("rate_limiter", env(rules, redis_url))
