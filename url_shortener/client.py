@@ -5,6 +5,7 @@
     python -m url_shortener.client stats abc1234 --csv visits.csv
     python -m url_shortener.client --json get abc1234
     python -m url_shortener.client keys create ci-bot
+    python -m url_shortener.client keys revoke 3
 
 Global options come before the command: --url (env URL_SHORTENER_URL), --api-key (env
 URL_SHORTENER_API_KEY) and --json (print the raw JSON responses).
@@ -462,6 +463,19 @@ def keys_create(
         markup=False,
         style="yellow",
     )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context, key_id: Annotated[int, typer.Argument(help="The key's id.", min=1)]
+) -> None:
+    """Revoke a key (admin key only); it stops working at once."""
+    api: Api = ctx.obj
+    api.call("DELETE", f"/api/keys/{key_id}")
+    if api.as_json:
+        api.dump({"revoked": key_id})
+    else:
+        api.out.print(f"Revoked key {key_id}.", markup=False)
 
 
 def main() -> None:

@@ -182,6 +182,11 @@ def test_bulk_and_keys(
     assert cli("--api-key", key, "--json", "list", "--limit", "1").returncode == 0
     meta = cli.json("keys", "create", "other")
     assert meta["name"] == "other" and meta["key"] and meta["prefix"]
+    # Only the admin key mints and revokes; a revoked key stops working at once.
+    assert "403" in own("keys", "create", "nope", code=1).stderr
+    revoked = cli("keys", "revoke", str(meta["id"]))
+    assert f"Revoked key {meta['id']}" in revoked.stdout
+    assert "401" in Cli(svc.url, api_key=meta["key"])("list", code=1).stderr
 
 
 def test_durations() -> None:
