@@ -154,8 +154,11 @@ def stop_shared_redis(data_dir: Path) -> bool:
     folder = (data_dir / "redis").resolve()
     try:
         pid = int((folder / "redis.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (FileNotFoundError, ValueError):
         return False
+    if b"redis-server" not in cmdline:
+        return False  # a stale pid file: that pid is someone else now
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 15)
         return True

@@ -368,7 +368,12 @@ class LinkService:
                     if not await store.claim_visit_sql(session, link.id):
                         raise LinkGone(f"The link '{code}' has no visits left.")
                 counted = True
-                self.cache.forget_counter_later(code)
+                # The Redis counter (if any) no longer matches SQL: drop it now if Redis is
+                # up (it is rebuilt from SQL on the next visit), else once Redis is back.
+                if self.cache.breaker.is_open:
+                    self.cache.forget_counter_later(code)
+                else:
+                    await self.cache.invalidate(code, counter=True)
         if mode != "0" and visitor is not None:
             self._record(link.id, visitor, counted=counted)
         return Redirect(link.url, link.redirect_status, from_cache=False)
