@@ -45,6 +45,10 @@ class MemoryBackend:
                 # Kept a little past the moment it would be back to full anyway.
                 expires = now + max(raw[3], limit.period_us) + US
                 self._states[skey] = (new_state, expires)
+            elif stored and stored[1] > now and now + raw[3] + US > stored[1]:
+                # Nothing written, but under this limit (a slower rate, say) the state takes
+                # longer to refill than its expiry allows for: never forget it early.
+                self._states[skey] = (stored[0], now + raw[3] + US)
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
     def release_sync(self, key: str, limit: Limit, lease: str) -> None:

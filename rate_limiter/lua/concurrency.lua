@@ -36,7 +36,9 @@ if n + cost <= rate then
     redis.call('ZADD', key, unpack(args))
     i = i + 1000
   end
-  redis.call('PEXPIRE', key, math.ceil(ttl / 1000) + 1000)
+  -- Never shorten: leases taken under a longer lifetime (before a limit change) stay held.
+  local want = math.ceil(ttl / 1000) + 1000
+  if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
   return {1, rate, rate - n - cost, ttl, 0}
 end
 local first = redis.call('ZRANGE', key, n + cost - rate - 1, n + cost - rate - 1, 'WITHSCORES')

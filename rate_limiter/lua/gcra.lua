@@ -17,6 +17,14 @@ local function save(debt)
   redis.call('PEXPIRE', key, ceil(debt * T / 1000) + 1000)
 end
 
+-- A decision that writes nothing still makes the key live as long as its debt takes to repay
+-- at *this* rate: after a limit was lowered, the expiry set under the old, faster rate would
+-- otherwise forget the debt early. It never shortens an expiry.
+local function keep(debt)
+  local want = ceil(debt * T / 1000) + 1000
+  if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
+end
+
 local d = 0
 local s = redis.call('HMGET', key, 'd', 't')
 if s[1] then
@@ -25,10 +33,12 @@ if s[1] then
   d = math.max(0, tonumber(s[1]) - elapsed / T)
 end
 if cost > cap then
+  if d > 0 then keep(d) end
   return {0, cap, math.floor(cap - d), ceil(d * T), -1}
 end
 if d + cost <= cap then
   if cost == 0 then
+    if d > 0 then keep(d) end
     return {1, cap, math.floor(cap - d), ceil(d * T), 0}
   end
   d = d + cost
@@ -39,5 +49,7 @@ local retry = ceil((d + cost - cap) * T)
 if count_refused then
   d = math.min(cap, d + cost)
   save(d)
+elseif d > 0 then
+  keep(d)
 end
 return {0, cap, math.floor(cap - d), ceil(d * T), retry}

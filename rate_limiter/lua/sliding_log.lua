@@ -17,6 +17,15 @@ if n > 0 then
   local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   reset = tonumber(newest[2]) + p - now
 end
+-- A decision that adds nothing still keeps the entries as long as *this* period counts them
+-- (after the period was lengthened, the expiry set under the old one would drop them early).
+local function keep()
+  local want = math.ceil(reset / 1000) + 1000
+  if n > 0 and redis.call('PTTL', key) < want then
+    redis.call('PEXPIRE', key, want)
+    redis.call('PEXPIRE', seq, want)
+  end
+end
 local function add()
   local last = redis.call('INCRBY', seq, cost)
   local score = string.format('%.17g', now)
@@ -36,10 +45,14 @@ local function add()
   redis.call('PEXPIRE', seq, ttl)
 end
 if cost > rate then
+  keep()
   return {0, rate, rate - n, reset, -1}
 end
 if n + cost <= rate then
-  if cost == 0 then return {1, rate, rate - n, reset, 0} end
+  if cost == 0 then
+    keep()
+    return {1, rate, rate - n, reset, 0}
+  end
   add()
   return {1, rate, rate - n - cost, p, 0}
 end
@@ -48,5 +61,7 @@ local retry = tonumber(oldest[2]) + p - now
 if count_refused then
   add()
   redis.call('ZREMRANGEBYRANK', key, 0, -(rate + 1))
+else
+  keep()
 end
 return {0, rate, math.max(0, rate - n), reset, retry}

@@ -229,3 +229,61 @@ async def test_a_large_legitimate_cost_works_on_every_algorithm(
         await backend.release("big", limit, first.lease)
         assert (await backend.acquire("big", limit, 0)).remaining == 5000
     await backend.aclose()
+
+
+async def test_gcra_debt_outlives_the_old_expiry_after_the_rate_is_lowered(
+    backend: AsyncBackend,
+) -> None:
+    """Under 100 per 0.1 s a debt of 100 is repaid in 0.1 s, so the key was set to expire
+    then (plus a second); under 1 per hour the same debt takes 100 hours. A decision under the
+    new limit must keep the key that long, even one that writes nothing (a peek)."""
+    fast = Limit(100, 0.1)
+    slow = Limit(1, 3600, burst=100)
+    assert (await backend.acquire("g", fast, 100)).allowed
+    assert (await backend.acquire("g", slow, 0)).remaining == 0
+    await asyncio.sleep(1.3)  # past the expiry set under the fast rate
+    assert (await backend.acquire("g", slow, 0)).remaining == 0
+    assert not (await backend.acquire("g", slow)).allowed
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "kept"),
+    [
+        (Algorithm.GCRA, True),
+        (Algorithm.SLIDING_LOG, True),
+        (Algorithm.CONCURRENCY, True),
+        # The windowed counters are per calendar window of the *period*: a new period means
+        # new windows, so they start from zero (documented in the README).
+        (Algorithm.FIXED_WINDOW, False),
+        (Algorithm.SLIDING_WINDOW, False),
+    ],
+)
+async def test_a_period_change_keeps_consumption_except_for_windowed_counters(
+    backend: AsyncBackend, algorithm: Algorithm, kept: bool
+) -> None:
+    for _ in range(5):
+        assert (await backend.acquire("p", Limit(5, 60, algorithm))).allowed
+    after = await backend.acquire("p", Limit(5, 3600, algorithm), 0)
+    assert after.remaining == (0 if kept else 5)
+
+
+async def test_sliding_log_entries_outlive_the_old_expiry_after_the_period_grows(
+    redis: Redis,
+) -> None:
+    backend = RedisBackend(redis)
+    short, long = Limit(2, 0.2, Algorithm.SLIDING_LOG), Limit(2, 3600, Algorithm.SLIDING_LOG)
+    for _ in range(2):
+        assert (await backend.acquire("l", short)).allowed
+    assert not (await backend.acquire("l", long)).allowed  # refused: writes nothing
+    await asyncio.sleep(1.3)  # past the expiry set under the 0.2 s period
+    assert (await backend.acquire("l", long, 0)).remaining == 0
+
+
+async def test_concurrency_leases_outlive_a_shorter_lifetime_set_later(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    hour, brief = Limit(3, 3600, Algorithm.CONCURRENCY), Limit(3, 0.1, Algorithm.CONCURRENCY)
+    held = await backend.acquire("c", hour, 2)
+    assert held.allowed
+    assert (await backend.acquire("c", brief)).allowed
+    await asyncio.sleep(1.3)  # the brief lease and the key's expiry under `brief` have passed
+    assert (await backend.acquire("c", hour, 0)).remaining == 1  # the hour lease still held
