@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ class RuleDecision:
     limit: Limit
     decision: Decision
     shadow_mode: bool
+    key: str = ""  # where its state lives (to give a lease back)
 
     @property
     def enforced_allowed(self) -> bool:
@@ -74,7 +76,7 @@ class RateLimitService:
             *(self.backend.acquire(m.key, m.rule.limit, cost) for m in matches if m.rule.limit)
         )
         return [
-            RuleDecision(m.rule.name, m.rule.limit, d, m.rule.shadow_mode)
+            RuleDecision(m.rule.name, m.rule.limit, d, m.rule.shadow_mode, m.key)
             for m, d in zip(matches, decisions, strict=True)
             if m.rule.limit is not None
         ]
@@ -95,7 +97,22 @@ class RateLimitService:
                     limit=d.decision.limit,
                     near_ratio=self.near_limit_ratio,
                 )
-        return CheckResult(all(d.enforced_allowed for d in decisions), decisions)
+        allowed = all(d.enforced_allowed for d in decisions)
+        if not allowed:
+            decisions = await self._give_back(decisions)
+        return CheckResult(allowed, decisions)
+
+    async def _give_back(self, decisions: list[RuleDecision]) -> list[RuleDecision]:
+        """A refused check holds nothing: the concurrency leases it was granted on the other
+        rules go back at once (and leave the response), or they would be held until they
+        expire by a caller that was told no."""
+        out = []
+        for d in decisions:
+            if d.decision.lease:
+                await self.backend.release(d.key, d.limit, d.decision.lease)
+                d = dataclasses.replace(d, decision=d.decision._replace(lease=None))
+            out.append(d)
+        return out
 
     async def usage(self, *, domain: str, entries: Entries) -> CheckResult:
         """The current state of every rule on the path, consuming nothing."""

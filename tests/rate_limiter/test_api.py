@@ -220,3 +220,33 @@ async def test_without_redis_the_memory_backend_serves(rules: Path) -> None:
         ]
         assert results == [True] * 5 + [False]
         assert (await client.get("/readyz")).status_code == 200
+
+
+NESTED = """\
+domain: api
+descriptors:
+  - key: job
+    rate_limit: {unit: minute, requests_per_unit: 2, algorithm: concurrency}
+    descriptors:
+      - key: user
+        rate_limit: {unit: hour, requests_per_unit: 1}
+"""
+
+
+async def test_a_refused_check_gives_back_the_leases_it_was_granted(
+    tmp_path: Path, redis_url: str
+) -> None:
+    rules = write_rules(tmp_path, NESTED)
+    async with client_for(rules, redis_url) as client:
+        first = (
+            await client.post("/api/check", json=check_body(("job", "j"), ("user", "u")))
+        ).json()
+        assert first["allowed"] and first["decisions"][0]["lease"]  # one of two slots held
+        # The per-user rule refuses; the concurrency rule granted a slot, which goes back.
+        second = (
+            await client.post("/api/check", json=check_body(("job", "j"), ("user", "u")))
+        ).json()
+        assert not second["allowed"]
+        assert second["decisions"][0]["allowed"] and second["decisions"][0]["lease"] is None
+        third = (await client.post("/api/check", json=check_body(("job", "j")))).json()
+        assert third["allowed"]  # the second slot was free again

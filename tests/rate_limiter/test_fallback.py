@@ -6,11 +6,20 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+import redis as sync_redis
 from prometheus_client import CollectorRegistry
 
 from common.redis import create_redis
 from common.redis_server import RedisProcess
-from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RateLimiter, RedisBackend
+from rate_limiter import (
+    Algorithm,
+    FallbackBackend,
+    Limit,
+    LimiterMetrics,
+    RateLimiter,
+    RedisBackend,
+)
+from rate_limiter.backends import state_key
 
 pytestmark = pytest.mark.slow  # starts and stops its own redis-server processes
 
@@ -64,4 +73,28 @@ async def test_a_dead_redis_costs_one_attempt_per_interval(
             await backend.acquire("k", Limit.per_second(100))
         assert metrics.backend_errors.labels("redis")._value.get() == 1
     finally:
+        await redis.aclose()
+
+
+async def test_a_redis_lease_is_released_even_while_degraded(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    """A lease Redis granted before it failed is given back as soon as Redis answers again,
+    not only after the retry interval: otherwise it stays held until it expires."""
+    server = redis_factory(appendonly=True)  # the lease survives the restart
+    redis = create_redis(server.url, timeout=0.2)
+    backend = FallbackBackend(RedisBackend(redis), retry_interval=60)
+    limit = Limit(1, 3600, Algorithm.CONCURRENCY)
+    try:
+        held = await backend.acquire("job", limit)
+        assert held.allowed and held.lease and not held.degraded
+        server.stop()
+        assert (await backend.acquire("other", Limit.per_second(5))).degraded
+        server.start()
+        assert backend.degraded  # still within the retry interval
+        await backend.release("job", limit, held.lease)
+        with sync_redis.Redis.from_url(server.url) as check:
+            assert check.zcard(state_key("job", Algorithm.CONCURRENCY)) == 0
+    finally:
+        await backend.primary.aclose()  # type: ignore[attr-defined]
         await redis.aclose()
