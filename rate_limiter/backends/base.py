@@ -11,9 +11,20 @@ from rate_limiter.algorithms import Algorithm, Decision, Limit
 KEY_PREFIX = "rl"
 
 
+# Prepended to keys that would make an empty hash tag (see `state_key`).
+TAG_ESCAPE = "\x00"
+
+
 def state_key(key: str, algorithm: Algorithm) -> str:
     """`rl:{<key>}:<algorithm>`: the hash tag puts a key's companions in one cluster slot, and
-    the algorithm suffix keeps one algorithm from reading another's state."""
+    the algorithm suffix keeps one algorithm from reading another's state.
+
+    Redis hashes the text between the first `{` and the next `}`. An empty key, or one that
+    starts with `}`, would make that empty and Redis would hash each whole key instead,
+    scattering a key's companions over slots; those keys (and, to stay one-to-one, keys
+    that already start with the escape) get one escape character in front."""
+    if not key or key[0] in "}" + TAG_ESCAPE:
+        key = TAG_ESCAPE + key
     return f"{KEY_PREFIX}:{{{key}}}:{algorithm.value}"
 
 

@@ -84,10 +84,15 @@ class PipelinedConnection:
 
     @classmethod
     def from_redis_py(cls, client: Any) -> PipelinedConnection | None:
-        """The same server and credentials as a redis-py client, if it is plain TCP."""
-        pool = client.connection_pool
-        kwargs = pool.connection_kwargs
-        if pool.connection_class.__name__ != "Connection" or "host" not in kwargs:
+        """The same server and credentials as a redis-py client, if it is plain TCP to one
+        server; None for anything else (TLS, Unix sockets, `RedisCluster`, Sentinel-managed
+        or unknown clients), which then go through redis-py itself."""
+        pool = getattr(client, "connection_pool", None)  # RedisCluster has none
+        kwargs = getattr(pool, "connection_kwargs", None)
+        connection_class = getattr(pool, "connection_class", None)
+        if not isinstance(kwargs, dict) or connection_class is None:
+            return None
+        if connection_class.__name__ != "Connection" or "host" not in kwargs:
             return None
         return cls(
             kwargs["host"],

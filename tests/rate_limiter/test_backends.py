@@ -287,3 +287,23 @@ async def test_concurrency_leases_outlive_a_shorter_lifetime_set_later(redis: Re
     assert (await backend.acquire("c", brief)).allowed
     await asyncio.sleep(1.3)  # the brief lease and the key's expiry under `brief` have passed
     assert (await backend.acquire("c", hour, 0)).remaining == 1  # the hour lease still held
+
+
+@pytest.mark.parametrize("key", ["", "}", "}x", "}}", "\x00}x", "a}b", "{a", "plain"])
+async def test_a_keys_companions_always_share_one_slot(redis: Redis, key: str) -> None:
+    from redis.crc import key_slot
+
+    from rate_limiter.backends.redis import _keys
+
+    keys = _keys(key, Limit(3, 60, Algorithm.SLIDING_LOG))
+    assert len({key_slot(k.encode()) for k in keys}) == 1, keys
+    backend = RedisBackend(redis)
+    assert (await backend.acquire(key, Limit(3, 60, Algorithm.SLIDING_LOG))).allowed
+    await backend.aclose()
+
+
+def test_escaped_keys_stay_distinct() -> None:
+    from rate_limiter.backends import state_key
+
+    keys = ["", "\x00", "}x", "\x00}x", "\x00\x00}x", "x", "\x00x"]
+    assert len({state_key(k, Algorithm.GCRA) for k in keys}) == len(keys)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis as sync_redis
@@ -70,3 +76,70 @@ async def test_a_stuck_server_times_out_and_a_dead_one_refuses() -> None:
     dead = PipelinedConnection("127.0.0.1", port, timeout=0.2)
     with pytest.raises(RedisConnectionError):
         await dead.execute("PING")
+
+
+def test_clients_it_cannot_speak_for_are_left_to_redis_py() -> None:
+    from redis.asyncio import RedisCluster
+
+    from rate_limiter import RedisBackend
+
+    cluster = RedisCluster(host="127.0.0.1", port=1)  # never connects: nothing is awaited
+    assert PipelinedConnection.from_redis_py(cluster) is None
+    assert PipelinedConnection.from_redis_py(object()) is None
+    assert RedisBackend(cluster)._lean is None  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def unix_redis() -> Iterator[str]:
+    """A real redis-server listening only on a Unix socket (short path: sun_path is small)."""
+    from common.redis_server import redis_binary
+
+    folder = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))
+    sock = folder / "r.sock"
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", "0", "--unixsocket", str(sock), "--save", "",
+         "--appendonly", "no", "--dir", str(folder), "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with sync_redis.Redis(unix_socket_path=str(sock)) as r:
+                    r.ping()
+                break
+            except sync_redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        yield str(sock)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("autopipeline", [True, False])
+async def test_the_redis_py_path_over_a_unix_socket(unix_redis: str, autopipeline: bool) -> None:
+    from redis.asyncio import Redis
+
+    from rate_limiter import Algorithm, Limit, RedisBackend
+
+    client = Redis(unix_socket_path=unix_redis)
+    assert PipelinedConnection.from_redis_py(client) is None
+    backend = RedisBackend(client, autopipeline=autopipeline)
+    assert backend._lean is None
+    try:
+        await backend.load()
+        for algorithm in Algorithm:
+            limit = Limit(10, 3600, algorithm)
+            results = await asyncio.gather(*(backend.acquire("u", limit) for _ in range(30)))
+            assert sum(d.allowed for d in results) == 10, algorithm
+        limit = Limit(2, 3600, Algorithm.CONCURRENCY)
+        held = await backend.acquire("c", limit, 2)
+        assert held.lease and not (await backend.acquire("c", limit)).allowed
+        await backend.release("c", limit, held.lease)
+        assert (await backend.acquire("c", limit)).allowed
+    finally:
+        await backend.aclose()
+        await client.aclose()
