@@ -79,6 +79,7 @@ class PipelinedConnection:
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._connecting: asyncio.Lock | None = None
+        self._ready = False  # connected, authenticated and on the right database
         self._replies = 0  # replies received on this connection, for the timeout watchdog
         self._sent = 0
 
@@ -107,7 +108,7 @@ class PipelinedConnection:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._writer is not None:
+            if self._ready:
                 return
             try:
                 reader, writer = await asyncio.wait_for(
@@ -126,8 +127,24 @@ class PipelinedConnection:
                 setup.append(("AUTH", *auth))
             if self.db:
                 setup.append(("SELECT", self.db))
-            for command in setup:
-                await self._send(command)
+            # Queued together, before anyone else can queue (callers wait for `_ready`), so
+            # no command ever runs on a connection whose setup has not succeeded.
+            futures = [self._enqueue(command) for command in setup]
+            for command, future in zip(setup, futures, strict=True):
+                try:
+                    await future
+                except Exception as exc:
+                    # Never keep a half-set-up connection (it would talk to db 0, or
+                    # unauthenticated): drop it, and fail like any unusable connection.
+                    error = RedisConnectionError(f"Redis refused {command[0]}: {exc}")
+                    if self._reader_task is not None:
+                        self._reader_task.cancel()
+                    self._fail(writer, error)
+                    for other in futures:  # their errors are this one: mark them seen
+                        if other.done() and not other.cancelled():
+                            other.exception()
+                    raise error from None
+            self._ready = True
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = hiredis.Reader()
@@ -161,6 +178,7 @@ class PipelinedConnection:
         if self._writer is not None and self._writer is not writer:
             return  # a newer connection owns the queue now
         self._writer = None
+        self._ready = False
         self._outbox.clear()
         waiting, self._waiting = self._waiting, collections.deque()
         for future in waiting:
@@ -184,7 +202,7 @@ class PipelinedConnection:
                 self._reader_task.cancel()
             self._fail(writer, RedisTimeoutError(f"no reply from Redis within {self.timeout}s"))
 
-    async def _send(self, args: tuple[Any, ...], packed: bytes | None = None) -> Any:
+    def _enqueue(self, args: tuple[Any, ...], packed: bytes | None = None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(future)
@@ -193,18 +211,18 @@ class PipelinedConnection:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     async def execute(self, *args: Any) -> Any:
-        if self._writer is None:
+        if not self._ready:
             await self._connect()
-        return await self._send(args)
+        return await self._enqueue(args)
 
     async def execute_packed(self, packed: bytes) -> Any:
         """Send one command already in RESP form (the hot path builds it itself)."""
-        if self._writer is None:
+        if not self._ready:
             await self._connect()
-        return await self._send((), packed)
+        return await self._enqueue((), packed)
 
     async def aclose(self) -> None:
         task, self._reader_task = self._reader_task, None

@@ -143,3 +143,40 @@ async def test_the_redis_py_path_over_a_unix_socket(unix_redis: str, autopipelin
     finally:
         await backend.aclose()
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"db": 99}, {"password": "nope"}, {"db": 99, "password": "nope"}], ids=str
+)
+async def test_a_failed_setup_never_leaves_a_half_set_up_connection(
+    redis_url: str, kwargs: dict
+) -> None:
+    """SELECT of a missing database, AUTH on a server without a password: the connection is
+    dropped and every call fails, instead of later commands landing in db 0."""
+    client = create_redis(redis_url)
+    lean = PipelinedConnection.from_redis_py(client)
+    assert lean is not None
+    conn = PipelinedConnection(lean.host, lean.port, **kwargs)
+    try:
+        for _ in range(2):
+            with pytest.raises(RedisConnectionError, match="Redis refused"):
+                await conn.execute("SET", "where", "x")
+        assert await client.get("where") is None
+    finally:
+        await conn.aclose()
+        await client.aclose()
+
+
+async def test_commands_go_to_the_selected_database(redis_url: str) -> None:
+    client = create_redis(redis_url)
+    lean = PipelinedConnection.from_redis_py(client)
+    assert lean is not None
+    conn = PipelinedConnection(lean.host, lean.port, db=3)
+    try:
+        await asyncio.gather(*(conn.execute("INCR", "n") for _ in range(20)))
+        assert await client.get("n") is None
+        with sync_redis.Redis(host=lean.host, port=lean.port, db=3) as db3:
+            assert db3.get("n") == b"20"
+    finally:
+        await conn.aclose()
+        await client.aclose()
