@@ -10,6 +10,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
+import structlog
+
 from common.net import Network, parse_networks
 from common.net import client_ip as _client_ip
 
@@ -53,9 +55,25 @@ class RequestView:
 Extractor = Callable[[RequestView], str | None]
 
 
-def client_ip(view: RequestView) -> str | None:
-    """The client's address (see `RequestView.client_ip` for the trusted-proxy rule)."""
-    return view.client_ip
+UNKNOWN_CLIENT = "unknown"
+_warned_unknown_client = False  # log once per process, not once per request
+
+
+def client_ip(view: RequestView) -> str:
+    """The client's address (see `RequestView.client_ip` for the trusted-proxy rule).
+
+    A server that gives no peer address (`scope["client"]` is None) must not make requests
+    unlimited: they share one key, `unknown`, and are limited together (logged once)."""
+    found = view.client_ip
+    if found is not None:
+        return found
+    global _warned_unknown_client
+    if not _warned_unknown_client:
+        _warned_unknown_client = True
+        structlog.get_logger("rate_limiter.extractors").warning(
+            "client_address_unknown", using=UNKNOWN_CLIENT, path=view.path
+        )
+    return UNKNOWN_CLIENT
 
 
 def header(name: str) -> Extractor:

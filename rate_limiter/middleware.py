@@ -66,7 +66,8 @@ class RouteRule:
     `method`: one, several, or None for any ("WS" matches WebSocket upgrades).
     `path`: exact, `{param}` templates, or a `*` suffix for a prefix; None for any path.
     `key`: the extractors whose values make the counter's key (default: the client IP).
-    `cost`: a number, or a function of the request view.
+    `cost`: an integer >= 0, or a function of the request view returning one (any other
+    result counts as 1 and is logged).
     `shadow`: decide and count, never refuse."""
 
     limit: Limit
@@ -80,8 +81,13 @@ class RouteRule:
     policy: str = field(init=False, repr=False, default="")
     _methods: frozenset[str] | None = field(init=False, repr=False, default=None)
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, default=None)
+    _bad_cost_logged: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
+        if not callable(self.cost) and (
+            not isinstance(self.cost, int) or isinstance(self.cost, bool) or self.cost < 0
+        ):
+            raise ValueError(f"cost must be an integer of 0 or more, got {self.cost!r}")
         if isinstance(self.method, str):
             self._methods = frozenset({self.method.upper()})
         elif self.method is not None:
@@ -111,7 +117,18 @@ class RouteRule:
         return "mw:" + self.name + "|" + "|".join(values)
 
     def cost_of(self, view: RequestView) -> int:
-        return self.cost(view) if callable(self.cost) else self.cost
+        """The request's cost. A cost function that returns something other than an integer
+        of 0 or more (a negative cost would refill a bucket) is a bug in the app: the request
+        costs 1, as if there were no function, and the rule logs it (once)."""
+        if not callable(self.cost):
+            return self.cost
+        cost = self.cost(view)
+        if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 0:
+            return cost
+        if not self._bad_cost_logged:
+            self._bad_cost_logged = True
+            log.error("rate_limit_invalid_cost", rule=self.name, cost=repr(cost)[:100], using=1)
+        return 1
 
 
 @dataclass

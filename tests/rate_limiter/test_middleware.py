@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI, WebSocket
 from prometheus_client import CollectorRegistry
 
@@ -200,3 +201,31 @@ async def test_works_before_the_backend_exists_and_fails_open_on_errors(redis_ur
         assert (await c.post("/api/links")).status_code == 200
     assert metrics.backend_errors.labels("redis")._value.get() == 1
     await dead.aclose()
+
+
+def header_cost(view: Any) -> Any:
+    raw = view.headers.get("x-cost", "1")
+    return float(raw) if "." in raw else int(raw)
+
+
+async def test_a_cost_function_returning_nonsense_counts_as_one(redis_url: str) -> None:
+    rule = RouteRule(Limit.per_hour(3), path="/open", cost=header_cost, name="costed")
+    async with client(make_app(redis_url, [rule])) as c:
+        # A negative cost would refill the bucket; a float is no cost at all: each counts 1.
+        for cost in ("-5", "2.5", "-1"):
+            resp = await c.get("/open", headers={"x-cost": cost})
+            assert resp.status_code == 200
+        assert (await c.get("/open", headers={"x-cost": "-100"})).status_code == 429
+    with pytest.raises(ValueError, match="cost must be an integer"):
+        RouteRule(Limit.per_hour(3), cost=-1)
+
+
+async def test_requests_without_a_peer_address_share_one_limit(redis_url: str) -> None:
+    rule = RouteRule(Limit.per_hour(2), path="/open", name="by-ip")
+    app = make_app(redis_url, [rule])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=None)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            codes = [(await c.get("/open")).status_code for _ in range(3)]
+            assert codes == [200, 200, 429]
+            assert (await c.get("/open")).headers["ratelimit-policy"] == '"by-ip";q=2;w=3600'
