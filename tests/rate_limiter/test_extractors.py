@@ -58,7 +58,9 @@ def test_no_trusted_proxies_means_the_peer() -> None:
         "headers": [(b"x-forwarded-for", b"1.2.3.4")],
     }
     assert client_ip(RequestView(scope)) == "10.0.0.1"
-    assert client_ip(RequestView({"type": "http", "headers": []})) is None
+    # No peer address: one shared key, limited together, never "no key" (= unlimited).
+    assert client_ip(RequestView({"type": "http", "headers": []})) == "unknown"
+    assert client_ip(RequestView({"type": "http", "headers": [], "client": None})) == "unknown"
 
 
 def test_bad_cidr_fails_at_start() -> None:
