@@ -1,14 +1,9 @@
-"""Resilience primitives: a circuit breaker and retry with backoff and jitter."""
+"""Resilience primitives shared by services (add one here once two services need it)."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-T = TypeVar("T")
+from collections.abc import Callable
 
 
 class CircuitBreaker:
@@ -47,22 +42,3 @@ class CircuitBreaker:
         began = self.opened_at is None
         self.opened_at = self.clock()
         return began
-
-
-async def retry(
-    fn: Callable[[], Awaitable[T]],
-    *,
-    attempts: int = 3,
-    base: float = 0.05,
-    cap: float = 2.0,
-    retry_on: tuple[type[BaseException], ...] = (Exception,),
-) -> T:
-    """Call `fn` up to `attempts` times, sleeping with full-jitter exponential backoff."""
-    for attempt in range(attempts):
-        try:
-            return await fn()
-        except retry_on:
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(random.uniform(0, min(cap, base * 2**attempt)))
-    raise AssertionError("unreachable")

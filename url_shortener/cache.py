@@ -326,10 +326,3 @@ class LinkCache:
 
     def stop_listening(self) -> None:
         self._stopping = True
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    async def ping(self) -> None:
-        await self.redis.ping()
