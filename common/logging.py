@@ -12,19 +12,15 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 EventDict = MutableMapping[str, Any]
 
 
 def _add_trace_id(_: object, __: str, event: EventDict) -> EventDict:
-    try:
-        from opentelemetry import trace
-
-        ctx = trace.get_current_span().get_span_context()
-        if ctx.is_valid:
-            event.setdefault("trace_id", format(ctx.trace_id, "032x"))
-    except Exception:  # tracing is optional; logging must never fail because of it
-        pass
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", format(ctx.trace_id, "032x"))
     return event
 
 
