@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
-import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,26 +20,9 @@ import httpx
 
 from benchmarks import loadgen
 from common.redis_server import RedisProcess, free_port
+from tests.support import ServiceProcess
 
 ADMIN = {"x-api-key": "bench-admin-key"}
-
-
-def _start(module: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module],
-        env={**os.environ, **env},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{module} did not start; see {log}")
 
 
 def main() -> None:
@@ -57,30 +37,29 @@ def main() -> None:
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
             redis_url = stack.enter_context(RedisProcess()).url
-        port, base_port, sql_port = free_port(), free_port(), free_port()
         env = {
             "URL_SHORTENER_REDIS_URL": redis_url,
             "URL_SHORTENER_DATA_DIR": tmp,
             "URL_SHORTENER_ADMIN_KEY": ADMIN["x-api-key"],
-            "URL_SHORTENER_PORT": str(port),
             "URL_SHORTENER_LOG_FORMAT": "json",
         }
-        procs = [
-            _start("url_shortener", env, port, Path(tmp, "service.log")),
-            _start("benchmarks.baseline", {**env, "BASELINE_PORT": str(base_port)}, base_port,
-                   Path(tmp, "baseline.log")),
+        logs = Path(tmp)
+        servers = [
+            ServiceProcess("url_shortener", env, log_path=logs / "service.log"),
+            ServiceProcess("benchmarks.baseline", env, log_path=logs / "baseline.log",
+                           env_prefix="BASELINE"),
             # The same service with its Redis gone and no local cache: every redirect is
             # answered from SQL (what cache-aside saves, and the degraded mode's speed).
-            _start("url_shortener", {**env, "URL_SHORTENER_PORT": str(sql_port),
-                   "URL_SHORTENER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-                   "URL_SHORTENER_LOCAL_CACHE_TTL_SECONDS": "0"}, sql_port,
-                   Path(tmp, "sql-only.log")),
+            ServiceProcess("url_shortener", {**env,
+                           "URL_SHORTENER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                           "URL_SHORTENER_LOCAL_CACHE_TTL_SECONDS": "0"},
+                           log_path=logs / "sql-only.log"),
         ]  # fmt: skip
-        for proc in procs:
-            stack.callback(proc.wait)
-            stack.callback(proc.terminate)
+        for server in servers:
+            stack.callback(server.stop)
+            server.start(timeout=30)
+        service, baseline, sql_only = (server.url for server in servers)
 
-        service = f"http://127.0.0.1:{port}"
         links = [{"url": f"https://example.com/article/{i}"} for i in range(args.links)]
         resp = httpx.post(f"{service}/api/links/bulk", json={"links": links}, headers=ADMIN)
         codes = [r["link"]["code"] for r in resp.json()["results"]]
@@ -92,9 +71,9 @@ def main() -> None:
         best: dict[str, loadgen.Result] = {}
         for round_ in range(args.rounds):
             for name, url in (
-                ("baseline", f"http://127.0.0.1:{base_port}"),
+                ("baseline", baseline),
                 ("redirect", service),
-                ("sql", f"http://127.0.0.1:{sql_port}"),
+                ("sql", sql_only),
             ):
                 res = loadgen.run(url, paths, seconds=args.seconds, connections=args.connections)
                 print(

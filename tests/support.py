@@ -31,11 +31,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 
 
 class ServiceProcess:
-    """`python -m <module>` as a real process on a free loopback port."""
+    """`python -m <module>` as a real process on a free loopback port.
 
-    def __init__(self, module: str, env: dict[str, str], *, log_path: Path) -> None:
+    The port is passed as `<PREFIX>_PORT` (the prefix defaults to the module's name, as the
+    services' settings expect). Tests and benchmarks both start servers this way."""
+
+    def __init__(
+        self, module: str, env: dict[str, str], *, log_path: Path, env_prefix: str | None = None
+    ) -> None:
         self.module = module
         self.env = env
+        self.env_prefix = env_prefix or module.upper()
         self.port = free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,7 +51,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
-        prefix = self.module.upper()
+        prefix = self.env_prefix
         env = {
             **os.environ,
             **self.env,
