@@ -4,9 +4,7 @@ exactly like a service. Run: python -m benchmarks.baseline (env: BASELINE_PORT).
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry
@@ -18,14 +16,9 @@ from common.settings import ServiceSettings
 
 
 def create_baseline_app(settings: ServiceSettings) -> FastAPI:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-
     app = build_app(
         settings,
         title="baseline",
-        lifespan=lifespan,
         registry=CollectorRegistry(),
         checks=HealthChecks(),
         access_log=getattr(settings, "access_log", True),

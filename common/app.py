@@ -31,7 +31,7 @@ def build_app(
     settings: ServiceSettings,
     *,
     title: str,
-    lifespan: Lifespan,
+    lifespan: Lifespan | None = None,
     registry: CollectorRegistry,
     checks: HealthChecks,
     errors: Mapping[type[DomainError], int] | None = None,

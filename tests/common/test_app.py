@@ -1,7 +1,5 @@
 """The shared wiring through a real server's interface (ASGI over httpx)."""
 
-from contextlib import asynccontextmanager
-
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -24,15 +22,10 @@ class Thing(BaseModel):
 
 
 def make_app(checks: HealthChecks | None = None) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        yield
-
     settings = ServiceSettings(service_name="demo", max_body_bytes=2048, log_format="json")
     app = build_app(
         settings,
         title="demo",
-        lifespan=lifespan,
         registry=CollectorRegistry(),
         checks=checks or HealthChecks(),
         errors={ThingMissing: 404},

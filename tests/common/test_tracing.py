@@ -1,12 +1,10 @@
 """Tracing exports real OTLP/HTTP requests to the configured endpoint (a local receiver)."""
 
 import threading
-from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import httpx
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from common.app import build_app
@@ -34,17 +32,11 @@ async def test_requests_are_exported_as_spans_when_an_endpoint_is_set() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-
-        @asynccontextmanager
-        async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-            yield
-
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
         settings = ServiceSettings(service_name="traced", otel_exporter_otlp_endpoint=endpoint)
         app = build_app(
             settings,
             title="traced",
-            lifespan=lifespan,
             registry=CollectorRegistry(),
             checks=HealthChecks(),
         )
@@ -70,14 +62,9 @@ async def test_requests_are_exported_as_spans_when_an_endpoint_is_set() -> None:
 
 
 def test_tracing_is_off_without_an_endpoint() -> None:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        yield
-
     app = build_app(
         ServiceSettings(service_name="quiet"),
         title="quiet",
-        lifespan=lifespan,
         registry=CollectorRegistry(),
         checks=HealthChecks(),
     )
