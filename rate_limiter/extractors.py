@@ -7,7 +7,6 @@ a rule whose descriptor is missing does not apply to that request.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
 import structlog
@@ -20,36 +19,42 @@ __all__ = ["client_ip", "header", "parse_networks", "route", "user"]
 
 
 class RequestView:
-    """The parts of an ASGI scope the extractors read, decoded once."""
+    """The parts of an ASGI scope the extractors read, each decoded at most once, and only
+    when an extractor asks (the middleware builds one per request: it must be cheap)."""
+
+    __slots__ = ("_client_ip", "_headers", "method", "path", "scope", "trusted")
 
     def __init__(self, scope: Any, trusted: tuple[IPNetwork, ...] = ()) -> None:
         self.scope = scope
         self.trusted = trusted
+        self.method: str = scope.get("method", "WS") if scope["type"] == "http" else "WS"
+        self.path: str = scope.get("path", "/")
+        self._headers: dict[str, str] | None = None
+        self._client_ip: str | bool | None = False  # False: not worked out yet
 
-    @cached_property
+    @property
     def headers(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, value in self.scope.get("headers", ()):
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            out[key] = f"{out[key]},{text}" if key in out else text
-        return out
+        """Lower-cased names; repeated headers joined with commas."""
+        if self._headers is None:
+            out: dict[str, str] = {}
+            for name, value in self.scope.get("headers", ()):
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1")
+                out[key] = f"{out[key]},{text}" if key in out else text
+            self._headers = out
+        return self._headers
 
     @property
-    def method(self) -> str:
-        return str(self.scope.get("method", "WS")) if self.scope["type"] == "http" else "WS"
-
-    @property
-    def path(self) -> str:
-        return str(self.scope.get("path", "/"))
-
-    @cached_property
     def client_ip(self) -> str | None:
         """The peer address; `X-Forwarded-For` only hop by hop from trusted proxies
         (`common.net.client_ip`), so a client cannot spoof its way past the limit."""
-        client = self.scope.get("client")
-        peer = str(client[0]) if client else None
-        return _client_ip(peer, self.headers.get("x-forwarded-for"), self.trusted)
+        if self._client_ip is False:
+            client = self.scope.get("client")
+            peer = str(client[0]) if client else None
+            # Without trusted proxies no header can change the answer: skip decoding them.
+            forwarded = self.headers.get("x-forwarded-for") if self.trusted and peer else None
+            self._client_ip = _client_ip(peer, forwarded, self.trusted)
+        return self._client_ip  # type: ignore[return-value]
 
 
 Extractor = Callable[[RequestView], str | None]

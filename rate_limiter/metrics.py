@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
@@ -37,6 +39,17 @@ class LimiterMetrics:
             "1 while the shared backend is unreachable and the failure policy decides.",
             registry=registry,
         )
+        # labels() looks the child up under a lock on every call; the hot path keeps them.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= 10_000:  # a runaway label set: stop caching, still count
+                return metric.labels(*labels)
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def record(
         self,
@@ -53,9 +66,9 @@ class LimiterMetrics:
             outcome = "allowed"
         elif shadow:
             outcome = "shadow_refused"
-            self.shadow_refusals.labels(domain, rule).inc()
+            self._child(self.shadow_refusals, domain, rule).inc()
         else:
             outcome = "refused"
-        self.decisions.labels(domain, rule, outcome).inc()
+        self._child(self.decisions, domain, rule, outcome).inc()
         if allowed and limit and (limit - remaining) >= near_ratio * limit:
-            self.near_limit.labels(domain, rule).inc()
+            self._child(self.near_limit, domain, rule).inc()

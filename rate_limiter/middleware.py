@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from redis.exceptions import RedisError
@@ -79,6 +79,7 @@ class RouteRule:
     shadow: bool = False
     quoted_name: str = field(init=False, repr=False, default="")
     policy: str = field(init=False, repr=False, default="")
+    _key_prefix: str = field(init=False, repr=False, default="")
     _methods: frozenset[str] | None = field(init=False, repr=False, default=None)
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, default=None)
     _bad_cost_logged: bool = field(init=False, repr=False, default=False)
@@ -101,6 +102,7 @@ class RouteRule:
         # The parts of the draft headers that never change, made once.
         self.quoted_name = sf_string(self.name)
         self.policy = policy_item(self.name, self.limit)
+        self._key_prefix = "mw:" + self.name + "|"
 
     def matches(self, view: RequestView) -> bool:
         if self._methods is not None and view.method not in self._methods:
@@ -108,13 +110,17 @@ class RouteRule:
         return self._pattern is None or self._pattern.fullmatch(view.path) is not None
 
     def counter_key(self, view: RequestView) -> str | None:
+        """`mw:<rule>|<value>|...`, or None when the request lacks one of the values."""
+        if len(self.key) == 1:  # the usual case, without building a list
+            value = self.key[0](view)
+            return None if value is None else self._key_prefix + value
         values = []
         for extract in self.key:
             value = extract(view)
             if value is None:
                 return None
             values.append(value)
-        return "mw:" + self.name + "|" + "|".join(values)
+        return self._key_prefix + "|".join(values)
 
     def cost_of(self, view: RequestView) -> int:
         """The request's cost. A cost function that returns something other than an integer
@@ -131,8 +137,7 @@ class RouteRule:
         return 1
 
 
-@dataclass
-class _Taken:
+class _Taken(NamedTuple):
     rule: RouteRule
     key: str
     decision: Decision
@@ -191,18 +196,24 @@ class RateLimitMiddleware:
         try:
             return await backend.acquire(key, rule.limit, cost)
         except BACKEND_FAILED as exc:
-            log.error("rate_limit_backend_error", rule=rule.name, error=str(exc)[:200])
-            if self.metrics:
-                self.metrics.backend_errors.labels(backend.name).inc()
-            cap = rule.limit.capacity
-            return Decision(
-                self.fail_open,
-                cap,
-                cap if self.fail_open else 0,
-                0.0,
-                0.0 if self.fail_open else 1.0,
-                degraded=True,
-            )
+            return self._backend_failed(backend, rule, exc)
+
+    def _backend_failed(
+        self, backend: AsyncBackend, rule: RouteRule, exc: BaseException
+    ) -> Decision:
+        """The backend failed this call: `fail_open` decides it."""
+        log.error("rate_limit_backend_error", rule=rule.name, error=str(exc)[:200])
+        if self.metrics:
+            self.metrics.backend_errors.labels(backend.name).inc()
+        cap = rule.limit.capacity
+        return Decision(
+            self.fail_open,
+            cap,
+            cap if self.fail_open else 0,
+            0.0,
+            0.0 if self.fail_open else 1.0,
+            degraded=True,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -219,17 +230,24 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         backend = self._backend(scope)
-        if len(wanted) == 1:  # the common case, without a task per rule
+        if len(wanted) == 1:  # the common case: no task per rule, no frame more than needed
             rule, key = wanted[0]
-            decisions = [await self._acquire(backend, rule, key, rule.cost_of(view))]
+            try:
+                decision = await backend.acquire(key, rule.limit, rule.cost_of(view))
+            except BACKEND_FAILED as exc:
+                decision = self._backend_failed(backend, rule, exc)
+            taken = [_Taken(rule, key, decision)]
         else:
             decisions = await asyncio.gather(
                 *(self._acquire(backend, rule, key, rule.cost_of(view)) for rule, key in wanted)
             )
-        taken = [_Taken(r, k, d) for (r, k), d in zip(wanted, decisions, strict=True)]
-        self._record(taken)
-        headers = _headers([t for t in taken if not t.rule.shadow])
-        refused = [t for t in taken if not t.decision.allowed and not t.rule.shadow]
+            taken = [_Taken(r, k, d) for (r, k), d in zip(wanted, decisions, strict=True)]
+        if self.metrics is not None:
+            self._record(taken)
+        shown = [t for t in taken if not t.rule.shadow]
+        headers = _headers(shown)
+        refused = [t for t in shown if not t.decision.allowed]
+        leased = [t for t in taken if t.decision.lease]
         try:
             if refused:
                 await self._refuse(scope, receive, send, refused, headers)
@@ -242,11 +260,11 @@ class RateLimitMiddleware:
 
             await self.app(scope, receive, send_with_headers if headers else send)
         finally:
-            await self._release(backend, taken)
+            if leased:
+                await self._release(backend, leased)
 
     def _record(self, taken: list[_Taken]) -> None:
-        if self.metrics is None:
-            return
+        assert self.metrics is not None
         for t in taken:
             self.metrics.record(
                 domain="http",
@@ -258,12 +276,12 @@ class RateLimitMiddleware:
                 near_ratio=self.near_limit_ratio,
             )
 
-    async def _release(self, backend: AsyncBackend, taken: list[_Taken]) -> None:
-        for t in taken:
-            if t.decision.lease:
-                # If the backend is down the lease simply expires on its own.
-                with contextlib.suppress(*BACKEND_FAILED):
-                    await backend.release(t.key, t.rule.limit, t.decision.lease)
+    async def _release(self, backend: AsyncBackend, leased: list[_Taken]) -> None:
+        for t in leased:
+            assert t.decision.lease is not None
+            # If the backend is down the lease simply expires on its own.
+            with contextlib.suppress(*BACKEND_FAILED):
+                await backend.release(t.key, t.rule.limit, t.decision.lease)
 
     async def _refuse(
         self,

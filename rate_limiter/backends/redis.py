@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,12 @@ from redis.exceptions import NoScriptError
 
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 from rate_limiter.backends.base import lease_cost, new_lease, state_key
-from rate_limiter.backends.pipelined import PipelinedConnection, pack_evalsha
+from rate_limiter.backends.pipelined import (
+    PipelinedConnection,
+    pack_args,
+    pack_evalsha,
+    pack_evalsha_tail,
+)
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -34,6 +40,13 @@ def _args(limit: Limit, cost: int, lease: str | None) -> list[Any]:
     if lease:
         return [limit.spec, cost, lease]
     return [limit.spec, cost]
+
+
+@functools.lru_cache(maxsize=1024)
+def _tail(limit: Limit, cost: int) -> tuple[bytes, int]:
+    """The arguments after the keys, packed once per limit and cost (and how many)."""
+    args = _args(limit, cost, None)
+    return pack_args(args), len(args)
 
 
 def _sha(source: str) -> str:
@@ -145,8 +158,22 @@ class RedisBackend:
                 future.set_result(result)
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
-        lease = new_lease(cost) if limit.algorithm is Algorithm.CONCURRENCY and cost else None
-        raw = await self._eval(limit.algorithm.value, _keys(key, limit), _args(limit, cost, lease))
+        algorithm = limit.algorithm
+        lean = self._lean
+        if lean is not None and lean.ready and algorithm is not Algorithm.CONCURRENCY:
+            # The hot path: the command packed from a cached tail, the reply awaited here.
+            keys = _keys(key, limit)
+            try:
+                raw = await lean.send(
+                    pack_evalsha_tail(
+                        self._scripts.shas[algorithm.value], keys, *_tail(limit, cost)
+                    )
+                )
+            except NoScriptError:
+                raw = await self._eval(algorithm.value, keys, _args(limit, cost, None))
+            return Decision.from_us(*raw)
+        lease = new_lease(cost) if algorithm is Algorithm.CONCURRENCY and cost else None
+        raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, lease))
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
     async def release(self, key: str, limit: Limit, lease: str) -> None:
