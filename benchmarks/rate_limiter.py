@@ -5,10 +5,11 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
    beside the `limits` library's moving-window and sliding-window-counter strategies at the
    same concurrency, and beside a raw EVALSHA of a trivial script (the round-trip ceiling);
 2. the middleware's cost: requests/s of a protected route over the same route unprotected,
-   through real uvicorn processes and a minimal keep-alive HTTP load generator.
+   through real uvicorn processes, on a bare FastAPI app and in the suite's own wiring.
 
 Env: BENCH_SECONDS (per figure, default 2.5), BENCH_CONCURRENCY (library tasks, default 32),
-BENCH_CONNECTIONS (HTTP connections, default 64), BENCH_ONLY (library | middleware).
+BENCH_CONNECTIONS (HTTP connections, default 32), BENCH_ROUNDS (servers started per figure,
+best kept, default 3), BENCH_ONLY (library | middleware).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2.5"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 KEYS = 10_000
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 async def measure(
@@ -174,60 +176,6 @@ def serve(protected: bool, port: int, redis_url: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-async def http_load(port: int, seconds: float, connections: int) -> float:
-    """A minimal keep-alive HTTP/1.1 load generator (cheaper than any Python client)."""
-    request = b"GET /ping HTTP/1.1\r\nHost: bench\r\n\r\n"
-    done = 0
-    deadline = 0.0
-
-    async def conn() -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while time.perf_counter() < deadline:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(head.decode())
-            done += 1
-        writer.close()
-
-    deadline = time.perf_counter() + 0.5  # warm-up
-    await asyncio.gather(*(conn() for _ in range(connections)))
-    done = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(*(conn() for _ in range(connections)))
-    return done / (time.perf_counter() - start)
-
-
-def middleware(redis_url: str) -> None:
-    from common.redis_server import free_port
-    from tests.support import wait_for
-
-    print(f"Middleware: GET /ping through uvicorn, {CONNECTIONS} keep-alive connections")
-    rates: dict[bool, float] = {}
-    for protected in (False, True, False, True):  # interleaved, best of two each
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.rate_limiter", "--serve",
-             "1" if protected else "0", str(port), redis_url],
-        )  # fmt: skip
-        try:
-            wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
-            rate = asyncio.run(http_load(port, SECONDS * 1.5, CONNECTIONS))
-            rates[protected] = max(rates.get(protected, 0.0), rate)
-        finally:
-            proc.terminate()
-            proc.wait(10)
-    row("unprotected route", rates[False], 0.0)
-    row("protected route (gcra, Redis)", rates[True], 0.0, ("unprotected", rates[False]))
-
-
 def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     """The same route in the suite's own app wiring (common.build_app: request ids, metrics,
     access log, problem+json) served by common.server, the way every service runs."""
@@ -262,34 +210,38 @@ def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     serve_app(app, settings)
 
 
-def middleware_in_suite(redis_url: str) -> None:
+def middleware(redis_url: str, mode: str, title: str) -> None:
+    """Requests/s of GET /ping unprotected and protected, servers started alternately
+    (ROUNDS each, best kept: noise on a shared machine only ever slows a run down)."""
     from benchmarks import loadgen
     from common.redis_server import free_port
     from tests.support import wait_for
 
-    print(
-        f"Middleware in the suite's app wiring (common.build_app, access log on), "
-        f"load by {'wrk' if loadgen.have_wrk() else 'the built-in generator'}"
-    )
-    rates: dict[bool, float] = {}
-    for protected in (False, True, False, True):
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.rate_limiter", "--serve-suite",
-             "1" if protected else "0", str(port), redis_url],
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
-            res = loadgen.run(
-                f"http://127.0.0.1:{port}", ["/ping"], seconds=int(SECONDS * 3), connections=32
-            )
-            rates[protected] = max(rates.get(protected, 0.0), res.rps)
-        finally:
-            proc.terminate()
-            proc.wait(10)
-    row("unprotected route", rates[False], 0.0)
-    row("protected route (gcra, Redis)", rates[True], 0.0, ("unprotected", rates[False]))
+    tool = "wrk" if loadgen.have_wrk() else "the built-in generator"
+    print(f"{title}, {CONNECTIONS} connections, load by {tool}, best of {ROUNDS}")
+    results: dict[bool, loadgen.Result] = {}
+    for _ in range(ROUNDS):
+        for protected in (False, True):
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.rate_limiter", mode,
+                 "1" if protected else "0", str(port), redis_url],
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
+                res = loadgen.run(
+                    f"http://127.0.0.1:{port}", ["/ping"], seconds=int(SECONDS * 2),
+                    connections=CONNECTIONS,
+                )  # fmt: skip
+                if protected not in results or res.rps > results[protected].rps:
+                    results[protected] = res
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    base, limited = results[False], results[True]
+    row("unprotected route", base.rps, base.p99_ms)
+    row("protected route (gcra, Redis)", limited.rps, limited.p99_ms, ("unprotected", base.rps))
 
 
 def _answers(port: int) -> bool:
@@ -322,8 +274,12 @@ def main() -> None:
         if only in ("", "library"):
             asyncio.run(library(url))
         if only in ("", "middleware"):
-            middleware(url)
-            middleware_in_suite(url)
+            middleware(url, "--serve", "Middleware on a bare FastAPI app")
+            middleware(
+                url,
+                "--serve-suite",
+                "Middleware in the suite's app wiring (common.build_app, access log on)",
+            )
     finally:
         if server:
             server.stop()
