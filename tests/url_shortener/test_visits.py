@@ -85,3 +85,43 @@ def test_referrer_host_never_raises(referer: str) -> None:
     from url_shortener.visits import referrer_host
 
     assert referrer_host(referer) in (None, "ok")
+
+
+async def test_a_batch_round_trips_odd_values_exactly(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """A batch travels as one JSON parameter unpacked by the database: quotes, backslashes,
+    non-ASCII, NULLs, booleans, microseconds and visits of a deleted link all come out right."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from common.db import transaction
+    from url_shortener.store import Link, Visit, VisitRecord, write_visits
+
+    kept = (await app.state.links.get((await make_link(client))["code"])).id
+    gone_code = (await make_link(client))["code"]
+    gone = (await app.state.links.get(gone_code)).id
+    await client.delete(f"/api/links/{gone_code}", headers=ADMIN)
+    ts = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    odd = "Mozilla/5.0 \"quoted\" \\ back\\slash ÿ é \u2603 'single'"
+    records = [
+        VisitRecord(kept, ts, "ex.com", odd, "Firefox", False, "a" * 16),
+        VisitRecord(kept, ts, None, None, "Bot", True, "b" * 16, counted=True),
+        VisitRecord(gone, ts, "x", "y", "Other", False, "c" * 16),
+    ]
+    async with transaction(app.state.links.sessions) as session:
+        assert await write_visits(session, records) == 2
+    async with app.state.links.sessions() as session:
+        rows = (
+            await session.scalars(
+                select(Visit).where(Visit.link_id == kept).order_by(Visit.visitor)
+            )
+        ).all()
+        link = await session.get(Link, kept)
+    got = [(v.ts, v.referrer_host, v.user_agent, v.browser, v.is_bot, v.visitor) for v in rows]
+    assert got == [
+        (ts, "ex.com", odd, "Firefox", False, "a" * 16),
+        (ts, None, None, "Bot", True, "b" * 16),
+    ]
+    assert link is not None and link.visits == 1  # the counted one was in links.visits already
