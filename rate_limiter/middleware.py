@@ -174,6 +174,14 @@ class RateLimitMiddleware:
         self.fail_open = fail_open
         self.near_limit_ratio = near_limit_ratio
         self._standin: MemoryBackend | None = None
+        # The methods any rule can match (None: some rule matches any): a request with another
+        # method (a redirect's GET past a POST-only rule) goes straight through.
+        self._methods: frozenset[str] | None = frozenset()
+        for rule in self.rules:
+            if rule._methods is None:
+                self._methods = None
+                break
+            self._methods |= rule._methods
 
     def _backend(self, scope: Scope) -> AsyncBackend:
         found: AsyncBackend | None = None
@@ -216,7 +224,11 @@ class RateLimitMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or (
+            self._methods is not None
+            and (scope.get("method", "WS") if kind == "http" else "WS") not in self._methods
+        ):
             await self.app(scope, receive, send)
             return
         view = RequestView(scope, self.trusted)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -126,7 +125,6 @@ class IdBlock(Base):
 
 
 LINKS = cast(Table, Link.__table__)
-SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 # ---- counter blocks -----------------------------------------------------------------------
@@ -221,8 +219,9 @@ async def claim_visit_sql(session: AsyncSession, link_id: int) -> bool:
 # ---- visits --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class VisitRecord:
+class VisitRecord(NamedTuple):
+    """A visit as stored (a named tuple: one is built per redirect, so it must be cheap)."""
+
     link_id: int
     ts: datetime
     referrer_host: str | None
@@ -287,7 +286,9 @@ async def write_visits(session: AsyncSession, records: Sequence[VisitRecord]) ->
         (
             r.link_id,
             # SQLite: what SQLAlchemy's DateTime stores there, naive UTC text.
-            r.ts.astimezone(UTC).strftime(SQLITE_DATETIME) if sqlite else r.ts.isoformat(),
+            r.ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            if sqlite
+            else r.ts.isoformat(),
             r.referrer_host,
             r.user_agent,
             r.browser,
