@@ -79,6 +79,7 @@ class RouteRule:
     shadow: bool = False
     quoted_name: str = field(init=False, repr=False, default="")
     policy: str = field(init=False, repr=False, default="")
+    policy_bytes: bytes = field(init=False, repr=False, default=b"")
     _key_prefix: str = field(init=False, repr=False, default="")
     _methods: frozenset[str] | None = field(init=False, repr=False, default=None)
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, default=None)
@@ -102,6 +103,7 @@ class RouteRule:
         # The parts of the draft headers that never change, made once.
         self.quoted_name = sf_string(self.name)
         self.policy = policy_item(self.name, self.limit)
+        self.policy_bytes = self.policy.encode()
         self._key_prefix = "mw:" + self.name + "|"
 
     def matches(self, view: RequestView) -> bool:
@@ -146,6 +148,12 @@ class _Taken(NamedTuple):
 def _headers(applied: list[_Taken]) -> list[tuple[bytes, bytes]]:
     if not applied:
         return []
+    if len(applied) == 1:  # the usual case, without the joins
+        rule, _, decision = applied[0]
+        return [
+            (b"ratelimit-policy", rule.policy_bytes),
+            (b"ratelimit", limit_item(rule.quoted_name, decision).encode()),
+        ]
     policy = ", ".join(t.rule.policy for t in applied)
     current = ", ".join(limit_item(t.rule.quoted_name, t.decision) for t in applied)
     return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", current.encode())]
