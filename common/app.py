@@ -7,6 +7,7 @@ a body-size limit and problem+json errors.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -27,6 +28,10 @@ from common.tracing import setup_tracing
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
 
+# Recent FastAPI releases have a native telemetry layer (the `telemetry` argument).
+_NATIVE_TELEMETRY = "telemetry" in inspect.signature(FastAPI.__init__).parameters
+
+
 def build_app(
     settings: ServiceSettings,
     *,
@@ -44,6 +49,11 @@ def build_app(
     `middleware` (the service's own, e.g. rate limiting) runs inside the common layers, so
     its responses still get request ids, metrics and the access log."""
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    if _NATIVE_TELEMETRY:
+        # FastAPI's own OpenTelemetry layer would trace every request a second time beside
+        # `setup_tracing`'s instrumentation, and even when off it asks the global providers
+        # (and the environment) on every request: a few % of a trivial request.
+        fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
     app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
     app.state.settings = settings
     app.state.registry = registry

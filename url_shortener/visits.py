@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -47,6 +48,21 @@ class Visitor(NamedTuple):
                 return value.decode("latin-1")
         return ""
 
+    def analytics_headers(self) -> tuple[str, str, str]:
+        """(User-Agent, X-Forwarded-For, Referer) in one pass; "" for each one missing.
+        Several X-Forwarded-For lines are one list, in order (a proxy may add its own line
+        after the client's: taking only the first would believe the client)."""
+        ua = ref = b""
+        xff: list[bytes] = []
+        for key, value in self.headers:
+            if key == b"user-agent":
+                ua = ua or value
+            elif key == b"x-forwarded-for":
+                xff.append(value)
+            elif key == b"referer":
+                ref = ref or value
+        return ua.decode("latin-1"), b",".join(xff).decode("latin-1"), ref.decode("latin-1")
+
 
 # What the redirect path buffers: (link id, unix time, visitor, already counted in SQL).
 RawVisit = tuple[int, float, Visitor, bool]
@@ -55,6 +71,7 @@ RawVisit = tuple[int, float, Visitor, bool]
 MAX_UA = 512
 
 
+@lru_cache(maxsize=4096)
 def referrer_host(referrer: str) -> str | None:
     """The host of a Referer header; None when absent or malformed (it is client input)."""
     if not referrer:
@@ -81,10 +98,11 @@ def make_record(
     enough to count unique visitors. X-Forwarded-For counts only from trusted proxies.
     """
     # Headers are the client's: bounded before anything looks at them.
-    user_agent = visitor.header(b"user-agent")[:MAX_UA]
-    ip = client_ip(visitor.peer, visitor.header(b"x-forwarded-for")[:2048], trusted_proxies)
+    user_agent, forwarded_for, referrer = visitor.analytics_headers()
+    user_agent = user_agent[:MAX_UA]
+    ip = client_ip(visitor.peer, forwarded_for[:2048], trusted_proxies)
     digest = hashlib.blake2b(f"{ip}|{user_agent}".encode(), key=salt[:64], digest_size=8)
-    ref_host = referrer_host(visitor.header(b"referer")[:2048])
+    ref_host = referrer_host(referrer[:2048])  # cached: bounded input, bounded cache
     family, bot = useragent.classify(user_agent)
     return VisitRecord(
         link_id=link_id,

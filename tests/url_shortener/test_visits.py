@@ -125,3 +125,23 @@ async def test_a_batch_round_trips_odd_values_exactly(
         (ts, None, None, "Bot", True, "b" * 16),
     ]
     assert link is not None and link.visits == 1  # the counted one was in links.visits already
+
+
+def test_several_forwarded_for_lines_are_read_as_one_list() -> None:
+    """A trusted proxy that adds its own X-Forwarded-For line after the client's: the client
+    is the address the proxy saw, never the one the client wrote itself."""
+    from common.net import parse_networks
+    from url_shortener.visits import make_record
+
+    def visitor_hash(*lines: bytes) -> str:
+        visitor = Visitor(peer="10.0.0.1", headers=[(b"x-forwarded-for", v) for v in lines])
+        record = make_record(
+            link_id=1, ts=0.0, visitor=visitor, salt=b"s",
+            trusted_proxies=parse_networks(["10.0.0.0/8"]),
+        )  # fmt: skip
+        return record.visitor
+
+    two_lines = visitor_hash(b"6.6.6.6", b"198.51.100.4")
+    assert two_lines == visitor_hash(b"6.6.6.6, 198.51.100.4")
+    assert two_lines == visitor_hash(b"198.51.100.4")
+    assert two_lines != visitor_hash(b"6.6.6.6")
