@@ -227,15 +227,18 @@ def _form(code: str, *, status: int = 200, error: str = "") -> HTMLResponse:
 async def follow(code: str, request: Request) -> Response:
     # The hot path: services come from app.state directly rather than through Depends,
     # which costs a dependency-graph walk per request (see README, "Performance").
-    state = request.app.state
+    scope = request.scope
+    state = scope["app"].state
     links: LinkService = state.links
     settings: UrlShortenerSettings = state.settings
     if not CODE_RE.fullmatch(code):
         raise LinkNotFound(f"No link has the code '{code[:64]}'.")
-    head = request.method == "HEAD"
-    target = await links.resolve(
-        code, mode="0" if head else "1", visitor=None if head else _visitor(request)
-    )
+    if scope["method"] == "HEAD":
+        target = await links.resolve(code, mode="0", visitor=None)
+    else:
+        client = scope.get("client")
+        visitor = Visitor(client[0] if client else None, scope["headers"])
+        target = await links.resolve(code, mode="1", visitor=visitor)
     if target.needs_password:
         return _form(code)
     return Response(
