@@ -20,6 +20,7 @@ from common.redis import REDIS_DOWN, create_redis
 from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RedisBackend
 from rate_limiter.extractors import client_ip
 from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+from url_shortener import store
 from url_shortener.api import api, redirects
 from url_shortener.cache import LinkCache, LocalCache
 from url_shortener.errors import (
@@ -108,6 +109,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
         await create_schema(engine, Base)
+        await store.check_database(engine)
         sessions = session_factory(engine)
         redis = create_redis(redis_url)
         redis_up.set(1)

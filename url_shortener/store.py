@@ -25,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, raiseload, relationship
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -270,6 +270,27 @@ _COUNT_VISITS = {
         FROM j JOIN locked ON locked.id = j.lid
         WHERE links.id = j.lid""",
 }
+
+
+async def check_database(engine: AsyncEngine) -> None:
+    """Refuse to start on a SQLite too old for the batch statements above, with a message
+    that says so (rather than failing on the first flush of visits)."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as conn:
+        version = (await conn.exec_driver_sql("SELECT sqlite_version()")).scalar_one()
+        try:
+            await conn.exec_driver_sql("SELECT json_extract('[1]', '$[0]')")
+        except Exception:
+            json_ok = False
+        else:
+            json_ok = True
+    if tuple(int(p) for p in str(version).split(".")[:2]) < (3, 33) or not json_ok:
+        raise RuntimeError(
+            f"SQLite {version} is too old (or built without JSON): the URL shortener needs "
+            "3.33+ with the JSON functions (built in since 3.38). Use a newer Python build, "
+            "or PostgreSQL (URL_SHORTENER_DATABASE_URL)."
+        )
 
 
 async def write_visits(session: AsyncSession, records: Sequence[VisitRecord]) -> int:
