@@ -51,8 +51,9 @@ def build_app(
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
     if _NATIVE_TELEMETRY:
         # FastAPI's own OpenTelemetry layer would trace every request a second time beside
-        # `setup_tracing`'s instrumentation, and even when off it asks the global providers
-        # (and the environment) on every request: a few % of a trivial request.
+        # `setup_tracing`'s instrumentation as soon as a global provider is set (say by
+        # `opentelemetry-instrument`), and even while it traces nothing it asks the global
+        # providers (and the environment) on every request: a few % of a trivial request.
         fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
     app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
     app.state.settings = settings
