@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from redis.asyncio import Redis
@@ -59,8 +59,9 @@ class CachedLink:
 MISS, UNKNOWN, REDIRECT, COUNTER_MISSING, GONE, PASSWORD = range(6)
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
+    """What the redirect script said (one per Redis lookup: a cheap named tuple)."""
+
     kind: int
     url: str = ""
     status: int = 302

@@ -8,9 +8,8 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -55,9 +54,8 @@ def _may_see(owner: str, link: Link) -> bool:
     return owner == ADMIN or link.owner == owner
 
 
-@dataclass(frozen=True, slots=True)
-class Redirect:
-    """What the redirect endpoint needs to answer."""
+class Redirect(NamedTuple):
+    """What the redirect endpoint needs to answer (one per redirect: a cheap named tuple)."""
 
     url: str
     status: int

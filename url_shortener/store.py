@@ -272,6 +272,13 @@ _COUNT_VISITS = {
 }
 
 
+def _sqlite_text(ts: datetime) -> str:
+    """`2026-01-02 03:04:05.678901`: naive UTC text, what SQLAlchemy's DateTime stores."""
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.isoformat(" ", "microseconds")[:26]
+
+
 async def check_database(engine: AsyncEngine) -> None:
     """Refuse to start on a SQLite too old for the batch statements above, with a message
     that says so (rather than failing on the first flush of visits)."""
@@ -307,9 +314,7 @@ async def write_visits(session: AsyncSession, records: Sequence[VisitRecord]) ->
         (
             r.link_id,
             # SQLite: what SQLAlchemy's DateTime stores there, naive UTC text.
-            r.ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-            if sqlite
-            else r.ts.isoformat(),
+            _sqlite_text(r.ts) if sqlite else r.ts.isoformat(),
             r.referrer_host,
             r.user_agent,
             r.browser,
