@@ -175,7 +175,7 @@ class RateLimitMiddleware:
         `app.state.rate_limit_backend` (set in the lifespan, once Redis is open). Until one
         is there, a process-local memory backend stands in."""
         self.app = app
-        self.rules = list(rules)
+        self.rules = tuple(rules)  # fixed: `_methods` below is worked out from them once
         self.backend = backend
         self.trusted = parse_networks(trusted_proxies)
         self.metrics = metrics

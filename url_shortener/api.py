@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
+from starlette.types import Scope
 
 from common.errors import DomainError, status_for
 from url_shortener import qr
@@ -197,9 +198,9 @@ def _cache_control(status: int, settings: UrlShortenerSettings) -> str:
     return "private, no-store"
 
 
-def _visitor(request: Request) -> Visitor:
-    client = request.scope.get("client")
-    return Visitor(peer=client[0] if client else None, headers=request.scope["headers"])
+def _visitor(scope: Scope) -> Visitor:
+    client = scope.get("client")
+    return Visitor(peer=client[0] if client else None, headers=scope["headers"])
 
 
 _FORM = """<!doctype html>
@@ -236,9 +237,7 @@ async def follow(code: str, request: Request) -> Response:
     if scope["method"] == "HEAD":
         target = await links.resolve(code, mode="0", visitor=None)
     else:
-        client = scope.get("client")
-        visitor = Visitor(client[0] if client else None, scope["headers"])
-        target = await links.resolve(code, mode="1", visitor=visitor)
+        target = await links.resolve(code, mode="1", visitor=_visitor(scope))
     if target.needs_password:
         return _form(code)
     return Response(
@@ -259,7 +258,7 @@ async def unlock(code: str, request: Request, links: LinksDep, settings: Setting
     password = (parse_qs(body).get("password") or [""])[0]
     if not password or not await links.check_password(code, password):
         return _form(code, status=401, error="Wrong password.")
-    target = await links.resolve(code, mode="pw", visitor=_visitor(request))
+    target = await links.resolve(code, mode="pw", visitor=_visitor(request.scope))
     return Response(
         status_code=303,
         headers={"location": _location(target.url), "cache-control": "no-store"},

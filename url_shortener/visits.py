@@ -42,12 +42,6 @@ class Visitor(NamedTuple):
     peer: str | None
     headers: Sequence[tuple[bytes, bytes]]
 
-    def header(self, name: bytes) -> str:
-        for key, value in self.headers:
-            if key == name:
-                return value.decode("latin-1")
-        return ""
-
     def analytics_headers(self) -> tuple[str, str, str]:
         """(User-Agent, X-Forwarded-For, Referer) in one pass; "" for each one missing.
         Several X-Forwarded-For lines are one list, in order (a proxy may add its own line
@@ -100,7 +94,8 @@ def make_record(
     # Headers are the client's: bounded before anything looks at them.
     user_agent, forwarded_for, referrer = visitor.analytics_headers()
     user_agent = user_agent[:MAX_UA]
-    ip = client_ip(visitor.peer, forwarded_for[:2048], trusted_proxies)
+    # The right end is kept: hops are walked from the right, where trusted proxies append.
+    ip = client_ip(visitor.peer, forwarded_for[-2048:], trusted_proxies)
     digest = hashlib.blake2b(f"{ip}|{user_agent}".encode(), key=salt[:64], digest_size=8)
     ref_host = referrer_host(referrer[:2048])  # cached: bounded input, bounded cache
     family, bot = useragent.classify(user_agent)

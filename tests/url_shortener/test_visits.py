@@ -145,3 +145,5 @@ def test_several_forwarded_for_lines_are_read_as_one_list() -> None:
     assert two_lines == visitor_hash(b"6.6.6.6, 198.51.100.4")
     assert two_lines == visitor_hash(b"198.51.100.4")
     assert two_lines != visitor_hash(b"6.6.6.6")
+    # A client's huge line in front does not push the proxy's hop out of what is read.
+    assert two_lines == visitor_hash(b"6.6.6.6, " * 400, b"198.51.100.4")
