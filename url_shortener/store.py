@@ -24,7 +24,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, raiseload, relationship
 
@@ -288,7 +288,7 @@ async def check_database(engine: AsyncEngine) -> None:
         version = (await conn.exec_driver_sql("SELECT sqlite_version()")).scalar_one()
         try:
             await conn.exec_driver_sql("SELECT json_extract('[1]', '$[0]')")
-        except Exception:
+        except DBAPIError:  # "no such function: json_extract"
             json_ok = False
         else:
             json_ok = True
