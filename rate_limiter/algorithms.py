@@ -146,6 +146,27 @@ class Decision(NamedTuple):
         )
 
 
+_new_tuple = tuple.__new__
+
+
+def decision_from_reply(reply: list[int]) -> Decision:
+    """`Decision.from_us` for a script's reply on the hot path: built without the named
+    tuple's Python-level `__new__` (a frame per decision)."""
+    allowed, limit, remaining, reset_after_us, retry_after_us = reply
+    return _new_tuple(  # type: ignore[no-any-return]
+        Decision,
+        (
+            allowed == 1,
+            limit,
+            remaining if remaining > 0 else 0,
+            reset_after_us / US,
+            math.inf if retry_after_us < 0 else retry_after_us / US,
+            None,
+            False,
+        ),
+    )
+
+
 # (allowed, limit, remaining, reset_after_us, retry_after_us); -1 retry means never.
 Raw = tuple[int, int, int, int, int]
 State = dict[str, Any]

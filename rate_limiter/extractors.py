@@ -24,10 +24,14 @@ class RequestView:
 
     __slots__ = ("_client_ip", "_headers", "method", "path", "scope", "trusted")
 
-    def __init__(self, scope: Any, trusted: tuple[IPNetwork, ...] = ()) -> None:
+    def __init__(
+        self, scope: Any, trusted: tuple[IPNetwork, ...] = (), method: str | None = None
+    ) -> None:
         self.scope = scope
         self.trusted = trusted
-        self.method: str = scope.get("method", "WS") if scope["type"] == "http" else "WS"
+        if method is None:
+            method = scope.get("method", "WS") if scope["type"] == "http" else "WS"
+        self.method: str = method
         self.path: str = scope.get("path", "/")
         self._headers: dict[str, str] | None = None
         self._client_ip: str | bool | None = False  # False: not worked out yet
@@ -51,9 +55,11 @@ class RequestView:
         if self._client_ip is False:
             client = self.scope.get("client")
             peer = str(client[0]) if client else None
-            # Without trusted proxies no header can change the answer: skip decoding them.
-            forwarded = self.headers.get("x-forwarded-for") if self.trusted and peer else None
-            self._client_ip = _client_ip(peer, forwarded, self.trusted)
+            if self.trusted and peer:
+                forwarded = self.headers.get("x-forwarded-for")
+                self._client_ip = _client_ip(peer, forwarded, self.trusted)
+            else:  # without trusted proxies no header can change the answer
+                self._client_ip = peer
         return self._client_ip  # type: ignore[return-value]
 
 

@@ -82,6 +82,7 @@ class RouteRule:
     policy_bytes: bytes = field(init=False, repr=False, default=b"")
     _key_prefix: str = field(init=False, repr=False, default="")
     _methods: frozenset[str] | None = field(init=False, repr=False, default=None)
+    _by_client_ip: bool = field(init=False, repr=False, default=False)
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, default=None)
     _bad_cost_logged: bool = field(init=False, repr=False, default=False)
 
@@ -100,6 +101,8 @@ class RouteRule:
             self.name = f"{methods} {self.path or '*'}"
         if callable(self.key):
             self.key = (self.key,)
+        self.key = tuple(self.key)
+        self._by_client_ip = self.key == (client_ip,)  # the default: keyed by the peer alone
         # The parts of the draft headers that never change, made once.
         self.quoted_name = sf_string(self.name)
         self.policy = policy_item(self.name, self.limit)
@@ -113,6 +116,9 @@ class RouteRule:
 
     def counter_key(self, view: RequestView) -> str | None:
         """`mw:<rule>|<value>|...`, or None when the request lacks one of the values."""
+        if self._by_client_ip:  # the default rule, without the extractor's call
+            ip = view.client_ip
+            return self._key_prefix + (ip if ip is not None else client_ip(view))
         if len(self.key) == 1:  # the usual case, without building a list
             value = self.key[0](view)
             return None if value is None else self._key_prefix + value
@@ -194,7 +200,14 @@ class RateLimitMiddleware:
     def _backend(self, scope: Scope) -> AsyncBackend:
         found: AsyncBackend | None = None
         if self.backend is None:
-            found = getattr(getattr(scope.get("app"), "state", None), STATE_ATTR, None)
+            state = getattr(scope.get("app"), "state", None)
+            # Starlette's `State` keeps its attributes in `_state`; reading the dict skips
+            # its Python-level `__getattr__` (this runs on every limited request).
+            stored = getattr(state, "_state", None)
+            if type(stored) is dict:
+                found = stored.get(STATE_ATTR)
+            else:
+                found = getattr(state, STATE_ATTR, None)
         elif hasattr(self.backend, "acquire"):
             found = self.backend  # type: ignore[assignment]
         else:
@@ -233,13 +246,17 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or (
-            self._methods is not None
-            and (scope.get("method", "WS") if kind == "http" else "WS") not in self._methods
-        ):
+        if kind == "http":
+            method = scope.get("method", "WS")
+        elif kind == "websocket":
+            method = "WS"
+        else:
             await self.app(scope, receive, send)
             return
-        view = RequestView(scope, self.trusted)
+        if self._methods is not None and method not in self._methods:
+            await self.app(scope, receive, send)
+            return
+        view = RequestView(scope, self.trusted, method)
         wanted = []
         for rule in self.rules:
             if rule.matches(view):
@@ -257,20 +274,34 @@ class RateLimitMiddleware:
             except BACKEND_FAILED as exc:
                 decision = self._backend_failed(backend, rule, exc)
             taken = [_Taken(rule, key, decision)]
+            if self.metrics is not None:
+                self._record(taken)
+            if rule.shadow:
+                headers, refused = [], []
+            else:
+                headers = [
+                    (b"ratelimit-policy", rule.policy_bytes),
+                    (b"ratelimit", limit_item(rule.quoted_name, decision).encode()),
+                ]
+                refused = [] if decision.allowed else taken
+            leased = taken if decision.lease else []
         else:
             decisions = await asyncio.gather(
                 *(self._acquire(backend, rule, key, rule.cost_of(view)) for rule, key in wanted)
             )
             taken = [_Taken(r, k, d) for (r, k), d in zip(wanted, decisions, strict=True)]
-        if self.metrics is not None:
-            self._record(taken)
-        shown = [t for t in taken if not t.rule.shadow]
-        headers = _headers(shown)
-        refused = [t for t in shown if not t.decision.allowed]
-        leased = [t for t in taken if t.decision.lease]
+            if self.metrics is not None:
+                self._record(taken)
+            shown = [t for t in taken if not t.rule.shadow]
+            headers = _headers(shown)
+            refused = [t for t in shown if not t.decision.allowed]
+            leased = [t for t in taken if t.decision.lease]
         try:
             if refused:
                 await self._refuse(scope, receive, send, refused, headers)
+                return
+            if not headers:
+                await self.app(scope, receive, send)
                 return
 
             async def send_with_headers(message: Message) -> None:
@@ -278,7 +309,7 @@ class RateLimitMiddleware:
                     message["headers"] = [*message.get("headers", ()), *headers]
                 await send(message)
 
-            await self.app(scope, receive, send_with_headers if headers else send)
+            await self.app(scope, receive, send_with_headers)
         finally:
             if leased:
                 await self._release(backend, leased)

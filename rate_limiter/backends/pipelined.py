@@ -117,7 +117,9 @@ class PipelinedConnection:
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._connecting: asyncio.Lock | None = None
-        self._ready = False  # connected, authenticated and on the right database
+        # Connected, authenticated and on the right database: `send` may be used.
+        # (A plain attribute, not a property: the hot path reads it on every call.)
+        self.ready = False
         self._replies = 0  # replies received on this connection, for the timeout watchdog
         self._sent = 0
 
@@ -146,7 +148,7 @@ class PipelinedConnection:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._ready:
+            if self.ready:
                 return
             loop = asyncio.get_running_loop()
             try:
@@ -168,7 +170,7 @@ class PipelinedConnection:
                 setup.append(("AUTH", *auth))
             if self.db:
                 setup.append(("SELECT", self.db))
-            # Queued together, before anyone else can queue (callers wait for `_ready`), so
+            # Queued together, before anyone else can queue (callers wait for `ready`), so
             # no command ever runs on a connection whose setup has not succeeded.
             futures = [self._enqueue(command) for command in setup]
             for command, future in zip(setup, futures, strict=True):
@@ -183,7 +185,7 @@ class PipelinedConnection:
                         if other.done() and not other.cancelled():
                             other.exception()
                     raise error from None
-            self._ready = True
+            self.ready = True
 
     def _received(self, protocol: _RespProtocol, data: bytes) -> None:
         if protocol is not self._protocol:
@@ -214,7 +216,7 @@ class PipelinedConnection:
         if protocol is not self._protocol:
             return  # a newer connection owns the queue now
         self._protocol = None
-        self._ready = False
+        self.ready = False
         self._outbox.clear()
         waiting, self._waiting = self._waiting, collections.deque()
         for future in waiting:
@@ -236,37 +238,32 @@ class PipelinedConnection:
         if self._protocol is protocol and self._replies < expected:
             self._fail(protocol, RedisTimeoutError(f"no reply from Redis within {self.timeout}s"))
 
-    def _enqueue(self, args: tuple[Any, ...], packed: bytes | None = None) -> asyncio.Future[Any]:
+    def _enqueue(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        return self.send(pack(args))
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        """Queue one command already in RESP form on a `ready` connection; its reply's future.
+        (The hot path awaits this future itself: one coroutine frame fewer per call.)"""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(future)
-        self._outbox.append(packed if packed is not None else pack(args))
+        self._outbox.append(packed)
         self._sent += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return future
 
-    @property
-    def ready(self) -> bool:
-        """Connected and set up: `send` may be used."""
-        return self._ready
-
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
-        """Queue one command already in RESP form on a `ready` connection; its reply's future.
-        (The hot path awaits this future itself: one coroutine frame fewer per call.)"""
-        return self._enqueue((), packed)
-
     async def execute(self, *args: Any) -> Any:
-        if not self._ready:
+        if not self.ready:
             await self._connect()
         return await self._enqueue(args)
 
     async def execute_packed(self, packed: bytes) -> Any:
         """Send one command already in RESP form (the hot path builds it itself)."""
-        if not self._ready:
+        if not self.ready:
             await self._connect()
-        return await self._enqueue((), packed)
+        return await self.send(packed)
 
     async def aclose(self) -> None:
         if self._protocol is not None:

@@ -11,7 +11,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from rate_limiter.algorithms import Algorithm, Decision, Limit
+from rate_limiter.algorithms import Algorithm, Decision, Limit, decision_from_reply
 from rate_limiter.backends.base import lease_cost, new_lease, state_key
 from rate_limiter.backends.pipelined import (
     PipelinedConnection,
@@ -20,6 +20,8 @@ from rate_limiter.backends.pipelined import (
     pack_evalsha_tail,
 )
 
+# Packed hot-path commands kept per backend (a few hundred bytes each).
+COMMAND_CACHE = 10_000
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
 
@@ -86,6 +88,8 @@ class RedisBackend:
         self._pending: list[Pending] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._commands: dict[int, tuple[Limit, dict[Any, bytes]]] = {}
+        self._cached = 0
 
     async def load(self) -> None:
         for source in self._scripts.sources.values():
@@ -158,23 +162,46 @@ class RedisBackend:
                 future.set_result(result)
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
-        algorithm = limit.algorithm
         lean = self._lean
-        if lean is not None and lean.ready and algorithm is not Algorithm.CONCURRENCY:
-            # The hot path: the command packed from a cached tail, the reply awaited here.
-            keys = _keys(key, limit)
+        if lean is not None and lean.ready and limit.algorithm is not Algorithm.CONCURRENCY:
+            # The hot path: the whole command comes from a cache (a key asks again and
+            # again), the reply future is awaited here, the decision built without a frame.
+            entry = self._commands.get(id(limit))
+            packed = entry[1].get(key) if entry is not None and cost == 1 else None
+            if packed is None:
+                packed = self._command(key, limit, cost)
             try:
-                raw = await lean.send(
-                    pack_evalsha_tail(
-                        self._scripts.shas[algorithm.value], keys, *_tail(limit, cost)
-                    )
-                )
+                raw = await lean.send(packed)
             except NoScriptError:
-                raw = await self._eval(algorithm.value, keys, _args(limit, cost, None))
-            return Decision.from_us(*raw)
+                name, keys = limit.algorithm.value, _keys(key, limit)
+                raw = await self._eval(name, keys, _args(limit, cost, None))
+            return decision_from_reply(raw)
+        algorithm = limit.algorithm
         lease = new_lease(cost) if algorithm is Algorithm.CONCURRENCY and cost else None
         raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, lease))
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
+
+    def _command(self, key: str, limit: Limit, cost: int) -> bytes:
+        """The packed EVALSHA for (key, limit, cost), from the cache when it was made before.
+
+        The cache is by limit object (`id`, with the limit kept alive by its entry so the id
+        cannot be reused), then by cost and key; at `COMMAND_CACHE` commands it starts over."""
+        entry = self._commands.get(id(limit))
+        if entry is not None:
+            packed = entry[1].get((key, cost) if cost != 1 else key)
+            if packed is not None:
+                return packed
+        if self._cached >= COMMAND_CACHE:
+            self._commands.clear()
+            self._cached = 0
+            entry = None
+        if entry is None:
+            entry = self._commands[id(limit)] = (limit, {})
+        sha = self._scripts.shas[limit.algorithm.value]
+        packed = pack_evalsha_tail(sha, _keys(key, limit), *_tail(limit, cost))
+        entry[1][(key, cost) if cost != 1 else key] = packed
+        self._cached += 1
+        return packed
 
     async def release(self, key: str, limit: Limit, lease: str) -> None:
         cost = lease_cost(lease)

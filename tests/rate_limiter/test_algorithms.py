@@ -7,7 +7,7 @@ import math
 import pytest
 
 from rate_limiter import Algorithm, Limit, MemoryBackend
-from rate_limiter.algorithms import US
+from rate_limiter.algorithms import US, Decision, decision_from_reply
 
 
 class Clock:
@@ -183,3 +183,18 @@ def test_memory_backend_sweeps_expired_keys(clock: Clock) -> None:
     for _ in range(4096):
         backend.acquire_sync("hot", limit)
     assert len(backend) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [1, 10, 9, 100_000, 0],
+        [0, 10, 0, 1_000_000, 250_000],
+        [0, 5, -3, 0, -1],  # never fits; a negative remaining shows as 0
+        [1, 10**9, 10**9 - 1, 1, 0],
+    ],
+)
+def test_the_hot_path_builds_the_same_decision_as_from_us(raw: list[int]) -> None:
+    fast = decision_from_reply(raw)
+    assert fast == Decision.from_us(*raw)
+    assert type(fast) is Decision and type(fast.allowed) is bool

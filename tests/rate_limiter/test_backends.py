@@ -307,3 +307,28 @@ def test_escaped_keys_stay_distinct() -> None:
 
     keys = ["", "\x00", "}x", "\x00}x", "\x00\x00}x", "x", "\x00x"]
     assert len({state_key(k, Algorithm.GCRA) for k in keys}) == len(keys)
+
+
+async def test_hot_path_commands_are_cached_per_limit_key_and_cost_within_a_bound(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The packed EVALSHA is reused per (limit, key, cost); two limits never share one, a
+    different cost is its own command, and the cache starts over at its bound."""
+    from rate_limiter.backends import redis as redis_backend
+
+    monkeypatch.setattr(redis_backend, "COMMAND_CACHE", 5)
+    backend = RedisBackend(redis)
+    await backend.load()
+    gcra = Limit.per_minute(10)
+    window = Limit.per_minute(10, algorithm=Algorithm.FIXED_WINDOW)
+    keys = [f"cache-{time.monotonic_ns()}-{i}" for i in range(4)]
+    try:
+        for cost, left in ((1, 9), (2, 7), (1, 6)):
+            for key in keys:
+                for limit in (gcra, window):
+                    decision = await backend.acquire(key, limit, cost)
+                    assert decision.allowed and decision.remaining == left, (key, limit, cost)
+                    assert backend._cached <= 5
+        assert backend._lean is not None and backend._lean.ready  # the hot path was taken
+    finally:
+        await backend.aclose()
