@@ -5,17 +5,20 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
    beside the `limits` library's moving-window and sliding-window-counter strategies at the
    same concurrency, and beside a raw EVALSHA of a trivial script (the round-trip ceiling);
 2. the middleware's cost: requests/s of a protected route over the same route unprotected,
-   through real uvicorn processes, on a bare FastAPI app and in the suite's own wiring.
+   through real uvicorn processes: on a bare FastAPI app, on the same app with its start-up
+   heap frozen (`gc.freeze()`), and in the suite's own wiring (`common.build_app` served by
+   `common.server`, which freezes too).
 
 Env: BENCH_SECONDS (per figure, default 2.5), BENCH_CONCURRENCY (library tasks, default 32),
-BENCH_CONNECTIONS (HTTP connections, default 32), BENCH_ROUNDS (servers started per figure,
-best kept, default 3), BENCH_ONLY (library | middleware).
+BENCH_CONNECTIONS (HTTP connections, default 32), BENCH_ROUNDS (server pairs per figure,
+default 3), BENCH_ONLY (library | middleware).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import statistics
 import subprocess
@@ -155,8 +158,10 @@ def _limiter_lifespan(redis_url: str) -> Any:
     return lifespan
 
 
-def serve(protected: bool, port: int, redis_url: str) -> None:
-    """The server side: one uvicorn process with GET /ping, limited or not."""
+def serve(protected: bool, port: int, redis_url: str, frozen: bool = False) -> None:
+    """The server side: one uvicorn process with GET /ping, limited or not. `frozen`: the
+    start-up heap moved out of the cyclic GC's sight first (`gc.freeze()`, as
+    `common.server` does for every service)."""
     import uvicorn
     from fastapi import FastAPI
 
@@ -173,6 +178,9 @@ def serve(protected: bool, port: int, redis_url: str) -> None:
         app.add_middleware(
             RateLimitMiddleware, rules=[RouteRule(Limit.per_second(10**9), path="/ping")]
         )
+    if frozen:
+        gc.collect()
+        gc.freeze()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -211,8 +219,9 @@ def serve_suite(protected: bool, port: int, redis_url: str) -> None:
 
 
 def middleware(redis_url: str, mode: str, title: str) -> None:
-    """Requests/s of GET /ping unprotected and protected, servers started alternately
-    (ROUNDS each, best kept: noise on a shared machine only ever slows a run down)."""
+    """Requests/s of GET /ping unprotected and protected, servers started alternately,
+    ROUNDS pairs. The best of each side is compared (noise on a shared machine only ever
+    slows a run down), and each pair's own back-to-back ratio is shown with their median."""
     from benchmarks import loadgen
     from common.redis_server import free_port
     from tests.support import wait_for
@@ -220,7 +229,9 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
     tool = "wrk" if loadgen.have_wrk() else "the built-in generator"
     print(f"{title}, {CONNECTIONS} connections, load by {tool}, best of {ROUNDS}")
     results: dict[bool, loadgen.Result] = {}
+    paired: list[float] = []
     for _ in range(ROUNDS):
+        this_round: dict[bool, float] = {}
         for protected in (False, True):
             port = free_port()
             proc = subprocess.Popen(
@@ -234,14 +245,18 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
                     f"http://127.0.0.1:{port}", ["/ping"], seconds=int(SECONDS * 2),
                     connections=CONNECTIONS,
                 )  # fmt: skip
+                this_round[protected] = res.rps
                 if protected not in results or res.rps > results[protected].rps:
                     results[protected] = res
             finally:
                 proc.terminate()
                 proc.wait(10)
+        paired.append(this_round[True] / this_round[False])
     base, limited = results[False], results[True]
     row("unprotected route", base.rps, base.p99_ms)
     row("protected route (gcra, Redis)", limited.rps, limited.p99_ms, ("unprotected", base.rps))
+    each = " ".join(f"{r:.2f}" for r in paired)
+    print(f"  per round (back to back): {each}; median {statistics.median(paired):.2f}")
 
 
 def _answers(port: int) -> bool:
@@ -259,6 +274,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         serve(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-frozen":
+        serve(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4], frozen=True)
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
         serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
         return
@@ -275,6 +293,7 @@ def main() -> None:
             asyncio.run(library(url))
         if only in ("", "middleware"):
             middleware(url, "--serve", "Middleware on a bare FastAPI app")
+            middleware(url, "--serve-frozen", "The same bare app after gc.freeze()")
             middleware(
                 url,
                 "--serve-suite",

@@ -117,6 +117,8 @@ class PipelinedConnection:
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._connecting: asyncio.Lock | None = None
+        # The loop the connection lives on (a transport belongs to one loop); set on connect.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Connected, authenticated and on the right database: `send` may be used.
         # (A plain attribute, not a property: the hot path reads it on every call.)
         self.ready = False
@@ -150,7 +152,7 @@ class PipelinedConnection:
         async with self._connecting:
             if self.ready:
                 return
-            loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
             try:
                 _, protocol = await asyncio.wait_for(
                     loop.create_connection(
@@ -225,14 +227,14 @@ class PipelinedConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        protocol = self._protocol
-        if protocol is None or protocol.transport is None or not self._outbox:
+        protocol, loop = self._protocol, self._loop
+        if protocol is None or protocol.transport is None or loop is None or not self._outbox:
             return
         data, self._outbox = b"".join(self._outbox), []
         protocol.transport.write(data)
         # One watchdog per write: if its replies have not all come back in time, the
         # connection is stuck; drop it and fail everyone waiting on it.
-        asyncio.get_running_loop().call_later(self.timeout, self._watchdog, protocol, self._sent)
+        loop.call_later(self.timeout, self._watchdog, protocol, self._sent)
 
     def _watchdog(self, protocol: _RespProtocol, expected: int) -> None:
         if self._protocol is protocol and self._replies < expected:
@@ -244,7 +246,9 @@ class PipelinedConnection:
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         """Queue one command already in RESP form on a `ready` connection; its reply's future.
         (The hot path awaits this future itself: one coroutine frame fewer per call.)"""
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # not `asyncio.get_running_loop()`: that asks the OS for the pid
+        if loop is None:
+            raise RedisConnectionError("send() before the connection was made")
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(future)
         self._outbox.append(packed)
