@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 from typing import Any
 
@@ -77,6 +78,10 @@ def pack(args: tuple[Any, ...]) -> bytes:
         data = _encode(arg)
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+class StaleLoopError(RedisConnectionError):
+    """`send` on a connection whose event loop has closed (or that was never made)."""
 
 
 class _RespProtocol(asyncio.Protocol):
@@ -214,7 +219,10 @@ class PipelinedConnection:
         """Drop the connection and fail everyone waiting on it; the next call reconnects."""
         transport, protocol.transport = protocol.transport, None
         if transport is not None:
-            transport.abort()
+            # (On a closed loop asyncio refuses; the transport then closes its socket when
+            # it is collected.)
+            with contextlib.suppress(RuntimeError):
+                transport.abort()
         if protocol is not self._protocol:
             return  # a newer connection owns the queue now
         self._protocol = None
@@ -247,8 +255,13 @@ class PipelinedConnection:
         """Queue one command already in RESP form on a `ready` connection; its reply's future.
         (The hot path awaits this future itself: one coroutine frame fewer per call.)"""
         loop = self._loop  # not `asyncio.get_running_loop()`: that asks the OS for the pid
-        if loop is None:
-            raise RedisConnectionError("send() before the connection was made")
+        if loop is None or loop.is_closed():
+            # Made on a loop that is gone (a program calling `asyncio.run` more than once):
+            # drop it; the caller reconnects on its own loop (`execute*`).
+            self._connecting = None  # its lock may belong to that loop too
+            if self._protocol is not None:
+                self._fail(self._protocol, StaleLoopError("the connection's loop is closed"))
+            raise StaleLoopError("not connected on a running loop")
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(future)
         self._outbox.append(packed)

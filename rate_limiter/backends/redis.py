@@ -15,6 +15,7 @@ from rate_limiter.algorithms import Algorithm, Decision, Limit, decision_from_re
 from rate_limiter.backends.base import lease_cost, new_lease, state_key
 from rate_limiter.backends.pipelined import (
     PipelinedConnection,
+    StaleLoopError,
     pack_args,
     pack_evalsha,
     pack_evalsha_tail,
@@ -172,7 +173,7 @@ class RedisBackend:
                 packed = self._command(key, limit, cost)
             try:
                 raw = await lean.send(packed)
-            except NoScriptError:
+            except (NoScriptError, StaleLoopError):  # reload the scripts / reconnect
                 name, keys = limit.algorithm.value, _keys(key, limit)
                 raw = await self._eval(name, keys, _args(limit, cost, None))
             return decision_from_reply(raw)

@@ -180,3 +180,30 @@ async def test_commands_go_to_the_selected_database(redis_url: str) -> None:
     finally:
         await conn.aclose()
         await client.aclose()
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_backend_outlives_its_event_loop(redis_url: str, loop_kind: str) -> None:
+    """A program that calls `asyncio.run` more than once with one backend: the connection
+    made on the first loop is dropped and remade on the next, with no error and no wait."""
+    import uvloop
+
+    from common.redis import create_redis
+    from rate_limiter import Limit, RedisBackend
+
+    run = uvloop.run if loop_kind == "uvloop" else asyncio.run
+    client = create_redis(redis_url)
+    backend = RedisBackend(client)
+    limit = Limit.per_minute(100)
+    key = f"stale-loop-{loop_kind}-{time.monotonic_ns()}"
+
+    async def twice() -> list[int]:
+        return [(await backend.acquire(key, limit)).remaining for _ in range(2)]
+
+    run(backend.load())  # (redis-py's own pool is not used again: it is bound to its loop)
+    assert run(twice()) == [99, 98]  # the second call took the pipelined path
+    started = time.monotonic()
+    assert run(twice()) == [97, 96]
+    assert time.monotonic() - started < 0.4  # reconnected at once, not after a timeout
+    assert backend._lean is not None and backend._lean.ready
+    run(backend.aclose())
