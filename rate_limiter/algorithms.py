@@ -11,7 +11,7 @@ A `cost` of 0 is a peek: it reports the state without consuming anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -140,18 +140,17 @@ class Decision(NamedTuple):
         *,
         lease: str | None = None,
     ) -> Decision:
-        retry = math.inf if retry_after_us < 0 else retry_after_us / US
-        return cls(
-            bool(allowed), int(limit), max(0, int(remaining)), reset_after_us / US, retry, lease
-        )
+        raw = (int(allowed), int(limit), int(remaining), reset_after_us, retry_after_us)
+        return decision_from_reply(raw, lease)
 
 
 _new_tuple = tuple.__new__
 
 
-def decision_from_reply(reply: list[int]) -> Decision:
-    """`Decision.from_us` for a script's reply on the hot path: built without the named
-    tuple's Python-level `__new__` (a frame per decision)."""
+def decision_from_reply(reply: Sequence[int], lease: str | None = None) -> Decision:
+    """A decision from a script's reply (`Raw`): the one place the microsecond figures
+    become seconds. Built without the named tuple's Python-level `__new__` (a frame per
+    decision on the hot path)."""
     allowed, limit, remaining, reset_after_us, retry_after_us = reply
     return _new_tuple(  # type: ignore[no-any-return]
         Decision,
@@ -161,7 +160,7 @@ def decision_from_reply(reply: list[int]) -> Decision:
             remaining if remaining > 0 else 0,
             reset_after_us / US,
             math.inf if retry_after_us < 0 else retry_after_us / US,
-            None,
+            lease,
             False,
         ),
     )
