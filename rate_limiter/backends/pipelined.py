@@ -18,7 +18,7 @@ import asyncio
 import collections
 import contextlib
 import functools
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -80,6 +80,17 @@ def pack(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
+class ReplyWaiter(Protocol):
+    """Whoever waits for one reply: an `asyncio.Future`, or anything that takes a reply
+    the same way (the limiter's coalesced groups hand one reply out to several callers)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class StaleLoopError(RedisConnectionError):
     """`send` on a connection whose event loop has closed (or that was never made)."""
 
@@ -118,7 +129,7 @@ class PipelinedConnection:
         self.username, self.password = username, password
         self.timeout = timeout
         self._protocol: _RespProtocol | None = None
-        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._waiting: collections.deque[ReplyWaiter] = collections.deque()
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._connecting: asyncio.Lock | None = None
@@ -233,7 +244,8 @@ class PipelinedConnection:
             if not future.done():
                 future.set_exception(error)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is queued now (otherwise it goes at the end of the loop turn)."""
         self._flush_scheduled = False
         protocol, loop = self._protocol, self._loop
         if protocol is None or protocol.transport is None or loop is None or not self._outbox:
@@ -251,25 +263,44 @@ class PipelinedConnection:
     def _enqueue(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         return self.send(pack(args))
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
-        """Queue one command already in RESP form on a `ready` connection; its reply's future.
-        (The hot path awaits this future itself: one coroutine frame fewer per call.)"""
-        loop = self._loop  # not `asyncio.get_running_loop()`: that asks the OS for the pid
+    def live_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the connection lives on (not `asyncio.get_running_loop()`: that asks
+        the OS for the pid). If it was made on a loop that is gone (a program calling
+        `asyncio.run` more than once) it is dropped: `StaleLoopError`, and the caller
+        reconnects on its own loop (`execute*`)."""
+        loop = self._loop
         if loop is None or loop.is_closed():
-            # Made on a loop that is gone (a program calling `asyncio.run` more than once):
-            # drop it; the caller reconnects on its own loop (`execute*`).
             self._connecting = None  # its lock may belong to that loop too
             if self._protocol is not None:
                 self._fail(self._protocol, StaleLoopError("the connection's loop is closed"))
             raise StaleLoopError("not connected on a running loop")
+        return loop
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        """Queue one command already in RESP form on a `ready` connection; its reply's future.
+        (The hot path awaits this future itself: one coroutine frame fewer per call.)"""
+        loop = self.live_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(future)
         self._outbox.append(packed)
         self._sent += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
+            loop.call_soon(self.flush)
         return future
+
+    def send_to(self, packed: bytes, waiter: ReplyWaiter) -> None:
+        """`send`, with the reply handed to `waiter` instead of a new future. The connection
+        must be `ready` (else the waiter fails at once, as on a lost connection)."""
+        if not self.ready or self._loop is None or self._loop.is_closed():
+            waiter.set_exception(RedisConnectionError("not connected to Redis"))
+            return
+        self._waiting.append(waiter)
+        self._outbox.append(packed)
+        self._sent += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
 
     async def execute(self, *args: Any) -> Any:
         if not self.ready:

@@ -23,6 +23,8 @@ from rate_limiter.backends.pipelined import (
 
 # Packed hot-path commands kept per backend (a few hundred bytes each).
 COMMAND_CACHE = 10_000
+# The most requests for one key decided by one script call (a hot key's batch).
+GROUP_MAX = 128
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
 
@@ -67,6 +69,42 @@ class _Scripts:
 Pending = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
 
 
+@functools.lru_cache(maxsize=256)
+def _packed_arg(value: bytes | int) -> bytes:
+    return pack_args([value])
+
+
+class _Group:
+    """The requests for one key and limit made in one event-loop turn: one script call
+    decides them one after another, in the order they came (exactly as that many calls at
+    the same instant would), and each caller gets its own decision.
+
+    It waits in the connection's reply queue in place of a future (`ReplyWaiter`) and hands
+    the reply out in slices of five, one per member; a failure fails every member."""
+
+    __slots__ = ("costs", "key", "limit", "members")
+
+    def __init__(self, limit: Limit, key: str) -> None:
+        self.limit, self.key = limit, key
+        self.costs: list[int] = []
+        self.members: list[asyncio.Future[Any]] = []
+
+    def done(self) -> bool:
+        return False  # each member is settled on its own (one may have been cancelled)
+
+    def set_result(self, reply: list[int]) -> None:
+        at = 0
+        for member in self.members:
+            if not member.done():
+                member.set_result(reply[at : at + 5])
+            at += 5
+
+    def set_exception(self, exception: BaseException) -> None:
+        for member in self.members:
+            if not member.done():
+                member.set_exception(exception)
+
+
 class RedisBackend:
     """Async Redis backend. `await load()` at start-up registers the scripts; a Redis that
     restarted empty (NOSCRIPT) gets them again transparently.
@@ -79,9 +117,19 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, redis: Redis, *, autopipeline: bool = True, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        autopipeline: bool = True,
+        max_batch: int = 256,
+        coalesce: bool = True,
+    ) -> None:
         self.redis = redis
         self.autopipeline = autopipeline
+        # A hot key's requests in one loop turn share one script call (GCRA and the two
+        # window counters, over the lean connection): Redis runs one script, not one each.
+        self.coalesce = coalesce
         # Plain TCP: the lean pipelined connection; TLS / Unix sockets: redis-py pipelines.
         self._lean = PipelinedConnection.from_redis_py(redis) if autopipeline else None
         self.max_batch = max_batch
@@ -91,6 +139,9 @@ class RedisBackend:
         self._inflight: set[asyncio.Task[None]] = set()
         self._commands: dict[int, tuple[Limit, dict[Any, bytes]]] = {}
         self._cached = 0
+        self._groups: list[_Group] = []  # this loop turn's, in the order they were opened
+        self._open: dict[tuple[int, str], _Group] = {}  # the group still taking members
+        self._turn: asyncio.AbstractEventLoop | None = None  # where `_send_groups` is due
 
     async def load(self) -> None:
         for source in self._scripts.sources.values():
@@ -164,23 +215,66 @@ class RedisBackend:
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         lean = self._lean
-        if lean is not None and lean.ready and limit.algorithm is not Algorithm.CONCURRENCY:
-            # The hot path: the whole command comes from a cache (a key asks again and
-            # again), the reply future is awaited here, the decision built without a frame.
-            entry = self._commands.get(id(limit))
-            packed = entry[1].get(key) if entry is not None and cost == 1 else None
-            if packed is None:
-                packed = self._command(key, limit, cost)
-            try:
-                raw = await lean.send(packed)
-            except (NoScriptError, StaleLoopError):  # reload the scripts / reconnect
-                name, keys = limit.algorithm.value, _keys(key, limit)
-                raw = await self._eval(name, keys, _args(limit, cost, None))
-            return decision_from_reply(raw)
         algorithm = limit.algorithm
+        if (
+            lean is not None
+            and lean.ready
+            and algorithm is not Algorithm.CONCURRENCY
+            and algorithm is not Algorithm.SLIDING_LOG
+            and self.coalesce
+        ):
+            # The hot path: join this turn's group for the key (one script call for all of
+            # them, sent at the end of the turn), await this request's own share of it.
+            try:
+                loop = lean.live_loop()
+                group = self._open.get((id(limit), key)) if self._turn is loop else None
+                if group is None or len(group.costs) >= GROUP_MAX:
+                    group = self._open_group(loop, key, limit)
+                future: asyncio.Future[Any] = loop.create_future()
+                group.costs.append(cost)
+                group.members.append(future)
+                raw = await future
+            except (NoScriptError, StaleLoopError):  # reload the scripts / reconnect
+                raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, None))
+            return decision_from_reply(raw)
+        if lean is not None and lean.ready and algorithm is not Algorithm.CONCURRENCY:
+            # Not coalesced: the whole command comes from a cache (a key asks again and
+            # again), the reply future is awaited here.
+            try:
+                raw = await lean.send(self._command(key, limit, cost))
+            except (NoScriptError, StaleLoopError):
+                raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, None))
+            return decision_from_reply(raw)
         lease = new_lease(cost) if algorithm is Algorithm.CONCURRENCY and cost else None
         raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, lease))
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
+
+    def _open_group(self, loop: asyncio.AbstractEventLoop, key: str, limit: Limit) -> _Group:
+        if self._turn is not loop:  # the turn's first group: all are sent at its end
+            self._turn = loop
+            self._groups, self._open = [], {}  # (any left by a loop that has gone)
+            loop.call_soon(self._send_groups)
+        group = self._open[(id(limit), key)] = _Group(limit, key)
+        self._groups.append(group)
+        return group
+
+    def _send_groups(self) -> None:
+        """The end of the turn: one command per group, all in one write."""
+        groups, self._groups = self._groups, []
+        self._open, self._turn = {}, None
+        lean = self._lean
+        assert lean is not None
+        for group in groups:
+            costs = group.costs
+            if len(costs) == 1:
+                packed = self._command(group.key, group.limit, costs[0])
+            else:
+                limit = group.limit
+                sha = self._scripts.shas[limit.algorithm.value]
+                tail = b"".join([_packed_arg(limit.spec), *map(_packed_arg, costs)])
+                packed = pack_evalsha_tail(sha, _keys(group.key, limit), tail, 1 + len(costs))
+            lean.send_to(packed, group)
+        lean.flush()
 
     def _command(self, key: str, limit: Limit, cost: int) -> bytes:
         """The packed EVALSHA for (key, limit, cost), from the cache when it was made before.

@@ -1,29 +1,19 @@
 -- GCRA in its token form (the twin of algorithms.gcra).
 -- KEYS[1]: the key's hash {d = debt in tokens, t = last update in µs}
--- ARGV: spec 'rate period_us capacity count_refused', cost
--- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never)}
+-- ARGV: spec 'rate period_us capacity count_refused', cost [, cost ...]
+-- Several costs (a hot key's requests, coalesced by the client) are decided one after
+-- another, exactly as that many calls at the same instant would be: one read, one write.
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never)} per cost,
+-- one after another in one flat array.
 local key = KEYS[1]
-local spec = {}
-for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
-local rate, period, cap, count_refused = spec[1], spec[2], spec[3], spec[4] == 1
-local cost = tonumber(ARGV[2])
+local rate, period, cap, refused = string.match(ARGV[1], '^(%d+) (%d+) (%d+) ([01])$')
+rate, period, cap = tonumber(rate), tonumber(period), tonumber(cap)
+local count_refused = refused == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local T = period / rate
 
 local function ceil(x) if x > 0 then return math.ceil(x - 1e-9) end return 0 end
-local function save(debt)
-  redis.call('HSET', key, 'd', string.format('%.17g', debt), 't', string.format('%.17g', now))
-  redis.call('PEXPIRE', key, ceil(debt * T / 1000) + 1000)
-end
-
--- A decision that writes nothing still makes the key live as long as its debt takes to repay
--- at *this* rate: after a limit was lowered, the expiry set under the old, faster rate would
--- otherwise forget the debt early. It never shortens an expiry.
-local function keep(debt)
-  local want = ceil(debt * T / 1000) + 1000
-  if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
-end
 
 local d = 0
 local s = redis.call('HMGET', key, 'd', 't')
@@ -32,24 +22,41 @@ if s[1] then
   if elapsed < 0 then elapsed = 0 end
   d = math.max(0, tonumber(s[1]) - elapsed / T)
 end
-if cost > cap then
-  if d > 0 then keep(d) end
-  return {0, cap, math.floor(cap - d), ceil(d * T), -1}
-end
-if d + cost <= cap then
-  if cost == 0 then
-    if d > 0 then keep(d) end
-    return {1, cap, math.floor(cap - d), ceil(d * T), 0}
+
+local out, n, changed = {}, 0, false
+local function decide(cost)
+  if cost > cap then
+    return 0, -1
   end
-  d = d + cost
-  save(d)
-  return {1, cap, math.floor(cap - d), ceil(d * T), 0}
+  if d + cost <= cap then
+    if cost > 0 then
+      d = d + cost
+      changed = true
+    end
+    return 1, 0
+  end
+  local retry = ceil((d + cost - cap) * T)
+  if count_refused then
+    d = math.min(cap, d + cost)
+    changed = true
+  end
+  return 0, retry
 end
-local retry = ceil((d + cost - cap) * T)
-if count_refused then
-  d = math.min(cap, d + cost)
-  save(d)
-elseif d > 0 then
-  keep(d)
+for i = 2, #ARGV do
+  local allowed, retry = decide(tonumber(ARGV[i]))
+  out[n + 1], out[n + 2], out[n + 3] = allowed, cap, math.floor(cap - d)
+  out[n + 4], out[n + 5] = ceil(d * T), retry
+  n = n + 5
 end
-return {0, cap, math.floor(cap - d), ceil(d * T), retry}
+
+local ttl = ceil(d * T / 1000) + 1000
+if changed then
+  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now))
+  redis.call('PEXPIRE', key, ttl)
+elseif d > 0 and redis.call('PTTL', key) < ttl then
+  -- Nothing written, but the key lives as long as its debt takes to repay at *this* rate:
+  -- after a limit was lowered, the expiry set under the old, faster rate would otherwise
+  -- forget the debt early. It never shortens an expiry.
+  redis.call('PEXPIRE', key, ttl)
+end
+return out

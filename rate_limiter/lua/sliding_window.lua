@@ -1,12 +1,13 @@
 -- Sliding-window counter (the twin of algorithms.sliding_window): this window's count plus
 -- the previous window's, weighted by how much of it the sliding window still covers.
 -- KEYS[1]: hash {w = window index, c = this window's count, p = the previous window's}
--- ARGV: spec 'rate period_us capacity count_refused', cost
+-- ARGV: spec 'rate period_us capacity count_refused', cost [, cost ...]
+-- Several costs are decided one after another, as that many calls at the same instant would
+-- be (see gcra.lua); one flat array of five figures per cost.
 local key = KEYS[1]
-local spec = {}
-for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
-local rate, p, cap, count_refused = spec[1], spec[2], spec[3], spec[4] == 1
-local cost = tonumber(ARGV[2])
+local rate, p, cap, refused = string.match(ARGV[1], '^(%d+) (%d+) (%d+) ([01])$')
+rate, p = tonumber(rate), tonumber(p)
+local count_refused = refused == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local window = math.floor(now / p)
@@ -23,35 +24,48 @@ if s[1] then
   end
 end
 local into = now - window * p
-local est = prev * (p - into) / p + cur
-local remaining = math.floor(rate - est)
-local reset = 0
-if cur > 0 then reset = (window + 2) * p - now elseif prev > 0 then reset = (window + 1) * p - now end
-local function save()
+local weight = prev * (p - into) / p
+
+local changed = false
+-- allowed, remaining, reset_after, retry_after
+local function decide(cost)
+  local est = weight + cur
+  local remaining = math.floor(rate - est)
+  local reset = 0
+  if cur > 0 then reset = (window + 2) * p - now elseif prev > 0 then reset = (window + 1) * p - now end
+  if cost > rate then
+    return 0, remaining, reset, -1
+  end
+  if est + cost <= rate then
+    if cost == 0 then return 1, remaining, reset, 0 end
+    cur = cur + cost
+    changed = true
+    return 1, math.floor(rate - est - cost), (window + 2) * p - now, 0
+  end
+  local retry
+  if cur + cost > rate then
+    local need = 0
+    if cur > 0 then need = 1 - (rate - cost) / cur end
+    retry = (window + 1) * p - now + ceil(math.max(0, need) * p)
+  else
+    local need = 1 - (rate - cost - cur) / prev
+    retry = window * p + ceil(need * p) - now
+  end
+  if count_refused then
+    cur = math.min(rate, cur + cost)
+    changed = true
+  end
+  return 0, remaining, reset, math.max(1, retry)
+end
+local out, n = {}, 0
+for i = 2, #ARGV do
+  local allowed, remaining, reset_after, retry = decide(tonumber(ARGV[i]))
+  out[n + 1], out[n + 2], out[n + 3] = allowed, rate, remaining
+  out[n + 4], out[n + 5] = reset_after, retry
+  n = n + 5
+end
+if changed then
   redis.call('HSET', key, 'w', string.format('%.17g', window), 'c', cur, 'p', prev)
   redis.call('PEXPIRE', key, math.ceil(2 * p / 1000) + 1000)
 end
-if cost > rate then
-  return {0, rate, remaining, reset, -1}
-end
-if est + cost <= rate then
-  if cost == 0 then return {1, rate, remaining, reset, 0} end
-  cur = cur + cost
-  est = est + cost
-  save()
-  return {1, rate, math.floor(rate - est), (window + 2) * p - now, 0}
-end
-local retry
-if cur + cost > rate then
-  local need = 0
-  if cur > 0 then need = 1 - (rate - cost) / cur end
-  retry = (window + 1) * p - now + ceil(math.max(0, need) * p)
-else
-  local need = 1 - (rate - cost - cur) / prev
-  retry = window * p + ceil(need * p) - now
-end
-if count_refused then
-  cur = math.min(rate, cur + cost)
-  save()
-end
-return {0, rate, remaining, reset, math.max(1, retry)}
+return out
