@@ -132,7 +132,41 @@ async def library(redis_url: str) -> None:
         limiter = RateLimiter(Limit(1_000_000, 3600, algorithm), plain)
         rate, p99 = await measure(lambda i, lim=limiter: lim.acquire(f"k{i % KEYS}"))  # type: ignore[misc]
         row(algorithm.value, rate, p99, ("ceiling", ceiling), ("limits", best_limits))
+    await hot_key(redis)
     await redis.aclose()
+
+
+async def hot_key(redis: Any) -> None:
+    """Every task on one key (one abusive client, or one global limit): the requests of a
+    loop turn coalesced into one script call, against one call each. Besides decisions/s,
+    what the hot key's Redis spends in scripts per decision, by its own accounting
+    (`INFO commandstats`): one key lives on one shard, so that is what caps it."""
+    from rate_limiter import Limit, RateLimiter, RedisBackend
+
+    print(f"  one hot key ({CONCURRENCY} tasks on one GCRA key), Redis script time per decision")
+    figures: dict[bool, tuple[float, float, float]] = {}
+    for coalesce in (False, True):
+        backend = RedisBackend(redis, coalesce=coalesce)
+        await backend.load()
+        limiter = RateLimiter(Limit(10**9, 1), backend)  # never refuses
+        made = 0
+
+        async def op(i: int, lim: RateLimiter = limiter) -> None:
+            nonlocal made
+            made += 1
+            await lim.acquire("hot")
+
+        await redis.config_resetstat()
+        rate, p99 = await measure(op)
+        stats = await redis.info("commandstats")
+        figures[coalesce] = (rate, p99, float(stats["cmdstat_evalsha"]["usec"]) / made)
+        await backend.aclose()
+    for coalesce, label in ((False, "one script call each"), (True, "coalesced per loop turn")):
+        rate, p99, usec = figures[coalesce]
+        ratios = ""
+        if coalesce:
+            ratios = f"  {rate / figures[False][0]:5.2f}x / {figures[False][2] / usec:5.2f}x less"
+        print(f"  {label:<40} {rate:>9,.0f}/s  p99 {p99:6.2f} ms  {usec:5.2f} us{ratios}")
 
 
 # --- middleware cost ---------------------------------------------------------------------
