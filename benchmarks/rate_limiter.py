@@ -9,9 +9,10 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
    heap frozen (`gc.freeze()`), and in the suite's own wiring (`common.build_app` served by
    `common.server`, which freezes too).
 
-Env: BENCH_SECONDS (per library figure and per middleware run, default 2.5), BENCH_CONCURRENCY (library tasks, default 32),
-BENCH_CONNECTIONS (HTTP connections, default 32), BENCH_ROUNDS (pairs of runs per middleware
-figure, default 10), BENCH_ONLY (library | middleware).
+Env: BENCH_SECONDS (per library figure and per middleware run, default 2.5),
+BENCH_CONCURRENCY (library tasks, default 32), BENCH_CONNECTIONS (HTTP connections, default
+32), BENCH_ROUNDS (pairs of runs per middleware figure, default 10), BENCH_ONLY (library |
+middleware).
 """
 
 from __future__ import annotations
@@ -269,13 +270,9 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
     try:
         for protected in (False, True):
             ports[protected] = port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.rate_limiter", mode,
-                     "1" if protected else "0", str(port), redis_url],
-                    stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-            )
+            command = [sys.executable, "-m", "benchmarks.rate_limiter", mode]
+            command += ["1" if protected else "0", str(port), redis_url]
+            procs.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
             wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
 
         def load(protected: bool, seconds: float) -> loadgen.Result:
