@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -193,11 +194,8 @@ def _limiter_lifespan(redis_url: str) -> Any:
     return lifespan
 
 
-def serve(protected: bool, port: int, redis_url: str, frozen: bool = False) -> None:
-    """The server side: one uvicorn process with GET /ping, limited or not. `frozen`: the
-    start-up heap moved out of the cyclic GC's sight first (`gc.freeze()`, as
-    `common.server` does for every service)."""
-    import uvicorn
+def bare_app(protected: bool, redis_url: str) -> Any:
+    """A bare FastAPI app with GET /ping, limited or not."""
     from fastapi import FastAPI
 
     from rate_limiter import Limit
@@ -213,27 +211,22 @@ def serve(protected: bool, port: int, redis_url: str, frozen: bool = False) -> N
         app.add_middleware(
             RateLimitMiddleware, rules=[RouteRule(Limit.per_second(10**9), path="/ping")]
         )
-    if frozen:
-        gc.collect()
-        gc.freeze()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return app
 
 
-def serve_suite(protected: bool, port: int, redis_url: str) -> None:
+def suite_app(protected: bool, port: int, redis_url: str) -> tuple[Any, Any]:
     """The same route in the suite's own app wiring (common.build_app: request ids, metrics,
-    access log, problem+json) served by common.server, the way every service runs."""
+    access log, problem+json); the app and its settings."""
     from prometheus_client import CollectorRegistry
     from starlette.middleware import Middleware
 
     from common.app import build_app
     from common.health import HealthChecks
-    from common.server import serve as serve_app
     from rate_limiter import Limit
     from rate_limiter.middleware import RateLimitMiddleware, RouteRule
     from rate_limiter.settings import RateLimiterSettings
 
     settings = RateLimiterSettings(port=port, redis_url=redis_url, log_format="json")
-
     limits = [
         Middleware(RateLimitMiddleware, rules=[RouteRule(Limit.per_second(10**9), path="/ping")])
     ]
@@ -250,6 +243,27 @@ def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     async def ping() -> dict[str, bool]:
         return {"ok": True}
 
+    return app, settings
+
+
+def serve(protected: bool, port: int, redis_url: str, frozen: bool = False) -> None:
+    """The server side: one uvicorn process serving the bare app. `frozen`: the start-up
+    heap moved out of the cyclic GC's sight first (`gc.freeze()`, as `common.server` does
+    for every service)."""
+    import uvicorn
+
+    app = bare_app(protected, redis_url)
+    if frozen:
+        gc.collect()
+        gc.freeze()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def serve_suite(protected: bool, port: int, redis_url: str) -> None:
+    """The suite's wiring served by common.server, the way every service runs."""
+    from common.server import serve as serve_app
+
+    app, settings = suite_app(protected, port, redis_url)
     serve_app(app, settings)
 
 
@@ -309,6 +323,109 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
     print("  each pair: " + " ".join(f"{r:.2f}" for r in paired))
 
 
+# --- instructions per request (deterministic) -------------------------------------------
+
+
+def drive(kind: str, protected: bool, requests: int, redis_url: str) -> None:
+    """`requests` GET /ping through the app in this process (ASGI calls, no sockets for HTTP;
+    the limiter talks to the real Redis), CONNECTIONS at a time, on uvloop as uvicorn runs.
+    Under callgrind, two runs with different counts give the instructions per request."""
+    import uvloop
+
+    if kind == "suite":
+        app, _ = suite_app(protected, 0, redis_url)
+    else:
+        app = bare_app(protected, redis_url)
+
+    async def run() -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        lifespan = asyncio.ensure_future(app(scope, inbox.get, outbox.put))
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def one() -> None:
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": "GET", "scheme": "http", "path": "/ping", "raw_path": b"/ping",
+                "query_string": b"", "root_path": "", "state": {},
+                "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk")],
+                "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+            }  # fmt: skip
+            status: list[int] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    status.append(message["status"])
+
+            await app(scope, receive, send)
+            assert status == [200], status
+
+        for _ in range(100):  # warm-up: connections, scripts, caches
+            await one()
+        if kind != "bare":  # as common.server and the frozen figure do
+            gc.collect()
+            gc.freeze()
+        for _ in range(requests // CONNECTIONS):
+            await asyncio.gather(*(one() for _ in range(CONNECTIONS)))
+        await inbox.put({"type": "lifespan.shutdown"})
+        await lifespan
+
+    uvloop.run(run())
+
+
+def _instructions(kind: str, protected: bool, requests: int, redis_url: str) -> int:
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         "-m", "benchmarks.rate_limiter", "--drive", kind, "1" if protected else "0",
+         str(requests), redis_url],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # string hashes, so dict probes, fixed
+    ).stderr  # fmt: skip
+    return int(next(x for x in out.splitlines() if "Collected" in x).split()[-1])
+
+
+def instructions(redis_url: str) -> None:
+    """CPU instructions per request with and without the middleware, counted by callgrind:
+    the same for the same code whatever else the machine is doing. Each figure is the
+    difference of two runs (a few hundred requests and a few more) so start-up cancels out.
+    It counts the app's work only: uvicorn's own HTTP parsing and writes, the same on both
+    sides, are not in it, so the ratio is lower than a server's would be."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    few, many = 4 * CONNECTIONS, 20 * CONNECTIONS
+    print(f"Instructions per request (callgrind, in-process ASGI, {many - few} requests)")
+    jobs = [
+        (kind, protected, n)
+        for kind in ("bare", "frozen", "suite")
+        for protected in (False, True)
+        for n in (few, many)
+    ]
+    with ThreadPoolExecutor(2) as pool:  # two cores: two valgrinds at a time
+        counts = dict(
+            zip(
+                jobs,
+                pool.map(lambda j: _instructions(j[0], j[1], j[2], redis_url), jobs),
+                strict=True,
+            )
+        )
+    titles = {"bare": "bare FastAPI app", "frozen": "bare app, heap frozen",
+              "suite": "suite's wiring"}  # fmt: skip
+    for kind, title in titles.items():
+        per = {
+            p: (counts[(kind, p, many)] - counts[(kind, p, few)]) / (many - few)
+            for p in (False, True)
+        }
+        print(
+            f"  {title:<24} unprotected {per[False]:>9,.0f}  protected {per[True]:>9,.0f}"
+            f"  (+{per[True] - per[False]:,.0f})  ratio {per[False] / per[True]:.3f}"
+        )
+
+
 def _answers(port: int) -> bool:
     import socket
 
@@ -330,6 +447,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
         serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--drive":
+        drive(sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), sys.argv[5])
+        return
     from common.redis_server import RedisProcess
 
     started = time.perf_counter()
@@ -349,6 +469,11 @@ def main() -> None:
                 "--serve-suite",
                 "Middleware in the suite's app wiring (common.build_app, access log on)",
             )
+        if only in ("", "middleware", "instructions"):
+            if shutil.which("valgrind"):
+                instructions(url)
+            else:
+                print("Instructions per request: skipped (valgrind is not installed)")
     finally:
         if server:
             server.stop()
