@@ -326,98 +326,87 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
 # --- instructions per request (deterministic) -------------------------------------------
 
 
-def drive(kind: str, protected: bool, requests: int, redis_url: str) -> None:
-    """`requests` GET /ping through the app in this process (ASGI calls, no sockets for HTTP;
-    the limiter talks to the real Redis), CONNECTIONS at a time, on uvloop as uvicorn runs.
-    Under callgrind, two runs with different counts give the instructions per request."""
-    import uvloop
+async def _send_requests(port: int, requests: int) -> None:
+    """Exactly `requests` GET /ping over CONNECTIONS keep-alive connections."""
 
-    if kind == "suite":
-        app, _ = suite_app(protected, 0, redis_url)
-    else:
-        app = bare_app(protected, redis_url)
+    async def connection(count: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(count):
+            writer.write(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head[:40]
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+        writer.close()
+        await writer.wait_closed()
 
-    async def run() -> None:
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        await inbox.put({"type": "lifespan.startup"})
-        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        lifespan = asyncio.ensure_future(app(scope, inbox.get, outbox.put))
-        assert (await outbox.get())["type"] == "lifespan.startup.complete"
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def one() -> None:
-            scope = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": "GET", "scheme": "http", "path": "/ping", "raw_path": b"/ping",
-                "query_string": b"", "root_path": "", "state": {},
-                "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk")],
-                "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
-            }  # fmt: skip
-            status: list[int] = []
-
-            async def send(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    status.append(message["status"])
-
-            await app(scope, receive, send)
-            assert status == [200], status
-
-        for _ in range(100):  # warm-up: connections, scripts, caches
-            await one()
-        if kind != "bare":  # as common.server and the frozen figure do
-            gc.collect()
-            gc.freeze()
-        for _ in range(requests // CONNECTIONS):
-            await asyncio.gather(*(one() for _ in range(CONNECTIONS)))
-        await inbox.put({"type": "lifespan.shutdown"})
-        await lifespan
-
-    uvloop.run(run())
+    share, extra = divmod(requests, CONNECTIONS)
+    await asyncio.gather(*(connection(share + (i < extra)) for i in range(CONNECTIONS)))
 
 
-def _instructions(kind: str, protected: bool, requests: int, redis_url: str) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         "-m", "benchmarks.rate_limiter", "--drive", kind, "1" if protected else "0",
-         str(requests), redis_url],
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},  # string hashes, so dict probes, fixed
-    ).stderr  # fmt: skip
-    return int(next(x for x in out.splitlines() if "Collected" in x).split()[-1])
+def _server_instructions(mode: str, protected: bool, requests: int, redis_url: str) -> int:
+    """The instructions a whole server process (uvicorn, the app, the limiter) executes from
+    start to exit when sent 100 warm-up requests and then `requests` more."""
+    import signal
+    import tempfile
+
+    from common.redis_server import free_port
+    from tests.support import wait_for
+
+    port = free_port()
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += [sys.executable, "-m", "benchmarks.rate_limiter", mode]
+    command += ["1" if protected else "0", str(port), redis_url]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            # String hashes decide dict probes: a random seed moves the count by a few %.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        try:
+            # (a patient probe: one that timed out would still be served, and counted)
+            wait_for(lambda: _answers(port, timeout=60), timeout=300)
+            asyncio.run(_send_requests(port, 100))
+            asyncio.run(_send_requests(port, requests))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(120)
+        log.seek(0)
+        found = [line for line in log if "Collected" in line]
+    return int(found[-1].split()[-1])
 
 
 def instructions(redis_url: str) -> None:
-    """CPU instructions per request with and without the middleware, counted by callgrind:
-    the same for the same code whatever else the machine is doing. Each figure is the
-    difference of two runs (a few hundred requests and a few more) so start-up cancels out.
-    It counts the app's work only: uvicorn's own HTTP parsing and writes, the same on both
-    sides, are not in it, so the ratio is lower than a server's would be."""
+    """CPU instructions per request with and without the middleware, counted by callgrind
+    in the real server process: the same for the same code whatever else the machine is
+    doing. Each figure is the difference of two servers' totals (sent a few hundred requests
+    and a few hundred more), so start-up and shutdown cancel out. It counts work, not time:
+    system calls' time in the kernel and cache misses are not in it."""
     from concurrent.futures import ThreadPoolExecutor
 
     few, many = 4 * CONNECTIONS, 20 * CONNECTIONS
-    print(f"Instructions per request (callgrind, in-process ASGI, {many - few} requests)")
-    jobs = [
-        (kind, protected, n)
-        for kind in ("bare", "frozen", "suite")
-        for protected in (False, True)
-        for n in (few, many)
-    ]
+    print(
+        f"Instructions per request (callgrind, whole server process, {many - few} requests,"
+        f" {CONNECTIONS} connections)"
+    )
+    modes = {
+        "--serve": "bare FastAPI app",
+        "--serve-frozen": "bare app, heap frozen",
+        "--serve-suite": "suite's wiring",
+    }
+    jobs = [(mode, p, n) for mode in modes for p in (False, True) for n in (few, many)]
     with ThreadPoolExecutor(2) as pool:  # two cores: two valgrinds at a time
-        counts = dict(
-            zip(
-                jobs,
-                pool.map(lambda j: _instructions(j[0], j[1], j[2], redis_url), jobs),
-                strict=True,
-            )
-        )
-    titles = {"bare": "bare FastAPI app", "frozen": "bare app, heap frozen",
-              "suite": "suite's wiring"}  # fmt: skip
-    for kind, title in titles.items():
+        totals = pool.map(lambda j: _server_instructions(j[0], j[1], j[2], redis_url), jobs)
+        counts = dict(zip(jobs, totals, strict=True))
+    for mode, title in modes.items():
         per = {
-            p: (counts[(kind, p, many)] - counts[(kind, p, few)]) / (many - few)
+            p: (counts[(mode, p, many)] - counts[(mode, p, few)]) / (many - few)
             for p in (False, True)
         }
         print(
@@ -426,11 +415,11 @@ def instructions(redis_url: str) -> None:
         )
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, timeout: float = 0.5) -> bool:
     import socket
 
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             return s.recv(12).startswith(b"HTTP/1.1 200")
     except OSError:
@@ -446,9 +435,6 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
         serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "--drive":
-        drive(sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), sys.argv[5])
         return
     from common.redis_server import RedisProcess
 
