@@ -40,7 +40,9 @@ async def _script_calls(redis: Redis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-async def _together(backend: RedisBackend, key: str, limit: Limit, costs: list[int]) -> list:
+async def _together(
+    backend: RedisBackend, key: str, limit: Limit, costs: list[int]
+) -> list[Decision]:
     """The costs asked for in one loop turn, in this order."""
     return await asyncio.gather(*(backend.acquire(key, limit, c) for c in costs))
 
