@@ -216,47 +216,39 @@ class RedisBackend:
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         lean = self._lean
         algorithm = limit.algorithm
-        if (
-            lean is not None
-            and lean.ready
-            and algorithm is not Algorithm.CONCURRENCY
-            and algorithm is not Algorithm.SLIDING_LOG
-            and self.coalesce
-        ):
-            # The hot path: join this turn's group for the key (one script call for all of
-            # them, sent at the end of the turn), await this request's own share of it.
-            try:
-                loop = lean.live_loop()
-                group = self._open.get((id(limit), key)) if self._turn is loop else None
-                if group is None or len(group.costs) >= GROUP_MAX:
-                    group = self._open_group(loop, key, limit)
-                future: asyncio.Future[Any] = loop.create_future()
-                group.costs.append(cost)
-                group.members.append(future)
-                raw = await future
-            except (NoScriptError, StaleLoopError):  # reload the scripts / reconnect
-                raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, None))
-            return decision_from_reply(raw)
         if lean is not None and lean.ready and algorithm is not Algorithm.CONCURRENCY:
-            # Not coalesced: the whole command comes from a cache (a key asks again and
-            # again), the reply future is awaited here.
+            # The hot path: join this turn's group for the key (one script call for all of
+            # them, sent at the end of the turn) or, not coalesced, send the whole command
+            # from a cache (a key asks again and again); await the reply here.
             try:
-                raw = await lean.send(self._command(key, limit, cost))
-            except (NoScriptError, StaleLoopError):
+                if self.coalesce and algorithm is not Algorithm.SLIDING_LOG:
+                    raw = await self._join_group(lean, key, limit, cost)
+                else:
+                    raw = await lean.send(self._command(key, limit, cost))
+            except (NoScriptError, StaleLoopError):  # reload the scripts / reconnect
                 raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, None))
             return decision_from_reply(raw)
         lease = new_lease(cost) if algorithm is Algorithm.CONCURRENCY and cost else None
         raw = await self._eval(algorithm.value, _keys(key, limit), _args(limit, cost, lease))
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
-    def _open_group(self, loop: asyncio.AbstractEventLoop, key: str, limit: Limit) -> _Group:
-        if self._turn is not loop:  # the turn's first group: all are sent at its end
-            self._turn = loop
-            self._groups, self._open = [], {}  # (any left by a loop that has gone)
-            loop.call_soon(self._send_groups)
-        group = self._open[(id(limit), key)] = _Group(limit, key)
-        self._groups.append(group)
-        return group
+    def _join_group(
+        self, lean: PipelinedConnection, key: str, limit: Limit, cost: int
+    ) -> asyncio.Future[Any]:
+        """This request's place in the turn's group for (limit, key): its reply's future."""
+        loop = lean.live_loop()
+        group = self._open.get((id(limit), key)) if self._turn is loop else None
+        if group is None or len(group.costs) >= GROUP_MAX:
+            if self._turn is not loop:  # the turn's first group: all are sent at its end
+                self._turn = loop
+                self._groups, self._open = [], {}  # (any left by a loop that has gone)
+                loop.call_soon(self._send_groups)
+            group = self._open[(id(limit), key)] = _Group(limit, key)
+            self._groups.append(group)
+        future: asyncio.Future[Any] = loop.create_future()
+        group.costs.append(cost)
+        group.members.append(future)
+        return future
 
     def _send_groups(self) -> None:
         """The end of the turn: one command per group, all in one write."""
