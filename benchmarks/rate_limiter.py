@@ -278,7 +278,8 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
     from tests.support import wait_for
 
     tool = "wrk" if loadgen.have_wrk() else "the built-in generator"
-    print(f"{title}, {CONNECTIONS} connections, load by {tool}, {ROUNDS} pairs of {SECONDS}s")
+    seconds = max(1, round(SECONDS))  # wrk takes whole seconds
+    print(f"{title}, {CONNECTIONS} connections, load by {tool}, {ROUNDS} pairs of {seconds}s")
     ports: dict[bool, int] = {}
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -289,10 +290,10 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
             procs.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
             wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
 
-        def load(protected: bool, seconds: float) -> loadgen.Result:
+        def load(protected: bool, seconds: int) -> loadgen.Result:
             return loadgen.run(
                 f"http://127.0.0.1:{ports[protected]}", ["/ping"],
-                seconds=max(1, round(seconds)), connections=CONNECTIONS,
+                seconds=seconds, connections=CONNECTIONS,
             )  # fmt: skip
 
         for protected in (False, True):  # warm-up: connections, scripts, caches
@@ -302,7 +303,7 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
         for i in range(ROUNDS):
             this_round: dict[bool, float] = {}
             for protected in (False, True) if i % 2 == 0 else (True, False):
-                res = load(protected, SECONDS)
+                res = load(protected, seconds)
                 this_round[protected] = res.rps
                 if protected not in best or res.rps > best[protected].rps:
                     best[protected] = res
@@ -314,11 +315,13 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
     base, limited = best[False], best[True]
     row("unprotected route (best run)", base.rps, base.p99_ms)
     row("protected route (gcra, Redis; best run)", limited.rps, limited.p99_ms)
-    quartiles = statistics.quantiles(paired, n=4)
+    spread = ""
+    if len(paired) > 1:  # (quartiles need two pairs at least)
+        quartiles = statistics.quantiles(paired, n=4)
+        spread = f"quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f}; "
     print(
         f"  protected / unprotected, median of {ROUNDS} back-to-back pairs: "
-        f"{statistics.median(paired):.2f} (quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f}; "
-        f"best runs {limited.rps / base.rps:.2f})"
+        f"{statistics.median(paired):.2f} ({spread}best runs {limited.rps / base.rps:.2f})"
     )
     print("  each pair: " + " ".join(f"{r:.2f}" for r in paired))
 
