@@ -171,25 +171,36 @@ async def test_unreachable_database_is_503_with_retry_after(client: httpx.AsyncC
 
 
 def test_request_ids_are_unique_across_forked_workers() -> None:
-    """Ids come from `random`, which a forked child reseeds: uvicorn workers or a
-    pre-forking server never hand out the parent's (or each other's) sequence."""
+    """Ids come from a generator a forked child reseeds: uvicorn workers or a pre-forking
+    server never hand out the parent's (or each other's) sequence; and an app seeding the
+    `random` module changes nothing."""
     import os
+    import random
 
     from common.middleware import new_request_id
 
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next ids, then leave without running pytest's teardown
-        os.write(write_end, "".join(new_request_id() for _ in range(3)).encode())
-        os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    theirs = os.read(read_end, 1000).decode()
-    os.close(read_end)
-    ours = "".join(new_request_id() for _ in range(3))
-    assert len(theirs) == len(ours) == 96
-    assert int(ours, 16) >= 0 and int(theirs, 16) >= 0  # hex only
-    assert {theirs[i : i + 32] for i in range(0, 96, 32)}.isdisjoint(
-        {ours[i : i + 32] for i in range(0, 96, 32)}
-    )
-    assert len({ours[i : i + 32] for i in range(0, 96, 32)}) == 3
+    saved = random.getstate()
+    random.seed(42)
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its next ids, then leave without running pytest's teardown
+            os.write(write_end, "".join(new_request_id() for _ in range(3)).encode())
+            os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        theirs = os.read(read_end, 1000).decode()
+        os.close(read_end)
+        ours = "".join(new_request_id() for _ in range(3))
+        assert len(theirs) == len(ours) == 96
+        assert int(ours, 16) >= 0 and int(theirs, 16) >= 0  # hex only
+        assert {theirs[i : i + 32] for i in range(0, 96, 32)}.isdisjoint(
+            {ours[i : i + 32] for i in range(0, 96, 32)}
+        )
+        assert len({ours[i : i + 32] for i in range(0, 96, 32)}) == 3
+        random.seed(42)
+        first = new_request_id()
+        random.seed(42)
+        assert new_request_id() != first  # the app's seed is not the ids' seed
+    finally:
+        random.setstate(saved)
