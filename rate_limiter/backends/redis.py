@@ -47,13 +47,6 @@ def _args(limit: Limit, cost: int, lease: str | None) -> list[Any]:
     return [limit.spec, cost]
 
 
-@functools.lru_cache(maxsize=1024)
-def _tail(limit: Limit, cost: int) -> tuple[bytes, int]:
-    """The arguments after the keys, packed once per limit and cost (and how many)."""
-    args = _args(limit, cost, None)
-    return pack_args(args), len(args)
-
-
 def _sha(source: str) -> str:
     import hashlib
 
@@ -71,6 +64,8 @@ Pending = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
 
 @functools.lru_cache(maxsize=256)
 def _packed_arg(value: bytes | int) -> bytes:
+    """One argument in RESP, packed once (a limit's spec, a cost): packing is most of the
+    client's cost per call."""
     return pack_args([value])
 
 
@@ -257,14 +252,10 @@ class RedisBackend:
         lean = self._lean
         assert lean is not None
         for group in groups:
-            costs = group.costs
-            if len(costs) == 1:
-                packed = self._command(group.key, group.limit, costs[0])
+            if len(group.costs) == 1:
+                packed = self._command(group.key, group.limit, group.costs[0])
             else:
-                limit = group.limit
-                sha = self._scripts.shas[limit.algorithm.value]
-                tail = b"".join([_packed_arg(limit.spec), *map(_packed_arg, costs)])
-                packed = pack_evalsha_tail(sha, _keys(group.key, limit), tail, 1 + len(costs))
+                packed = self._pack(group.key, group.limit, group.costs)
             lean.send_to(packed, group)
         lean.flush()
 
@@ -284,11 +275,16 @@ class RedisBackend:
             entry = None
         if entry is None:
             entry = self._commands[id(limit)] = (limit, {})
-        sha = self._scripts.shas[limit.algorithm.value]
-        packed = pack_evalsha_tail(sha, _keys(key, limit), *_tail(limit, cost))
+        packed = self._pack(key, limit, [cost])
         entry[1][(key, cost) if cost != 1 else key] = packed
         self._cached += 1
         return packed
+
+    def _pack(self, key: str, limit: Limit, costs: list[int]) -> bytes:
+        """`EVALSHA <script> <keys> <spec> <cost> ...`: one decision per cost."""
+        sha = self._scripts.shas[limit.algorithm.value]
+        tail = b"".join([_packed_arg(limit.spec), *map(_packed_arg, costs)])
+        return pack_evalsha_tail(sha, _keys(key, limit), tail, 1 + len(costs))
 
     async def release(self, key: str, limit: Limit, lease: str) -> None:
         cost = lease_cost(lease)
