@@ -281,12 +281,7 @@ class PipelinedConnection:
         (The hot path awaits this future itself: one coroutine frame fewer per call.)"""
         loop = self.live_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append(future)
-        self._outbox.append(packed)
-        self._sent += 1
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self.flush)
+        self._queue(loop, packed, future)
         return future
 
     def send_to(self, packed: bytes, waiter: ReplyWaiter) -> None:
@@ -295,12 +290,16 @@ class PipelinedConnection:
         if not self.ready or self._loop is None or self._loop.is_closed():
             waiter.set_exception(RedisConnectionError("not connected to Redis"))
             return
+        self._queue(self._loop, packed, waiter)
+
+    def _queue(self, loop: asyncio.AbstractEventLoop, packed: bytes, waiter: ReplyWaiter) -> None:
+        """In the outbox, its waiter in line for the reply; written at the end of the turn."""
         self._waiting.append(waiter)
         self._outbox.append(packed)
         self._sent += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+            loop.call_soon(self.flush)
 
     async def execute(self, *args: Any) -> Any:
         if not self.ready:
