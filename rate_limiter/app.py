@@ -14,7 +14,13 @@ from common.app import build_app
 from common.health import HealthChecks
 from common.redis import REDIS_DOWN, create_redis
 from rate_limiter.api import api
-from rate_limiter.backends import AsyncBackend, FallbackBackend, MemoryBackend, RedisBackend
+from rate_limiter.backends import (
+    AsyncBackend,
+    FallbackBackend,
+    MemoryBackend,
+    PrefetchBackend,
+    RedisBackend,
+)
 from rate_limiter.config import RulesWatcher
 from rate_limiter.errors import (
     BackendError,
@@ -59,8 +65,13 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
             except REDIS_DOWN as exc:
                 # Start anyway: the failure policy answers until Redis is back.
                 log.error("redis_unreachable_at_start", error=str(exc))
+            decider: AsyncBackend = primary
+            if settings.prefetch_ttl > 0:
+                decider = PrefetchBackend(
+                    primary, ttl=settings.prefetch_ttl, share=settings.prefetch_share
+                )
             backend = FallbackBackend(
-                primary,
+                decider,
                 mode=settings.on_backend_error,
                 metrics=metrics,
                 retry_interval=settings.backend_retry_interval,

@@ -29,7 +29,8 @@ LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
 
 def load_sources() -> dict[str, str]:
-    """Every script under `lua/`, by file stem (one per algorithm, plus `release`)."""
+    """Every script under `lua/`, by file stem (one per algorithm, plus `release` and
+    `gcra_prefetch`)."""
     return {p.stem: p.read_text() for p in sorted(LUA_DIR.glob("*.lua"))}
 
 
@@ -290,6 +291,19 @@ class RedisBackend:
         cost = lease_cost(lease)
         if cost is not None and limit.algorithm is Algorithm.CONCURRENCY:
             await self._eval("release", _keys(key, limit), [lease, cost])
+
+    async def prefetch(
+        self, key: str, limit: Limit, cost: int, want: int, refund: int = 0, taken_us: int = 0
+    ) -> tuple[Decision, int, int]:
+        """GCRA only: decide `cost` and, if it is allowed, take up to `want` tokens in all
+        (at least `cost`), after giving back what is still owed of `refund` unspent tokens
+        taken at `taken_us` (Redis time). The decision, the tokens taken (0 when refused)
+        and Redis's time in µs. `PrefetchBackend` spends the surplus locally."""
+        if limit.algorithm is not Algorithm.GCRA:
+            raise ValueError(f"only GCRA limits prefetch, not {limit.algorithm.value}")
+        args = [limit.spec, cost, want, refund, taken_us]
+        raw = await self._eval("gcra_prefetch", _keys(key, limit), args)
+        return decision_from_reply(raw[:5]), int(raw[5]), int(raw[6])
 
     async def ping(self) -> None:
         await self.redis.ping()
