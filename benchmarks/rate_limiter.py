@@ -174,19 +174,21 @@ async def hot_key(redis: Any) -> None:
 # --- middleware cost ---------------------------------------------------------------------
 
 
-def _limiter_lifespan(redis_url: str) -> Any:
-    """Open Redis and the limiter's backend for the app's life (as a service's lifespan does)."""
+def _limiter_lifespan(redis_url: str, prefetch: bool = False) -> Any:
+    """Open Redis and the limiter's backend for the app's life (as a service's lifespan does);
+    `prefetch`: with the opt-in PrefetchBackend (batches of tokens spent in the process)."""
     from fastapi import FastAPI
 
     from common.redis import create_redis
-    from rate_limiter import FallbackBackend, RedisBackend
+    from rate_limiter import AsyncBackend, FallbackBackend, PrefetchBackend, RedisBackend
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = create_redis(redis_url)
         backend = RedisBackend(redis)
         await backend.load()
-        app.state.rate_limit_backend = FallbackBackend(backend)
+        decider: AsyncBackend = PrefetchBackend(backend) if prefetch else backend
+        app.state.rate_limit_backend = FallbackBackend(decider)
         yield
         await backend.aclose()
         await redis.aclose()
@@ -194,14 +196,14 @@ def _limiter_lifespan(redis_url: str) -> Any:
     return lifespan
 
 
-def bare_app(protected: bool, redis_url: str) -> Any:
+def bare_app(protected: bool, redis_url: str, prefetch: bool = False) -> Any:
     """A bare FastAPI app with GET /ping, limited or not."""
     from fastapi import FastAPI
 
     from rate_limiter import Limit
     from rate_limiter.middleware import RateLimitMiddleware, RouteRule
 
-    app = FastAPI(lifespan=_limiter_lifespan(redis_url))
+    app = FastAPI(lifespan=_limiter_lifespan(redis_url, prefetch))
 
     @app.get("/ping")
     async def ping() -> dict[str, bool]:
@@ -246,13 +248,15 @@ def suite_app(protected: bool, port: int, redis_url: str) -> tuple[Any, Any]:
     return app, settings
 
 
-def serve(protected: bool, port: int, redis_url: str, frozen: bool = False) -> None:
+def serve(
+    protected: bool, port: int, redis_url: str, frozen: bool = False, prefetch: bool = False
+) -> None:
     """The server side: one uvicorn process serving the bare app. `frozen`: the start-up
     heap moved out of the cyclic GC's sight first (`gc.freeze()`, as `common.server` does
-    for every service)."""
+    for every service). `prefetch`: the limiter takes tokens in batches (opt-in mode)."""
     import uvicorn
 
-    app = bare_app(protected, redis_url)
+    app = bare_app(protected, redis_url, prefetch)
     if frozen:
         gc.collect()
         gc.freeze()
@@ -402,6 +406,7 @@ def instructions(redis_url: str) -> None:
         "--serve": "bare FastAPI app",
         "--serve-frozen": "bare app, heap frozen",
         "--serve-suite": "suite's wiring",
+        "--serve-prefetch": "bare app, prefetching",
     }
     jobs = [(mode, p, n) for mode in modes for p in (False, True) for n in (few, many)]
     with ThreadPoolExecutor(2) as pool:  # two cores: two valgrinds at a time
@@ -436,6 +441,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-frozen":
         serve(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4], frozen=True)
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-prefetch":
+        serve(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4], prefetch=True)
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
         serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
         return
@@ -457,6 +465,11 @@ def main() -> None:
                 url,
                 "--serve-suite",
                 "Middleware in the suite's app wiring (common.build_app, access log on)",
+            )
+            middleware(
+                url,
+                "--serve-prefetch",
+                "Opt-in prefetching (PrefetchBackend: bound shifted by 50 ms), bare app",
             )
         if only in ("", "middleware", "instructions"):
             if shutil.which("valgrind"):

@@ -250,3 +250,38 @@ async def test_a_refused_check_gives_back_the_leases_it_was_granted(
         assert second["decisions"][0]["allowed"] and second["decisions"][0]["lease"] is None
         third = (await client.post("/api/check", json=check_body(("job", "j")))).json()
         assert third["allowed"]  # the second slot was free again
+
+
+BUSY = """\
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 5}
+  - key: tenant
+    rate_limit: {unit: second, requests_per_unit: 100000}
+"""
+
+
+async def test_prefetching_spares_redis_on_a_busy_key_and_keeps_small_limits_exact(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import redis as sync_redis
+
+    def script_calls() -> int:
+        with sync_redis.Redis.from_url(redis_url) as r:
+            return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    rules = write_rules(tmp_path, BUSY)
+    async with client_for(rules, redis_url, prefetch_ttl=0.5, prefetch_share=0.1) as client:
+        # 5 an hour: capacity x share < 2, so every check still asks Redis: exact.
+        small = [
+            (await client.post("/api/check", json=check_body(("user", "u")))).json()["allowed"]
+            for _ in range(6)
+        ]
+        assert small == [True] * 5 + [False]
+        before = script_calls()
+        body = check_body(("tenant", "t"))
+        # One after another (checks made together share one script call anyway).
+        answers = [await client.post("/api/check", json=body) for _ in range(200)]
+        assert all(a.status_code == 200 and a.json()["allowed"] for a in answers)
+        assert script_calls() - before < len(answers) / 4
