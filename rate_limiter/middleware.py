@@ -8,6 +8,7 @@
     )
     # in the lifespan, once Redis is open:
     app.state.rate_limit_backend = FallbackBackend(RedisBackend(redis))
+    # (opt-in, busy keys' tokens spent in batches: FallbackBackend(PrefetchBackend(...)))
 
 Refusals are 429 problem+json with `Retry-After`; every response of a limited route carries
 the draft `RateLimit-Policy` / `RateLimit` headers. A WebSocket upgrade that is refused is
