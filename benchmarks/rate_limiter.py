@@ -34,6 +34,11 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 KEYS = 10_000
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
+# The prefetching server's ttl (its batches are what it would spend in that time).
+PREFETCH_TTL = float(os.environ.get("BENCH_PREFETCH_TTL", "0.05"))
+# Under valgrind a server runs about this many times slower: a prefetching server counted
+# there gets a ttl this much longer, so that its batches are the size they are in real time.
+VALGRIND_SLOWDOWN = 50
 
 
 async def measure(
@@ -187,7 +192,9 @@ def _limiter_lifespan(redis_url: str, prefetch: bool = False) -> Any:
         redis = create_redis(redis_url)
         backend = RedisBackend(redis)
         await backend.load()
-        decider: AsyncBackend = PrefetchBackend(backend) if prefetch else backend
+        decider: AsyncBackend = backend
+        if prefetch:
+            decider = PrefetchBackend(backend, ttl=PREFETCH_TTL)
         app.state.rate_limit_backend = FallbackBackend(decider)
         yield
         await backend.aclose()
@@ -373,8 +380,12 @@ def _server_instructions(mode: str, protected: bool, requests: int, redis_url: s
             command,
             stdout=subprocess.DEVNULL,
             stderr=log,
-            # String hashes decide dict probes: a random seed moves the count by a few %.
-            env={**os.environ, "PYTHONHASHSEED": "0"},
+            env={
+                **os.environ,
+                # String hashes decide dict probes: a random seed moves the count by a few %.
+                "PYTHONHASHSEED": "0",
+                "BENCH_PREFETCH_TTL": str(PREFETCH_TTL * VALGRIND_SLOWDOWN),
+            },
         )
         try:
             # (a patient probe: one that timed out would still be served, and counted)

@@ -36,6 +36,8 @@ from typing import Any, Protocol
 
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 
+_new_tuple = tuple.__new__
+
 # Keys with a batch kept in memory before the spent and expired ones are swept out.
 SWEEP_AT = 10_000
 
@@ -93,7 +95,10 @@ class _Batch:
             self.tokens -= cost
             reset = self.reset_at - now
             remaining = min(self.remaining + self.tokens, capacity)  # (Redis refills too)
-            return Decision(True, capacity, remaining, max(reset, 0.0), 0.0)
+            # (built as decision_from_reply builds them: no Python-level __new__ per request)
+            return _new_tuple(  # type: ignore[no-any-return]
+                Decision, (True, capacity, remaining, max(reset, 0.0), 0.0, None, False)
+            )
         if now < self.refused_until and cost >= self.refused_cost:
             reset = self.reset_at - now
             remaining = min(self.remaining + self.tokens, capacity)
