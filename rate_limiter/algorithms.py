@@ -73,9 +73,10 @@ class Limit:
         if self.burst is not None and self.burst < 1:
             raise ValueError("burst must be at least 1")
 
-    @property
+    @cached_property
     def capacity(self) -> int:
-        """The most a key can take at once."""
+        """The most a key can take at once. (Cached, as `spec` is: it is read on every
+        decision, and an enum member's lookup costs as much as the rest of it.)"""
         if self.algorithm is Algorithm.GCRA and self.burst is not None:
             return self.burst
         return self.rate

@@ -85,6 +85,7 @@ class RouteRule:
     _methods: frozenset[str] | None = field(init=False, repr=False, default=None)
     _by_client_ip: bool = field(init=False, repr=False, default=False)
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, default=None)
+    _exact: str | None = field(init=False, repr=False, default=None)
     _bad_cost_logged: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +98,8 @@ class RouteRule:
         elif self.method is not None:
             self._methods = frozenset(m.upper() for m in self.method)
         self._pattern = _compile(self.path) if self.path else None
+        if self.path and "{" not in self.path and not self.path.endswith("*"):
+            self._exact = self.path  # a plain path: compared, not matched
         if not self.name:
             methods = ",".join(sorted(self._methods)) if self._methods else "*"
             self.name = f"{methods} {self.path or '*'}"
@@ -113,6 +116,8 @@ class RouteRule:
     def matches(self, view: RequestView) -> bool:
         if self._methods is not None and view.method not in self._methods:
             return False
+        if self._exact is not None:
+            return view.path == self._exact
         return self._pattern is None or self._pattern.fullmatch(view.path) is not None
 
     def counter_key(self, view: RequestView) -> str | None:
@@ -201,14 +206,12 @@ class RateLimitMiddleware:
     def _backend(self, scope: Scope) -> AsyncBackend:
         found: AsyncBackend | None = None
         if self.backend is None:
-            state = getattr(scope.get("app"), "state", None)
-            # Starlette's `State` keeps its attributes in `_state`; reading the dict skips
-            # its Python-level `__getattr__` (this runs on every limited request).
-            stored = getattr(state, "_state", None)
-            if type(stored) is dict:
-                found = stored.get(STATE_ATTR)
-            else:
-                found = getattr(state, STATE_ATTR, None)
+            try:
+                # Starlette's `State` keeps its attributes in the dict `_state`; reading it
+                # skips the Python-level `__getattr__` (this runs on every limited request).
+                found = scope["app"].state._state.get(STATE_ATTR)
+            except (KeyError, AttributeError, TypeError):  # not a Starlette app's scope
+                found = getattr(getattr(scope.get("app"), "state", None), STATE_ATTR, None)
         elif hasattr(self.backend, "acquire"):
             found = self.backend  # type: ignore[assignment]
         else:
@@ -277,9 +280,8 @@ class RateLimitMiddleware:
                 decision = await backend.acquire(key, rule.limit, rule.cost_of(view))
             except BACKEND_FAILED as exc:
                 decision = self._backend_failed(backend, rule, exc)
-            taken = [_Taken(rule, key, decision)]
             if self.metrics is not None:
-                self._record(taken)
+                self._record_one(rule, decision)
             if rule.shadow:
                 headers, refused = [], []
             else:
@@ -287,8 +289,8 @@ class RateLimitMiddleware:
                     (b"ratelimit-policy", rule.policy_bytes),
                     (b"ratelimit", limit_item(rule.quoted_name, decision).encode()),
                 ]
-                refused = [] if decision.allowed else taken
-            leased = taken if decision.lease else []
+                refused = [] if decision.allowed else [_Taken(rule, key, decision)]
+            leased = [_Taken(rule, key, decision)] if decision.lease else []
         else:
             decisions = await asyncio.gather(
                 *(self._acquire(backend, rule, key, rule.cost_of(view)) for rule, key in wanted)
@@ -319,17 +321,20 @@ class RateLimitMiddleware:
                 await self._release(backend, leased)
 
     def _record(self, taken: list[_Taken]) -> None:
-        assert self.metrics is not None
         for t in taken:
-            self.metrics.record(
-                domain="http",
-                rule=t.rule.name,
-                allowed=t.decision.allowed,
-                shadow=t.rule.shadow,
-                remaining=t.decision.remaining,
-                limit=t.decision.limit,
-                near_ratio=self.near_limit_ratio,
-            )
+            self._record_one(t.rule, t.decision)
+
+    def _record_one(self, rule: RouteRule, decision: Decision) -> None:
+        assert self.metrics is not None
+        self.metrics.record(
+            domain="http",
+            rule=rule.name,
+            allowed=decision.allowed,
+            shadow=rule.shadow,
+            remaining=decision.remaining,
+            limit=decision.limit,
+            near_ratio=self.near_limit_ratio,
+        )
 
     async def _release(self, backend: AsyncBackend, leased: list[_Taken]) -> None:
         for t in leased:

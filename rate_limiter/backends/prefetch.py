@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 
 _new_tuple = tuple.__new__
+_GCRA = Algorithm.GCRA  # (read once: an enum member's lookup is slow on the hot path)
 
 # Keys with a batch kept in memory before the spent and expired ones are swept out.
 SWEEP_AT = 10_000
@@ -135,7 +136,7 @@ class PrefetchBackend:
         self.fetches = 0  # calls to Redis for a batch (observability, tests)
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
-        if limit.algorithm is not Algorithm.GCRA or not cost:
+        if limit.algorithm is not _GCRA or not cost:
             return await self.primary.acquire(key, limit, cost)
         now = self.clock()
         batch = self._batches.get((limit.spec, key))
