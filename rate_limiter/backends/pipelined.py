@@ -288,7 +288,8 @@ class PipelinedConnection:
         """`send`, with the reply handed to `waiter` instead of a new future. The connection
         must be `ready` (else the waiter fails at once, as on a lost connection)."""
         if not self.ready or self._loop is None or self._loop.is_closed():
-            waiter.set_exception(RedisConnectionError("not connected to Redis"))
+            if not waiter.done():  # (a future whose caller was cancelled is done)
+                waiter.set_exception(RedisConnectionError("not connected to Redis"))
             return
         self._queue(self._loop, packed, waiter)
 

@@ -95,10 +95,12 @@ class _Batch:
         if cost <= self.tokens and now < self.expires:
             self.tokens -= cost
             reset = self.reset_at - now
-            remaining = min(self.remaining + self.tokens, capacity)  # (Redis refills too)
+            remaining = self.remaining + self.tokens
+            if remaining > capacity:  # (Redis refills too; no min()/max() calls on this path)
+                remaining = capacity
             # (built as decision_from_reply builds them: no Python-level __new__ per request)
             return _new_tuple(  # type: ignore[no-any-return]
-                Decision, (True, capacity, remaining, max(reset, 0.0), 0.0, None, False)
+                Decision, (True, capacity, remaining, reset if reset > 0 else 0.0, 0.0, None, False)
             )
         if now < self.refused_until and cost >= self.refused_cost:
             reset = self.reset_at - now

@@ -256,11 +256,12 @@ class RedisBackend:
         lean = self._lean
         assert lean is not None
         for group in groups:
-            if len(group.costs) == 1:
+            if len(group.costs) == 1:  # (many keys, one request each: the usual case)
+                # The member's own future takes the reply: no group in between.
                 packed = self._command(group.key, group.limit, group.costs[0])
+                lean.send_to(packed, group.members[0])
             else:
-                packed = self._pack(group.key, group.limit, group.costs)
-            lean.send_to(packed, group)
+                lean.send_to(self._pack(group.key, group.limit, group.costs), group)
         lean.flush()
 
     def _command(self, key: str, limit: Limit, cost: int) -> bytes:

@@ -141,6 +141,35 @@ async def test_a_connection_lost_before_the_group_goes_out_fails_it_and_the_next
     assert decision.allowed and decision.remaining == 9  # nothing was counted for the lost ones
 
 
+async def test_a_lone_request_cancelled_on_its_way_keeps_the_replies_in_line(
+    backend: RedisBackend,
+) -> None:
+    """A group of one hands its reply to the caller's own future: cancelled, that future
+    still takes its reply off the line, so the next caller gets its own."""
+    limit = Limit(10, 3600)
+    lone = asyncio.create_task(backend.acquire("a", limit))
+    other = asyncio.create_task(backend.acquire("b", Limit(3, 3600)))
+    await asyncio.sleep(0)  # both joined (two keys: two groups of one), not yet sent
+    lone.cancel()
+    assert (await other).remaining == 2
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    assert (await backend.acquire("a", limit)).remaining == 8  # the cancelled one counted
+    # Lost before it went out: the cancelled one is left alone, the next in line still fails.
+    lone = asyncio.create_task(backend.acquire("a", limit))
+    other = asyncio.create_task(backend.acquire("b", Limit(3, 3600)))
+    await asyncio.sleep(0)
+    lone.cancel()
+    lean = backend._lean
+    assert lean is not None and lean._protocol is not None
+    lean._protocol.connection_lost(ConnectionResetError("reset by peer"))
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(other, 2)
+    assert (await backend.acquire("a", limit)).remaining == 7
+
+
 async def test_coalescing_can_be_turned_off(redis: Redis) -> None:
     backend = RedisBackend(redis, coalesce=False)
     await backend.load()
