@@ -68,7 +68,10 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
             decider: AsyncBackend = primary
             if settings.prefetch_ttl > 0:
                 decider = PrefetchBackend(
-                    primary, ttl=settings.prefetch_ttl, share=settings.prefetch_share
+                    primary,
+                    ttl=settings.prefetch_ttl,
+                    share=settings.prefetch_share,
+                    metrics=metrics,
                 )
             backend = FallbackBackend(
                 decider,

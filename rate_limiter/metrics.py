@@ -39,6 +39,12 @@ class LimiterMetrics:
             "1 while the shared backend is unreachable and the failure policy decides.",
             registry=registry,
         )
+        self.prefetch_fetches = Counter(
+            "rate_limiter_prefetch_fetches_total",
+            "Calls to Redis for a batch of tokens (prefetching on); the rest of the decisions "
+            "were made in the process.",
+            registry=registry,
+        )
         # labels() looks the child up under a lock on every call; the hot path keeps them.
         self._children: dict[tuple[Any, ...], Any] = {}
 

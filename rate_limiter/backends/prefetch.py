@@ -35,6 +35,7 @@ import time
 from typing import Any, Protocol
 
 from rate_limiter.algorithms import Algorithm, Decision, Limit
+from rate_limiter.metrics import LimiterMetrics
 
 _new_tuple = tuple.__new__
 _GCRA = Algorithm.GCRA  # (read once: an enum member's lookup is slow on the hot path)
@@ -122,6 +123,7 @@ class PrefetchBackend:
         *,
         ttl: float = 0.05,
         share: float = 0.01,
+        metrics: LimiterMetrics | None = None,
         clock: Any = time.monotonic,
     ) -> None:
         if ttl <= 0:
@@ -133,6 +135,7 @@ class PrefetchBackend:
         self.ttl = ttl
         self.share = share
         self.clock = clock
+        self.metrics = metrics
         self._batches: dict[tuple[bytes, str], _Batch] = {}
         self._sweep_at = SWEEP_AT
         self.fetches = 0  # calls to Redis for a batch (observability, tests)
@@ -184,6 +187,8 @@ class PrefetchBackend:
         # them again would admit too many. (Losing them only refuses a little early.)
         refund, batch.tokens = batch.tokens, 0
         self.fetches += 1
+        if self.metrics is not None:
+            self.metrics.prefetch_fetches.inc()
         batch.denied = True  # (until it is known to have been allowed)
         decision, granted, taken_us = await self.primary.prefetch(
             key, limit, cost, want, refund, batch.taken_us

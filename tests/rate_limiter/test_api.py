@@ -285,3 +285,11 @@ async def test_prefetching_spares_redis_on_a_busy_key_and_keeps_small_limits_exa
         answers = [await client.post("/api/check", json=body) for _ in range(200)]
         assert all(a.status_code == 200 and a.json()["allowed"] for a in answers)
         assert script_calls() - before < len(answers) / 4
+        # Operators see it: batches fetched against decisions made.
+        text = (await client.get("/metrics")).text
+        fetched = next(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("rate_limiter_prefetch_fetches_total ")
+        )
+        assert 6 <= fetched < 6 + len(answers) / 4  # (the 6 small-limit checks, one each)
