@@ -13,6 +13,7 @@ from common.redis import create_redis
 from common.redis_server import RedisProcess
 from rate_limiter import (
     Algorithm,
+    FailMode,
     FallbackBackend,
     Limit,
     LimiterMetrics,
@@ -29,17 +30,12 @@ pytestmark = pytest.mark.slow  # starts and stops its own redis-server processes
     [("local", [True, True, False]), ("open", [True] * 3), ("closed", [False] * 3)],
 )
 async def test_policy_while_redis_is_down_then_automatic_recovery(
-    redis_factory: Callable[..., RedisProcess], mode: str, allowed_while_down: list[bool]
+    redis_factory: Callable[..., RedisProcess], mode: FailMode, allowed_while_down: list[bool]
 ) -> None:
     server = redis_factory()
     redis = create_redis(server.url, timeout=0.2)
     metrics = LimiterMetrics(CollectorRegistry())
-    backend = FallbackBackend(
-        RedisBackend(redis),
-        mode=mode,
-        metrics=metrics,
-        retry_interval=0.1,  # type: ignore[arg-type]
-    )
+    backend = FallbackBackend(RedisBackend(redis), mode=mode, metrics=metrics, retry_interval=0.1)
     limiter = RateLimiter(Limit.per_hour(2), backend)
     try:
         first = await limiter.acquire("k")

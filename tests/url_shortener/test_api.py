@@ -1,6 +1,7 @@
 """The management API through its real interface (ASGI), on real Redis and SQL."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -243,8 +244,8 @@ async def test_minted_keys_see_only_their_own_links_and_cannot_mint(
         ("GET", f"/api/links/{admins}/stats"),
         ("GET", f"/api/links/{admins}/qr"),
     ]:
-        kwargs = {"json": {}} if method == "PATCH" else {}
-        assert_problem(await client.request(method, path, headers=team, **kwargs), 404)
+        body: dict[str, Any] | None = {} if method == "PATCH" else None
+        assert_problem(await client.request(method, path, headers=team, json=body), 404)
     listed = (await client.get("/api/links", headers=team)).json()["items"]
     assert [i["code"] for i in listed] == [ours]
     everything = (await client.get("/api/links", headers=ADMIN)).json()["items"]
