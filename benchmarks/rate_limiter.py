@@ -6,13 +6,16 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
    same concurrency, and beside a raw EVALSHA of a trivial script (the round-trip ceiling);
 2. the middleware's cost: requests/s of a protected route over the same route unprotected,
    through real uvicorn processes: on a bare FastAPI app, on the same app with its start-up
-   heap frozen (`gc.freeze()`), and in the suite's own wiring (`common.build_app` served by
-   `common.server`, which freezes too).
+   heap frozen (`gc.freeze()`), in the suite's own wiring (`common.build_app` served by
+   `common.server`, which freezes too), and on the bare app with opt-in prefetching;
+3. the same servers' CPU instructions per request, counted by callgrind (when valgrind is
+   installed).
 
 Env: BENCH_SECONDS (per library figure and per middleware run, default 2.5),
 BENCH_CONCURRENCY (library tasks, default 32), BENCH_CONNECTIONS (HTTP connections, default
-32), BENCH_ROUNDS (pairs of runs per middleware figure, default 10), BENCH_ONLY (library |
-middleware).
+32), BENCH_ROUNDS (pairs of runs per middleware figure, default 10), BENCH_PREFETCH_TTL
+(the prefetching server's ttl, default 0.05), BENCH_ONLY (library | middleware |
+instructions).
 """
 
 from __future__ import annotations
@@ -480,7 +483,8 @@ def main() -> None:
             middleware(
                 url,
                 "--serve-prefetch",
-                "Opt-in prefetching (PrefetchBackend: bound shifted by 50 ms), bare app",
+                "Opt-in prefetching (PrefetchBackend: bound shifted by "
+                f"{PREFETCH_TTL * 1000:g} ms), bare app",
             )
         if only in ("", "middleware", "instructions"):
             if shutil.which("valgrind"):
