@@ -8,6 +8,7 @@
 --       refund_taken_us (when that batch was taken, by this clock)
 -- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), granted,
 --          now_us}.
+-- (Its first lines repeat gcra.lua's: a Redis script cannot share code with another.)
 local key = KEYS[1]
 local rate, period, cap, refused = string.match(ARGV[1], '^(%d+) (%d+) (%d+) ([01])$')
 rate, period, cap = tonumber(rate), tonumber(period), tonumber(cap)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from rate_limiter.app import create_app
 from rate_limiter.settings import RateLimiterSettings
@@ -60,6 +61,12 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def client_for(rules: Path, redis_url: str | None, **extra: Any) -> Any:
     return running(create_app(settings(rules, redis_url, **extra)))
+
+
+async def script_calls(redis: Redis) -> int:
+    """Scripts Redis has run (EVALSHA calls), by its own accounting (`INFO commandstats`)."""
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 def check_body(*entries: tuple[str, str], cost: int = 1, domain: str = "api") -> dict[str, Any]:

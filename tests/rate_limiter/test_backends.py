@@ -16,13 +16,6 @@ from rate_limiter import Algorithm, AsyncBackend, Limit, MemoryBackend, RedisBac
 from rate_limiter.backends.redis import load_sources
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url)
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[AsyncBackend]:
     if request.param == "memory":

@@ -12,18 +12,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from common.redis import create_redis
 from rate_limiter import Algorithm, Decision, Limit, MemoryBackend, RedisBackend
 from rate_limiter.backends import redis as redis_backend
+from tests.rate_limiter.factories import script_calls
 
 COALESCED = [Algorithm.GCRA, Algorithm.FIXED_WINDOW, Algorithm.SLIDING_WINDOW]
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -33,11 +26,6 @@ async def backend(redis: Redis) -> AsyncIterator[RedisBackend]:
     await backend.acquire("warm-up", Limit.per_second(1))  # the lean connection is up
     yield backend
     await backend.aclose()
-
-
-async def _script_calls(redis: Redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 async def _together(
@@ -70,7 +58,7 @@ async def test_one_script_call_gives_each_request_its_own_sequential_decision(
     costs = [1, 3, 0, 2, 12, 4, 1, 0, 2, 1, 1]
     await redis.config_resetstat()
     coalesced = await _together(backend, "hot", limit, costs)
-    assert await _script_calls(redis) == 1
+    assert await script_calls(redis) == 1
 
     sec, usec = await redis.time()
     now = sec * 1_000_000 + usec
@@ -92,7 +80,7 @@ async def test_keys_limits_and_algorithms_are_never_merged(
     await redis.config_resetstat()
     asks = [("a", per_minute), ("b", per_minute), ("a", per_hour), ("a", window)] * 4
     results = await asyncio.gather(*(backend.acquire(k, lim) for k, lim in asks))
-    assert await _script_calls(redis) == 4  # one per (key, limit), all in one turn
+    assert await script_calls(redis) == 4  # one per (key, limit), all in one turn
     own = [[results[j] for j in range(i, len(asks), 4)] for i in range(4)]
     for i in (0, 1, 3):
         assert [d.allowed for d in own[i]] == [True, True, True, False], asks[i]
@@ -109,7 +97,7 @@ async def test_a_turn_larger_than_a_group_is_split_and_stays_exact(
     limit = Limit(40, 3600)
     await redis.config_resetstat()
     results = await _together(backend, "k", limit, [1] * 50)
-    assert await _script_calls(redis) == 4  # 16 + 16 + 16 + 2
+    assert await script_calls(redis) == 4  # 16 + 16 + 16 + 2
     assert [d.allowed for d in results] == [True] * 40 + [False] * 10
     assert [d.remaining for d in results[:40]] == list(range(39, -1, -1))
 
@@ -177,7 +165,7 @@ async def test_coalescing_can_be_turned_off(redis: Redis) -> None:
     try:
         await redis.config_resetstat()
         results = await _together(backend, "k", Limit(5, 3600), [1] * 8)
-        assert await _script_calls(redis) == 8
+        assert await script_calls(redis) == 8
         assert [d.allowed for d in results] == [True] * 5 + [False] * 3
     finally:
         await backend.aclose()

@@ -4,27 +4,18 @@ fails one call, never the whole process."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
-from common.redis import create_redis
 from rate_limiter import Algorithm, FallbackBackend, Limit, RedisBackend
 from rate_limiter.backends import state_key
 from rate_limiter.errors import BackendError
 from tests.rate_limiter.factories import check_body, client_for, write_rules
 
 FORGED = "0" * 32 + ".9999999999"  # well-formed, claims a huge cost, was never granted
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 def release_body(lease: str) -> dict[str, object]:
