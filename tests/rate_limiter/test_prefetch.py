@@ -63,6 +63,16 @@ async def test_the_script_grants_up_to_want_and_never_fewer_than_the_cost(
         await primary.prefetch("k", Limit(10, 1, Algorithm.FIXED_WINDOW), 1, 5)
 
 
+async def test_a_redis_that_lost_its_scripts_gets_the_prefetch_script_again(
+    redis: Redis, primary: RedisBackend
+) -> None:
+    limit = Limit(100, 3600)
+    await primary.prefetch("k", limit, 1, 1)
+    await redis.script_flush()  # as a restarted Redis would have it
+    decision, granted, _ = await primary.prefetch("k", limit, 1, 5)
+    assert decision.allowed and granted == 5 and decision.remaining == 94
+
+
 async def test_a_refund_gives_back_only_what_has_not_been_repaid_meanwhile(
     primary: RedisBackend,
 ) -> None:
