@@ -1,4 +1,5 @@
-"""Helpers the tests share: real server processes on free ports, waiting for conditions."""
+"""Helpers the tests share: real server processes on free ports, waiting for conditions, a
+clock moved by hand."""
 
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ import httpx
 from common.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class ManualClock:
+    """A monotonic clock (seconds) that moves only when a test moves it: for code that takes
+    a `clock` (a circuit breaker's reset, a prefetched batch's expiry). Never for Redis, whose
+    own clock decides."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

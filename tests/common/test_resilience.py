@@ -1,12 +1,5 @@
 from common.resilience import CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import ManualClock as Clock
 
 
 def test_breaker_opens_probes_once_per_period_and_closes() -> None:

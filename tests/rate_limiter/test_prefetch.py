@@ -19,6 +19,7 @@ from common.redis import create_redis
 from common.redis_server import RedisProcess
 from rate_limiter import Algorithm, FallbackBackend, Limit, PrefetchBackend, RedisBackend
 from tests.rate_limiter.factories import script_calls
+from tests.support import ManualClock as Clock
 
 
 @pytest.fixture
@@ -27,16 +28,6 @@ async def primary(redis: Redis) -> AsyncIterator[RedisBackend]:
     await backend.load()
     yield backend
     await backend.aclose()
-
-
-class Clock:
-    """The process's monotonic clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _redis_remaining(primary: RedisBackend, key: str, limit: Limit) -> int:
