@@ -242,7 +242,11 @@ def test_four_processes_stay_within_the_bound_shifted_by_ttl(redis_url: str) -> 
     assert attempts > 2 * admitted  # the limit was really pressed
     assert admitted <= burst + math.floor(rate * (span + ttl))
     assert admitted >= 0.8 * (burst + rate * 0.8)  # nor does it refuse much too early
-    assert fetches < attempts / 2  # most decisions were made in the processes
+    # (How many of the attempts were decided in the processes is not asserted here: once
+    # the bucket is empty every new token is a round trip, and how many refusals fall inside
+    # a kept refusal's retry_after (0.5 ms at this rate) depends on the machine's speed. The
+    # saving is shown where the bucket has room: test_a_busy_key_asks_redis_for_a_fraction.)
+    assert fetches > 0  # (the processes did take batches)
 
 
 async def test_redis_down_is_handled_by_the_fallback_around_it(
