@@ -57,13 +57,17 @@ class Algorithm(StrEnum):
 class Limit:
     """`rate` per `period` seconds. For GCRA `burst` is the bucket size (default `rate`);
     for the concurrency limiter `rate` is the number of leases and `period` their lifetime.
-    `count_refused=True` makes refused requests use up quota too (off by default)."""
+    `count_refused=True` makes refused requests use up quota too (off by default).
+    `prefetch` (GCRA only): True, this limit's busy keys are decided from batches of tokens
+    when the backend prefetches (`PrefetchBackend`); False, never (every decision asks
+    Redis); None, the backend's default."""
 
     rate: int
     period: float = 1.0
     algorithm: Algorithm = Algorithm.GCRA
     burst: int | None = None
     count_refused: bool = False
+    prefetch: bool | None = None
 
     def __post_init__(self) -> None:
         if self.rate < 1:
@@ -72,6 +76,8 @@ class Limit:
             raise ValueError("period must be positive")
         if self.burst is not None and self.burst < 1:
             raise ValueError("burst must be at least 1")
+        if self.prefetch and self.algorithm is not Algorithm.GCRA:
+            raise ValueError("prefetch applies to the gcra (token bucket) algorithm")
 
     @cached_property
     def capacity(self) -> int:
@@ -112,8 +118,10 @@ class Limit:
         return cls(rate, 86400.0, **kwargs)
 
     def describe(self) -> str:
-        return f"{self.rate}/{self.period:g}s {self.algorithm.value}" + (
-            f" burst {self.burst}" if self.burst else ""
+        return (
+            f"{self.rate}/{self.period:g}s {self.algorithm.value}"
+            + (f" burst {self.burst}" if self.burst else "")
+            + (" prefetch" if self.prefetch else "")
         )
 
 

@@ -66,11 +66,12 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
                 # Start anyway: the failure policy answers until Redis is back.
                 log.error("redis_unreachable_at_start", error=str(exc))
             decider: AsyncBackend = primary
-            if settings.prefetch_ttl > 0:
+            if settings.prefetch != "off":
                 decider = PrefetchBackend(
                     primary,
                     ttl=settings.prefetch_ttl,
                     share=settings.prefetch_share,
+                    default=settings.prefetch == "all",
                     metrics=metrics,
                 )
             backend = FallbackBackend(

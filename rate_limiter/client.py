@@ -112,6 +112,7 @@ def rules(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
             else:
                 what = f"{r['requests_per_unit']}/{r['unit']} {r['algorithm']}"
                 what += f" burst {r['burst']}" if r["burst"] else ""
+                what += " prefetch" if r.get("prefetch") else ""
             what += " [shadow]" if r["shadow_mode"] else ""
             typer.echo(f"  {r['descriptor']:<40} {what}   ({r['name']})")
 

@@ -1,4 +1,5 @@
-"""Rules in Envoy ratelimit's own YAML format, extended with `algorithm` and `burst`.
+"""Rules in Envoy ratelimit's own YAML format, extended with `algorithm`, `burst`,
+`count_refused` and `prefetch`.
 
     domain: api
     descriptors:
@@ -51,6 +52,7 @@ RATE_LIMIT_KEYS = {
     "algorithm",
     "burst",
     "count_refused",
+    "prefetch",
 }
 
 
@@ -78,6 +80,7 @@ class Rule:
             "algorithm": self.limit.algorithm.value if self.limit else None,
             "burst": self.limit.burst if self.limit else None,
             "count_refused": self.limit.count_refused if self.limit else False,
+            "prefetch": self.limit.prefetch if self.limit else None,
             "shadow_mode": self.shadow_mode,
             "unlimited": self.unlimited,
             "source": f"{self.source}:{self.line}",
@@ -303,7 +306,14 @@ class _Parser:
             if "count_refused" in r
             else False
         )
-        limit = Limit(rpu, float(UNITS[unit]), algorithm, burst, count_refused)
+        prefetch = None
+        if "prefetch" in r:
+            prefetch = self.scalar(r["prefetch"], bool, "prefetch")
+            if prefetch and algorithm is not Algorithm.GCRA:
+                raise self.error(
+                    r["prefetch"], "prefetch applies to the gcra (token bucket) algorithm"
+                )
+        limit = Limit(rpu, float(UNITS[unit]), algorithm, burst, count_refused, prefetch)
         return Rule(name, limit, unit, rpu, shadow, self.source, line)
 
 

@@ -81,6 +81,7 @@ class RuleRead(BaseModel):
     algorithm: str | None
     burst: int | None
     count_refused: bool
+    prefetch: bool | None  # None: the service's RATE_LIMITER_PREFETCH decides
     shadow_mode: bool
     unlimited: bool
     source: str

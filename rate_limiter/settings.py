@@ -28,8 +28,11 @@ class RateLimiterSettings(ServiceSettings):
     # An allowed decision that used this share of the quota or more counts as "near limit".
     near_limit_ratio: float = Field(default=0.8, gt=0, le=1)
     max_cost: int = Field(default=1_000_000, ge=1)
-    # Opt-in prefetching (GCRA rules): a busy key's tokens taken from Redis in batches that
-    # may be spent for this many seconds (0: off, every decision asks Redis), each batch at
-    # most this share of the capacity. The bound becomes capacity + rate x (span + ttl).
-    prefetch_ttl: float = Field(default=0.0, ge=0, le=10)
+    # Prefetching (GCRA rules): a busy key's tokens taken from Redis in batches that may be
+    # spent for `prefetch_ttl` seconds, each batch at most `prefetch_share` of the capacity;
+    # such a rule's bound becomes capacity + rate x (span + ttl). Which rules: "rules", those
+    # that say `prefetch: true`; "all", every gcra rule but those that say `prefetch: false`;
+    # "off", none (every decision asks Redis, whatever the rules say).
+    prefetch: Literal["off", "rules", "all"] = "rules"
+    prefetch_ttl: float = Field(default=0.05, gt=0, le=10)
     prefetch_share: float = Field(default=0.01, gt=0, le=1)

@@ -24,6 +24,10 @@ and spend them locally, asking again when they run out or expire. It is opt-in, 
   tokens. `reset_after` counts down from the last batch.
 - Other algorithms, peeks (cost 0) and the concurrency limiter go straight to the primary.
 
+Which limits: with `default=True` every GCRA limit but those made with `prefetch=False`;
+with `default=False` only those made with `prefetch=True` (the service's default, where a
+rule opts in with `prefetch: true`), so the rest stay exact.
+
 Wire it inside the fallback, so that a Redis that is down is handled as always:
 `FallbackBackend(PrefetchBackend(RedisBackend(redis)))`.
 """
@@ -123,6 +127,7 @@ class PrefetchBackend:
         *,
         ttl: float = 0.05,
         share: float = 0.01,
+        default: bool = True,
         metrics: LimiterMetrics | None = None,
         clock: Any = time.monotonic,
     ) -> None:
@@ -134,6 +139,7 @@ class PrefetchBackend:
         self.name = primary.name
         self.ttl = ttl
         self.share = share
+        self.default = default  # whether a limit that does not say (`prefetch=None`) is
         self.clock = clock
         self.metrics = metrics
         self._batches: dict[tuple[bytes, str], _Batch] = {}
@@ -141,7 +147,10 @@ class PrefetchBackend:
         self.fetches = 0  # calls to Redis for a batch (observability, tests)
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
-        if limit.algorithm is not _GCRA or not cost:
+        wanted = limit.prefetch
+        if wanted is None:
+            wanted = self.default
+        if not wanted or limit.algorithm is not _GCRA or not cost:
             return await self.primary.acquire(key, limit, cost)
         now = self.clock()
         batch = self._batches.get((limit.spec, key))

@@ -167,6 +167,9 @@ def test_limit_validation() -> None:
         Limit(1, 0)
     with pytest.raises(ValueError):
         Limit(1, 1, burst=0)
+    with pytest.raises(ValueError, match="prefetch applies to the gcra"):
+        Limit(1, 1, Algorithm.FIXED_WINDOW, prefetch=True)
+    assert Limit(1, 1, Algorithm.FIXED_WINDOW, prefetch=False).prefetch is False
     assert Algorithm.parse("token-bucket") is Algorithm.GCRA
     assert Limit.per("minute", 5).period == 60
     assert Limit(5, burst=9).capacity == 9

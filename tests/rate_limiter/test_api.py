@@ -256,13 +256,15 @@ BUSY = """\
 domain: api
 descriptors:
   - key: user
-    rate_limit: {unit: hour, requests_per_unit: 5}
+    rate_limit: {unit: hour, requests_per_unit: 5, prefetch: true}
   - key: tenant
+    rate_limit: {unit: second, requests_per_unit: 100000, prefetch: true}
+  - key: region
     rate_limit: {unit: second, requests_per_unit: 100000}
 """
 
 
-async def test_prefetching_spares_redis_on_a_busy_key_and_keeps_small_limits_exact(
+async def test_rules_that_opt_in_spare_redis_on_a_busy_key_and_the_rest_stay_exact(
     tmp_path: Path, redis_url: str
 ) -> None:
     import redis as sync_redis
@@ -271,7 +273,16 @@ async def test_prefetching_spares_redis_on_a_busy_key_and_keeps_small_limits_exa
         with sync_redis.Redis.from_url(redis_url) as r:
             return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
+    async def checks(client: httpx.AsyncClient, entry: tuple[str, str], n: int) -> int:
+        """Script calls for n checks one after another (checks made together would share
+        one script call anyway)."""
+        before = script_calls()
+        answers = [await client.post("/api/check", json=check_body(entry)) for _ in range(n)]
+        assert all(a.status_code == 200 and a.json()["allowed"] for a in answers)
+        return script_calls() - before
+
     rules = write_rules(tmp_path, BUSY)
+    # The service's default, RATE_LIMITER_PREFETCH=rules: rules that say `prefetch: true`.
     async with client_for(rules, redis_url, prefetch_ttl=0.5, prefetch_share=0.1) as client:
         # 5 an hour: capacity x share < 2, so every check still asks Redis: exact.
         small = [
@@ -279,17 +290,21 @@ async def test_prefetching_spares_redis_on_a_busy_key_and_keeps_small_limits_exa
             for _ in range(6)
         ]
         assert small == [True] * 5 + [False]
-        before = script_calls()
-        body = check_body(("tenant", "t"))
-        # One after another (checks made together share one script call anyway).
-        answers = [await client.post("/api/check", json=body) for _ in range(200)]
-        assert all(a.status_code == 200 and a.json()["allowed"] for a in answers)
-        assert script_calls() - before < len(answers) / 4
-        # Operators see it: batches fetched against decisions made.
+        assert await checks(client, ("tenant", "t"), 200) < 200 / 4
+        assert await checks(client, ("region", "r"), 100) == 100  # not opted in: exact
+        # Operators see it: batches fetched against decisions made, and which rules do.
         text = (await client.get("/metrics")).text
         fetched = next(
             float(line.split()[-1])
             for line in text.splitlines()
             if line.startswith("rate_limiter_prefetch_fetches_total ")
         )
-        assert 6 <= fetched < 6 + len(answers) / 4  # (the 6 small-limit checks, one each)
+        assert 6 <= fetched < 6 + 200 / 4  # (the 6 small-limit checks, one each)
+        listed = (await client.get("/api/rules")).json()["domains"][0]["rules"]
+        assert [r["prefetch"] for r in listed] == [True, True, None]
+    # RATE_LIMITER_PREFETCH=all: every gcra rule but those that say `prefetch: false`.
+    async with client_for(rules, redis_url, prefetch="all", prefetch_share=0.1) as client:
+        assert await checks(client, ("region", "r2"), 100) < 100 / 4
+    # RATE_LIMITER_PREFETCH=off: none, whatever the rules say.
+    async with client_for(rules, redis_url, prefetch="off") as client:
+        assert await checks(client, ("tenant", "t2"), 100) == 100

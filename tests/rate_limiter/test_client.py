@@ -17,6 +17,8 @@ domain: api
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 2, algorithm: sliding_log}
+  - key: tenant
+    rate_limit: {unit: second, requests_per_unit: 5000, prefetch: true}
 """
 
 
@@ -48,7 +50,8 @@ def test_check_usage_and_rules(
 
     listed = runner.invoke(app, ["rules", *url])
     assert listed.exit_code == 0
-    assert "user=*" in listed.output and "2/hour sliding_log" in listed.output
+    assert "user=*" in listed.output and "2/hour sliding_log   (" in listed.output
+    assert "5000/second gcra prefetch   (api.tenant)" in listed.output
 
     unknown = runner.invoke(app, ["check", "nope", "user=x", *url])
     assert unknown.exit_code == 2 and "404" in unknown.output

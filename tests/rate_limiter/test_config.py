@@ -51,6 +51,22 @@ def test_example_file_is_valid_and_matches_along_the_path() -> None:
     assert a[0].key != b[0].key and a[0].rule is b[0].rule
     shadow = domain.match([("api_key", "k"), ("route", "GET /api/export")])[1]
     assert shadow.rule.shadow_mode
+    # Prefetching is per rule: the tenant rule opts in, the rest leave it to the service.
+    [tenant] = domain.match([("tenant", "t1")])
+    assert tenant.rule.limit and tenant.rule.limit.prefetch is True
+    assert tenant.rule.as_dict()["prefetch"] is True
+    assert a[0].rule.limit and a[0].rule.limit.prefetch is None
+
+
+def test_prefetch_may_also_be_refused_per_rule() -> None:
+    domain = parse_text(rl("{unit: second, requests_per_unit: 5, prefetch: false}"))
+    [m] = domain.match([("a", "x")])
+    assert m.rule.limit and m.rule.limit.prefetch is False
+    # (`false` is allowed on any algorithm: it asks for what every other algorithm does)
+    domain = parse_text(rl("{unit: second, requests_per_unit: 5, algorithm: fixed_window,"
+                           " prefetch: false}"))  # fmt: skip
+    [m] = domain.match([("a", "x")])
+    assert m.rule.limit and m.rule.limit.prefetch is False
 
 
 def test_nested_rules_and_extensions() -> None:
@@ -105,6 +121,11 @@ BAD = [
     (rl("{unit: second"), 5, "invalid YAML"),
     ("domain: d\ndescriptors:\n  key: a\n", 3, "descriptors must be a list"),
     (rl("{unlimited: true, unit: second}"), 4, "an unlimited rule takes no unit"),
+    (f"{HEAD}    rate_limit:\n      unit: second\n      requests_per_unit: 5\n"
+     "      algorithm: sliding_log\n      prefetch: true\n", 8, "prefetch applies to the gcra"),
+    (rl("{unit: second, requests_per_unit: 5, prefetch: sometimes}"), 4,
+     "prefetch must be true or false"),
+    (rl("{unlimited: true, prefetch: true}"), 4, "an unlimited rule takes no prefetch"),
     # Tags and characters the YAML library itself rejects still leave as RulesError.
     (rl("{unit: hour, requests_per_unit: !!int ten}"), 4,
      "requests_per_unit must be an integer, got 'ten'"),

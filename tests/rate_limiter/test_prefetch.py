@@ -185,6 +185,28 @@ async def test_other_algorithms_and_peeks_go_straight_to_redis(
     assert backend.fetches == 0
 
 
+async def test_limits_opt_in_or_out_of_prefetching(redis: Redis, primary: RedisBackend) -> None:
+    busy = [None, True, False]  # prefetch= of three otherwise equal busy limits
+
+    async def calls_for(backend: PrefetchBackend, prefetch: bool | None) -> int:
+        """Script calls for 100 decisions one after another (as a busy key asks: concurrent
+        ones for one key would share a call even in exact mode)."""
+        limit = Limit.per_second(1_000_000, prefetch=prefetch)
+        before = await script_calls(redis)
+        for _ in range(100):
+            assert (await backend.acquire(f"k{prefetch}", limit)).allowed
+        return await script_calls(redis) - before
+
+    # By default every GCRA limit is prefetched, but those that say prefetch=False ...
+    everyone = PrefetchBackend(primary, ttl=0.05, share=0.01)
+    calls = [await calls_for(everyone, p) for p in busy]
+    assert calls[0] < 25 and calls[1] < 25 and calls[2] == 100, calls
+    # ... and with default=False (the service's default) only those that say prefetch=True.
+    opted_in = PrefetchBackend(primary, ttl=0.05, share=0.01, default=False)
+    calls = [await calls_for(opted_in, p) for p in busy]
+    assert calls[0] == 100 and calls[1] < 25 and calls[2] == 100, calls
+
+
 def _hammer(url: str, limit: Limit, seconds: float, barrier: Any, out: Any) -> None:
     """One process: 16 tasks acquiring as fast as they can through a PrefetchBackend."""
 
