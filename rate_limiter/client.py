@@ -109,10 +109,13 @@ def rules(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
         for r in domain["rules"]:
             if r["unlimited"]:
                 what = "unlimited"
+            elif r.get("blocks"):
+                what = f"0/{r['unit']} (refuses every request)"
             else:
                 what = f"{r['requests_per_unit']}/{r['unit']} {r['algorithm']}"
                 what += f" burst {r['burst']}" if r["burst"] else ""
                 what += " prefetch" if r.get("prefetch") else ""
+            what += f" replaces {', '.join(r['replaces'])}" if r.get("replaces") else ""
             what += " [shadow]" if r["shadow_mode"] else ""
             typer.echo(f"  {r['descriptor']:<40} {what}   ({r['name']})")
 

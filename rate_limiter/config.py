@@ -16,6 +16,12 @@
             shadow_mode: true          # decide and count, never refuse
             rate_limit: {unit: hour, requests_per_unit: 1000}
 
+All of Envoy's keys work as Envoy defines them: `replaces` (a rule that drops another named
+rule from the same check), `requests_per_unit: 0` (refuse every request: a blocklist entry),
+a descriptor with neither `rate_limit` nor nested descriptors (no limit: an allowlist entry),
+`share_threshold` (every value a wildcard matches shares one counter), and the metrics-only
+`detailed_metric` and `value_to_metric` (accepted).
+
 Files are read with yaml's node API so every error names its file and line. A request's
 descriptor entries are walked down the tree like Envoy does; unlike Envoy, every node on the
 path that has a `rate_limit` applies (not only the last), so one descriptor can carry a
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,13 +44,22 @@ import structlog
 import yaml
 from yaml.constructor import SafeConstructor
 
-from rate_limiter.algorithms import UNITS, Algorithm, Limit
+from rate_limiter.algorithms import UNITS, Algorithm, Decision, Limit
 from rate_limiter.errors import RulesError
 
 log = structlog.get_logger("rate_limiter.config")
 
 DOMAIN_KEYS = {"domain", "descriptors"}
-DESCRIPTOR_KEYS = {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}
+DESCRIPTOR_KEYS = {
+    "key",
+    "value",
+    "rate_limit",
+    "descriptors",
+    "shadow_mode",
+    "detailed_metric",
+    "value_to_metric",
+    "share_threshold",
+}
 RATE_LIMIT_KEYS = {
     "unit",
     "requests_per_unit",
@@ -53,7 +69,21 @@ RATE_LIMIT_KEYS = {
     "burst",
     "count_refused",
     "prefetch",
+    "replaces",
 }
+
+
+@dataclass(frozen=True)
+class Block:
+    """Envoy's `requests_per_unit: 0`: every request is refused (a blocklist entry). The
+    service decides it itself; no backend keeps a counter for it."""
+
+    period: float
+    capacity: int = 0  # (the draft headers show q=0)
+
+    def decision(self) -> Decision:
+        # Never fits: no Retry-After, since waiting does not help; the window is the unit.
+        return Decision(False, 0, 0, self.period, math.inf)
 
 
 @dataclass(frozen=True)
@@ -61,16 +91,18 @@ class Rule:
     """One `rate_limit` block, resolved."""
 
     name: str
-    limit: Limit | None  # None when unlimited
+    limit: Limit | None  # None when unlimited or blocking
     unit: str | None
     requests_per_unit: int | None
     shadow_mode: bool = False
     source: str = ""
     line: int = 0
+    block: Block | None = None  # requests_per_unit: 0
+    replaces: tuple[str, ...] = ()  # names of rules this one drops from a check
 
     @property
     def unlimited(self) -> bool:
-        return self.limit is None
+        return self.limit is None and self.block is None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +110,8 @@ class Rule:
             "unit": self.unit,
             "requests_per_unit": self.requests_per_unit,
             "algorithm": self.limit.algorithm.value if self.limit else None,
+            "blocks": self.block is not None,
+            "replaces": list(self.replaces),
             "burst": self.limit.burst if self.limit else None,
             "count_refused": self.limit.count_refused if self.limit else False,
             "prefetch": self.limit.prefetch if self.limit else None,
@@ -93,6 +127,8 @@ class Node:
     value: str | None  # None: any value, each its own limit; "x*": prefix match
     rule: Rule | None
     children: list[Node] = field(default_factory=list)
+    # share_threshold (wildcard values only): every value it matches counts on one counter
+    share: bool = False
 
     def matches(self, key: str, value: str) -> bool:
         if key != self.key:
@@ -125,12 +161,17 @@ class Domain:
             node = _pick(level, key, value)
             if node is None:
                 break
-            parts.append(f"{quote(key, safe='')}={quote(value, safe='')}")
+            counted = node.value if node.share and node.value is not None else value
+            parts.append(f"{quote(key, safe='')}={quote(counted, safe='')}")
             if node.rule is not None:
                 if node.rule.unlimited:
                     return []
                 found.append(Match(node.rule, "|".join(parts)))
             level = node.children
+        if any(m.rule.replaces for m in found):
+            # Envoy's `replaces`: a rule in the check drops the rules it names from it.
+            replaced = {name for m in found for name in m.rule.replaces}
+            found = [m for m in found if m.rule.name not in replaced]
         return found
 
     def rules(self) -> Iterable[Rule]:
@@ -225,7 +266,18 @@ class _Parser:
         if not domain:
             raise self.error(top["domain"], "domain must not be empty")
         nodes = self.descriptors(top.get("descriptors"), domain, [])
-        return Domain(domain, nodes, self.source)
+        found = Domain(domain, nodes, self.source)
+        names = {rule.name for rule in found.rules()}
+        for rule in found.rules():
+            unknown = [name for name in rule.replaces if name not in names]
+            if unknown:  # (Envoy accepts it too; most likely a typo, so say so)
+                log.warning(
+                    "rules_replaces_unknown_rule",
+                    rule=rule.name,
+                    replaces=unknown,
+                    source=f"{self.source}:{rule.line}",
+                )
+        return found
 
     def descriptors(self, node: yaml.Node | None, domain: str, path: list[str]) -> list[Node]:
         if node is None:
@@ -250,29 +302,39 @@ class _Parser:
             shadow = (
                 self.scalar(d["shadow_mode"], bool, "shadow_mode") if "shadow_mode" in d else False
             )
-            if "detailed_metric" in d:
-                self.scalar(d["detailed_metric"], bool, "detailed_metric")
+            for metrics_only in ("detailed_metric", "value_to_metric"):
+                if metrics_only in d:  # (how Envoy names its statistics: accepted, checked)
+                    self.scalar(d[metrics_only], bool, metrics_only)
+            share = False
+            if "share_threshold" in d:
+                share = self.scalar(d["share_threshold"], bool, "share_threshold")
+                if share and not (value or "").endswith("*"):
+                    raise self.error(
+                        d["share_threshold"],
+                        "share_threshold applies to a wildcard value (one ending in '*')",
+                    )
             rule = None
             if "rate_limit" in d:
                 rule = self.rate_limit(d["rate_limit"], domain, here, shadow)
             elif shadow:
                 raise self.error(item, "shadow_mode needs a rate_limit on the same descriptor")
+            # (Neither a rate_limit nor nested descriptors: no limit for what it matches, an
+            # allowlist entry in Envoy's format.)
             children = self.descriptors(d.get("descriptors"), domain, here)
-            if rule is None and not children:
-                raise self.error(item, "a descriptor needs a rate_limit or nested descriptors")
-            out.append(Node(key, value, rule, children))
+            out.append(Node(key, value, rule, children, share))
         return out
 
     def rate_limit(self, node: yaml.Node, domain: str, path: list[str], shadow: bool) -> Rule:
         r = self.mapping(node, RATE_LIMIT_KEYS, "rate_limit")
         line = node.start_mark.line + 1
         name = self.scalar(r["name"], str, "name") if "name" in r else ".".join([domain, *path])
+        replaces = self.replaces(r["replaces"], name) if "replaces" in r else ()
         unlimited = self.scalar(r["unlimited"], bool, "unlimited") if "unlimited" in r else False
         if unlimited:
-            extra = set(r) - {"unlimited", "name"}
+            extra = set(r) - {"unlimited", "name", "replaces"}
             if extra:
                 raise self.error(node, f"an unlimited rule takes no {', '.join(sorted(extra))}")
-            return Rule(name, None, None, None, shadow, self.source, line)
+            return Rule(name, None, None, None, shadow, self.source, line, replaces=replaces)
         for needed in ("unit", "requests_per_unit"):
             if needed not in r:
                 raise self.error(node, f"rate_limit needs '{needed}'")
@@ -282,8 +344,18 @@ class _Parser:
                 r["unit"], f"unknown unit {unit!r} (expected one of: {', '.join(UNITS)})"
             )
         rpu = self.scalar(r["requests_per_unit"], int, "requests_per_unit")
-        if rpu < 1:
-            raise self.error(r["requests_per_unit"], "requests_per_unit must be at least 1")
+        if rpu < 0:
+            raise self.error(r["requests_per_unit"], "requests_per_unit must be at least 0")
+        if rpu == 0:
+            extra = set(r) & {"algorithm", "burst", "count_refused", "prefetch"}
+            if extra:
+                raise self.error(
+                    node,
+                    "a rule of 0 requests refuses every request: it takes no "
+                    + ", ".join(sorted(extra)),
+                )
+            block = Block(float(UNITS[unit]))
+            return Rule(name, None, unit, 0, shadow, self.source, line, block, replaces)
         algorithm = Algorithm.GCRA
         if "algorithm" in r:
             raw = self.scalar(r["algorithm"], str, "algorithm")
@@ -314,7 +386,22 @@ class _Parser:
                     r["prefetch"], "prefetch applies to the gcra (token bucket) algorithm"
                 )
         limit = Limit(rpu, float(UNITS[unit]), algorithm, burst, count_refused, prefetch)
-        return Rule(name, limit, unit, rpu, shadow, self.source, line)
+        return Rule(name, limit, unit, rpu, shadow, self.source, line, replaces=replaces)
+
+    def replaces(self, node: yaml.Node, own_name: str) -> tuple[str, ...]:
+        """`replaces: [{name: ...}, ...]`, as Envoy writes it."""
+        names = []
+        for item in self.sequence(node, "replaces"):
+            entry = self.mapping(item, {"name"}, "a replaces entry")
+            if "name" not in entry:
+                raise self.error(item, "a replaces entry needs a 'name'")
+            replaced = self.scalar(entry["name"], str, "name").strip()
+            if not replaced:
+                raise self.error(item, "a replaces entry must not have an empty name")
+            if replaced == own_name:
+                raise self.error(item, f"a rule cannot replace itself ({own_name!r})")
+            names.append(replaced)
+        return tuple(names)
 
 
 def parse_text(text: str, source: str = "<rules>") -> Domain:

@@ -14,8 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from rate_limiter.algorithms import Decision, Limit
+from rate_limiter.algorithms import Decision
+
+
+class Quota(Protocol):
+    """What a policy item shows: a `Limit`, or a rule's `Block` (q=0)."""
+
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def period(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +34,7 @@ class Applied:
     """A named limit and its decision for one request."""
 
     name: str
-    limit: Limit
+    limit: Quota
     decision: Decision
     shadow: bool = False
 
@@ -34,7 +45,7 @@ def sf_string(value: str) -> str:
     return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def policy_item(name: str, limit: Limit) -> str:
+def policy_item(name: str, limit: Quota) -> str:
     return f"{sf_string(name)};q={limit.capacity};w={max(1, math.ceil(limit.period))}"
 
 

@@ -79,6 +79,8 @@ class RuleRead(BaseModel):
     unit: str | None
     requests_per_unit: int | None
     algorithm: str | None
+    blocks: bool  # requests_per_unit 0: every request refused
+    replaces: list[str]
     burst: int | None
     count_refused: bool
     prefetch: bool | None  # None: the service's RATE_LIMITER_PREFETCH decides

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 from rate_limiter.backends.base import AsyncBackend
-from rate_limiter.config import Match, RuleSet
+from rate_limiter.config import Block, Match, RuleSet
 from rate_limiter.errors import InvalidCost, UnknownDomain
 from rate_limiter.headers import Applied
 from rate_limiter.metrics import LimiterMetrics
@@ -20,7 +20,7 @@ Entries = Sequence[tuple[str, str]]
 @dataclass(frozen=True)
 class RuleDecision:
     rule: str
-    limit: Limit
+    limit: Limit | Block
     decision: Decision
     shadow_mode: bool
     key: str = ""  # where its state lives (to give a lease back)
@@ -72,14 +72,22 @@ class RateLimitService:
 
     async def _decide(self, domain: str, entries: Entries, cost: int) -> list[RuleDecision]:
         matches = self._matches(domain, entries)
-        decisions = await asyncio.gather(
-            *(self.backend.acquire(m.key, m.rule.limit, cost) for m in matches if m.rule.limit)
+        decided = iter(
+            await asyncio.gather(
+                *(self.backend.acquire(m.key, m.rule.limit, cost) for m in matches if m.rule.limit)
+            )
         )
-        return [
-            RuleDecision(m.rule.name, m.rule.limit, d, m.rule.shadow_mode, m.key)
-            for m, d in zip(matches, decisions, strict=True)
-            if m.rule.limit is not None
-        ]
+        out = []
+        for m in matches:
+            rule = m.rule
+            if rule.limit is not None:
+                out.append(
+                    RuleDecision(rule.name, rule.limit, next(decided), rule.shadow_mode, m.key)
+                )
+            elif rule.block is not None:  # refuses everything, without asking the backend
+                decision = rule.block.decision()
+                out.append(RuleDecision(rule.name, rule.block, decision, rule.shadow_mode, m.key))
+        return out
 
     async def check(self, *, domain: str, entries: Entries, cost: int = 1) -> CheckResult:
         """Take `cost` from every rule on the entries' path; allowed when none refuses."""
@@ -108,7 +116,7 @@ class RateLimitService:
         expire by a caller that was told no."""
         out = []
         for d in decisions:
-            if d.decision.lease:
+            if d.decision.lease and isinstance(d.limit, Limit):
                 await self.backend.release(d.key, d.limit, d.decision.lease)
                 d = dataclasses.replace(d, decision=d.decision._replace(lease=None))
             out.append(d)

@@ -308,3 +308,71 @@ async def test_rules_that_opt_in_spare_redis_on_a_busy_key_and_the_rest_stay_exa
     # RATE_LIMITER_PREFETCH=off: none, whatever the rules say.
     async with client_for(rules, redis_url, prefetch="off") as client:
         assert await checks(client, ("tenant", "t2"), 100) == 100
+
+
+EDGE = """\
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: remote_address
+    value: 198.51.100.7
+    rate_limit: {unit: minute, requests_per_unit: 0}
+  - key: remote_address
+    value: 198.51.100.8
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 0}
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 2, name: per_user}
+    descriptors:
+      - key: route
+        value: /bulk
+        rate_limit: {unit: hour, requests_per_unit: 20, replaces: [{name: per_user}]}
+"""
+
+
+async def test_envoy_blocklist_entries_and_replaces_through_the_service(
+    tmp_path: Path, redis_url: str
+) -> None:
+    rules = write_rules(tmp_path, EDGE)
+    async with client_for(rules, redis_url) as client:
+        # requests_per_unit: 0 refuses every request, and waiting does not help.
+        resp = await client.post(
+            "/api/check", json=check_body(("remote_address", "198.51.100.7"), domain="edge")
+        )
+        body = resp.json()
+        assert resp.status_code == 200 and body["allowed"] is False
+        assert body["decisions"] == [
+            {"rule": "edge.remote_address_198.51.100.7", "allowed": False, "shadow_mode": False,
+             "limit": 0, "remaining": 0, "reset_after": 60.0, "retry_after": None,
+             "lease": None, "degraded": False}
+        ]  # fmt: skip
+        assert resp.headers["RateLimit-Policy"] == '"edge.remote_address_198.51.100.7";q=0;w=60'
+        assert "Retry-After" not in resp.headers
+        # In shadow mode it is only counted as a would-be refusal.
+        shadow = check_body(("remote_address", "198.51.100.8"), domain="edge")
+        assert (await client.post("/api/check", json=shadow)).json()["allowed"] is True
+        text = (await client.get("/metrics")).text
+        assert 'rule="edge.remote_address_198.51.100.8"' in text.split("shadow_refusals")[-1]
+        # Other addresses get the general limit.
+        other = check_body(("remote_address", "198.51.100.9"), domain="edge")
+        assert (await client.post("/api/check", json=other)).json()["allowed"] is True
+        usage = await client.get(
+            "/api/usage",
+            params={"domain": "edge", "key": "remote_address", "value": "198.51.100.7"},
+        )
+        assert usage.status_code == 200 and usage.json()["allowed"] is False
+
+        # `replaces`: on /bulk the route's 20 an hour stands in for the user's 2 an hour.
+        bulk = check_body(("user", "u"), ("route", "/bulk"), domain="edge")
+        answers = [(await client.post("/api/check", json=bulk)).json() for _ in range(5)]
+        assert all(a["allowed"] for a in answers)
+        assert {d["rule"] for a in answers for d in a["decisions"]} == {"edge.user.route_/bulk"}
+        # ... and the user's own limit was not touched by them.
+        plain = check_body(("user", "u"), domain="edge")
+        mine = [(await client.post("/api/check", json=plain)).json() for _ in range(3)]
+        assert [a["allowed"] for a in mine] == [True, True, False]
+        listed = (await client.get("/api/rules")).json()["domains"][0]["rules"]
+        assert [(r["name"], r["blocks"], r["replaces"]) for r in listed][-2:] == [
+            ("per_user", False, []), ("edge.user.route_/bulk", False, ["per_user"])
+        ]  # fmt: skip

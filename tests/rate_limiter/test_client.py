@@ -19,6 +19,9 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 2, algorithm: sliding_log}
   - key: tenant
     rate_limit: {unit: second, requests_per_unit: 5000, prefetch: true}
+  - key: address
+    value: 198.51.100.7
+    rate_limit: {unit: day, requests_per_unit: 0}
 """
 
 
@@ -52,6 +55,7 @@ def test_check_usage_and_rules(
     assert listed.exit_code == 0
     assert "user=*" in listed.output and "2/hour sliding_log   (" in listed.output
     assert "5000/second gcra prefetch   (api.tenant)" in listed.output
+    assert "0/day (refuses every request)   (api.address_198.51.100.7)" in listed.output
 
     unknown = runner.invoke(app, ["check", "nope", "user=x", *url])
     assert unknown.exit_code == 2 and "404" in unknown.output

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from rate_limiter import Algorithm, RulesError, config
 from rate_limiter.config import RulesWatcher, fingerprint, load_rules, parse_text
@@ -51,11 +52,84 @@ def test_example_file_is_valid_and_matches_along_the_path() -> None:
     assert a[0].key != b[0].key and a[0].rule is b[0].rule
     shadow = domain.match([("api_key", "k"), ("route", "GET /api/export")])[1]
     assert shadow.rule.shadow_mode
+    # Envoy's blocklist and allowlist entries, and `replaces`.
+    [blocked] = domain.match([("remote_address", "203.0.113.66")])
+    assert blocked.rule.block is not None
+    assert domain.match([("remote_address", "10.0.0.2")]) == []
+    bulk = domain.match([("api_key", "k1"), ("route", "GET /api/bulk")])
+    assert [m.rule.name for m in bulk] == ["api.api_key.route_GET /api/bulk"]
     # Prefetching is per rule: the tenant rule opts in, the rest leave it to the service.
     [tenant] = domain.match([("tenant", "t1")])
     assert tenant.rule.limit and tenant.rule.limit.prefetch is True
     assert tenant.rule.as_dict()["prefetch"] is True
     assert a[0].rule.limit and a[0].rule.limit.prefetch is None
+
+
+# The rest of Envoy's format: a blocklist entry (0 requests), an allowlist entry (no limit,
+# no children), `replaces`, and wildcard values that share one counter.
+ENVOY_EXTRAS = """\
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: second, requests_per_unit: 10}
+  - key: remote_address
+    value: 198.51.100.7
+    rate_limit: {unit: second, requests_per_unit: 0}
+  - key: remote_address
+    value: 10.0.0.1
+  - key: user
+    rate_limit: {unit: second, requests_per_unit: 5, name: per_user}
+    descriptors:
+      - key: route
+        value: /bulk
+        rate_limit:
+          unit: second
+          requests_per_unit: 50
+          replaces:
+            - name: per_user
+  - key: tenant
+    value: acme-*
+    share_threshold: true
+    value_to_metric: true
+    detailed_metric: true
+    rate_limit: {unit: minute, requests_per_unit: 100}
+  - key: team
+    value: red-*
+    rate_limit: {unit: minute, requests_per_unit: 100}
+"""
+
+
+def test_envoy_blocklists_allowlists_replaces_and_shared_thresholds() -> None:
+    domain = parse_text(ENVOY_EXTRAS, "edge.yaml")
+    [blocked] = domain.match([("remote_address", "198.51.100.7")])
+    block = blocked.rule.block
+    assert block is not None and blocked.rule.limit is None and not blocked.rule.unlimited
+    decision = block.decision()
+    assert not decision.allowed and decision.limit == 0 and decision.retry_after == float("inf")
+    assert blocked.rule.as_dict()["blocks"] is True
+    # An entry with neither rate_limit nor descriptors: nothing applies to that address.
+    assert domain.match([("remote_address", "10.0.0.1")]) == []
+    [anyone] = domain.match([("remote_address", "10.0.0.2")])
+    assert anyone.rule.limit and anyone.rule.limit.rate == 10
+    # `replaces`: on /bulk the route's rule stands in for the user's; elsewhere it applies.
+    bulk = domain.match([("user", "u"), ("route", "/bulk")])
+    assert [m.rule.name for m in bulk] == ["edge.user.route_/bulk"]
+    assert bulk[0].rule.as_dict()["replaces"] == ["per_user"]
+    assert [m.rule.name for m in domain.match([("user", "u"), ("route", "/x")])] == ["per_user"]
+    # share_threshold: every value the wildcard matches counts on one counter...
+    eu, us = domain.match([("tenant", "acme-eu")]), domain.match([("tenant", "acme-us")])
+    assert eu[0].key == us[0].key
+    # ... without it, each value its own (as before).
+    red1, red2 = domain.match([("team", "red-1")]), domain.match([("team", "red-2")])
+    assert red1[0].rule is red2[0].rule and red1[0].key != red2[0].key
+
+
+def test_a_replaces_naming_no_rule_loads_with_a_warning() -> None:
+    text = rl("{unit: second, requests_per_unit: 1, replaces: [{name: per_usr}]}")
+    with capture_logs() as logs:
+        parse_text(text, "r.yaml")
+    [warning] = [e for e in logs if e["event"] == "rules_replaces_unknown_rule"]
+    assert warning["replaces"] == ["per_usr"] and warning["source"] == "r.yaml:4"
 
 
 def test_prefetch_may_also_be_refused_per_rule() -> None:
@@ -108,14 +182,24 @@ BAD = [
     (rl("{unit: second}"), 4, "needs 'requests_per_unit'"),
     (rl("{unit: second, requests_per_unit: 1, algorithm: magic}"), 4,
      "unknown algorithm 'magic'"),
-    (rl("{unit: second, requests_per_unit: 0}"), 4, "at least 1"),
+    (rl("{unit: second, requests_per_unit: -1}"), 4, "at least 0"),
+    (rl("{unit: second, requests_per_unit: 0, algorithm: gcra}"), 4,
+     "a rule of 0 requests refuses every request: it takes no algorithm"),
+    (rl("{unit: second, requests_per_unit: 1, replaces: other}"), 4, "replaces must be a list"),
+    (f"{HEAD}    rate_limit:\n      unit: second\n      requests_per_unit: 1\n"
+     "      replaces:\n        - nme: x\n", 8, "unknown key 'nme' in a replaces entry"),
+    (rl("{unit: second, requests_per_unit: 1, replaces: [{name: ''}]}"), 4, "empty name"),
+    (rl("{unit: second, requests_per_unit: 1, name: me, replaces: [{name: me}]}"), 4,
+     "a rule cannot replace itself ('me')"),
+    (f"{HEAD}    value: exact\n    share_threshold: true\n    rate_limit: {{}}\n", 5,
+     "share_threshold applies to a wildcard value"),
+    (f"{HEAD}    value_to_metric: yes please\n", 4, "value_to_metric must be true or false"),
     (rl("{unit: second, requests_per_unit: 5, algorithm: fixed_window, burst: 9}"), 4,
      "burst applies to the gcra"),
     (rl("{unit: second, requests_per_unit: 1}") + "  - key: a\n    rate_limit: {}\n", 5,
      "duplicate descriptor a=* (first at line 3)"),
     (f"{HEAD}    shadow_mode: maybe\n    rate_limit: {{unit: second, requests_per_unit: 1}}\n",
      4, "shadow_mode must be true or false"),
-    (HEAD, 3, "needs a rate_limit or nested descriptors"),
     ("descriptors: []\n", 1, "missing 'domain'"),
     ("", 1, "the file is empty"),
     (rl("{unit: second"), 5, "invalid YAML"),
