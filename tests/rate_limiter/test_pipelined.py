@@ -78,6 +78,51 @@ async def test_a_stuck_server_times_out_and_a_dead_one_refuses() -> None:
         await dead.execute("PING")
 
 
+async def _pong_server(delay: float, answers: int) -> tuple[asyncio.Server, int]:
+    """A server that answers the first `answers` PINGs `delay` seconds apart, then nothing."""
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(answers):
+            await reader.readuntil(b"PING\r\n")
+            await asyncio.sleep(delay)
+            writer.write(b"+PONG\r\n")
+            await writer.drain()
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_slow_server_that_keeps_answering_is_not_taken_for_a_stuck_one() -> None:
+    # Five commands in one write, answered 0.15 s apart: the last comes back after 0.75 s,
+    # well past the 0.3 s timeout, but a reply arrives within every timeout: not stuck.
+    server, port = await _pong_server(0.15, 5)
+    conn = PipelinedConnection("127.0.0.1", port, timeout=0.3)
+    try:
+        assert await asyncio.gather(*(conn.execute("PING") for _ in range(5))) == [b"PONG"] * 5
+        # Then it stops answering: the next command fails within two timeouts.
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await conn.execute("PING")
+        assert 0.3 <= time.monotonic() - started < 0.3 * 2 + 0.2
+    finally:
+        await conn.aclose()
+        server.close()
+
+
+async def test_one_watchdog_per_connection_not_one_per_write(redis_url: str) -> None:
+    """A timer per write would keep one handle per write alive for `timeout` (work for the
+    cyclic GC on a busy server): writes share the connection's one watchdog."""
+    conn = PipelinedConnection.from_redis_py(create_redis(redis_url))
+    assert conn is not None
+    loop = asyncio.get_running_loop()
+    before = len(loop._scheduled)  # type: ignore[attr-defined]
+    for _ in range(200):  # 200 writes, each in its own loop turn
+        assert await conn.execute("PING") == b"PONG"
+    assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+    await conn.aclose()
+
+
 def test_clients_it_cannot_speak_for_are_left_to_redis_py() -> None:
     from redis.asyncio import RedisCluster
 
