@@ -64,7 +64,8 @@ def _compile(path: str) -> re.Pattern[str]:
 class RouteRule:
     """Which requests a limit applies to, and what it counts them by.
 
-    `method`: one, several, or None for any ("WS" matches WebSocket upgrades).
+    `method`: one, several, or None for any ("WS" matches WebSocket upgrades). A rule for
+    GET also matches HEAD: Starlette answers HEAD on a GET route by running its handler.
     `path`: exact, `{param}` templates, or a `*` suffix for a prefix; None for any path.
     `key`: the extractors whose values make the counter's key (default: the client IP).
     `cost`: an integer >= 0, or a function of the request view returning one (any other
@@ -103,6 +104,8 @@ class RouteRule:
         if not self.name:
             methods = ",".join(sorted(self._methods)) if self._methods else "*"
             self.name = f"{methods} {self.path or '*'}"
+        if self._methods is not None and "GET" in self._methods:
+            self._methods |= {"HEAD"}  # (else HEAD would run a limited handler unlimited)
         if callable(self.key):
             self.key = (self.key,)
         self.key = tuple(self.key)
@@ -311,7 +314,8 @@ class RateLimitMiddleware:
                 return
 
             async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
+                # (an accepted WebSocket carries them too, as its handshake's response)
+                if message["type"] in ("http.response.start", "websocket.accept"):
                     message["headers"] = [*message.get("headers", ()), *headers]
                 await send(message)
 

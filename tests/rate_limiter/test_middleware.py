@@ -82,6 +82,29 @@ async def test_refuses_with_429_problem_and_sets_draft_headers(redis_url: str) -
         assert (await c.get("/api/links/x")).status_code == 200
 
 
+async def test_a_get_rule_counts_head_requests_too(redis_url: str) -> None:
+    # Starlette answers HEAD on a GET route by running the handler: HEAD must not be a way
+    # around the GET route's limit.
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    calls = []
+
+    async def plain(request: Request) -> PlainTextResponse:
+        calls.append(request.method)
+        return PlainTextResponse("ok")
+
+    rule = RouteRule(Limit.per_minute(2), method="GET", path="/plain")
+    app = make_app(redis_url, [rule])
+    app.add_route("/plain", plain, methods=["GET"])  # a Starlette route: it answers HEAD
+    async with client(app) as c:
+        codes = [(await c.head("/plain")).status_code for _ in range(2)]
+        codes += [(await c.get("/plain")).status_code, (await c.head("/plain")).status_code]
+        assert codes == [200, 200, 429, 429]
+        assert calls == ["HEAD", "HEAD"]
+        assert rule.name == "GET /plain"
+
+
 async def test_spoofed_forwarded_for_from_untrusted_peer_changes_nothing(redis_url: str) -> None:
     app = make_app(redis_url, [CREATE], trusted_proxies=["10.0.0.0/8"])
     async with client(app, peer="203.0.113.1") as c:
@@ -168,6 +191,10 @@ async def test_websocket_upgrades_are_limited_before_accept(redis_url: str) -> N
     async with app.router.lifespan_context(app):
         first = await _ws_attempt(app, {})
         assert first[0]["type"] == "websocket.accept"
+        # The handshake's response carries the draft headers, as an HTTP response does.
+        accepted = dict(first[0]["headers"])
+        assert accepted[b"ratelimit-policy"] == b'"WS /ws";q=1;w=60'
+        assert accepted[b"ratelimit"].startswith(b'"WS /ws";r=0;t=')
         # Refused, with the denial-response extension: an HTTP 429 instead of the upgrade.
         denied = await _ws_attempt(app, {"websocket.http.response": {}})
         assert denied[0]["type"] == "websocket.http.response.start"
