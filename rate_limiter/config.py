@@ -49,6 +49,12 @@ from rate_limiter.errors import RulesError
 
 log = structlog.get_logger("rate_limiter.config")
 
+# Envoy reads requests_per_unit as a uint32; burst is held to the same.
+MAX_REQUESTS = 2**32 - 1
+# Descriptor levels in a file (a check carries at most 32 entries: deeper ones never match).
+MAX_DEPTH = 32
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
 DOMAIN_KEYS = {"domain", "descriptors"}
 DESCRIPTOR_KEYS = {
     "key",
@@ -221,15 +227,29 @@ class _Parser:
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, f"{what} must be a mapping")
         out: dict[str, yaml.Node] = {}
-        for k, v in node.value:
-            name = self.scalar(k, str, "a key")
-            if name not in allowed:
-                expected = ", ".join(sorted(allowed))
-                raise self.error(k, f"unknown key {name!r} in {what} (expected one of: {expected})")
-            if name in out:
+        own = [(k, v) for k, v in node.value if k.tag != MERGE_TAG]
+        if len(own) < len(node.value):
+            # YAML merge keys (`<<: *defaults`), as Envoy's YAML library reads them: the
+            # merged keys first, the mapping's own keys over them.
+            merges = yaml.MappingNode(node.tag, [kv for kv in node.value if kv not in own])
+            self.constructor.flatten_mapping(merges)
+            for k, v in merges.value:  # (later ones win, as PyYAML builds a dict from them)
+                out[self.key_name(k, allowed, what)] = v
+        inherited = set(out)
+        for k, v in own:
+            name = self.key_name(k, allowed, what)
+            if name in out and name not in inherited:
                 raise self.error(k, f"duplicate key {name!r} in {what}")
+            inherited.discard(name)
             out[name] = v
         return out
+
+    def key_name(self, k: yaml.Node, allowed: set[str], what: str) -> str:
+        name = str(self.scalar(k, str, "a key"))
+        if name not in allowed:
+            expected = ", ".join(sorted(allowed))
+            raise self.error(k, f"unknown key {name!r} in {what} (expected one of: {expected})")
+        return name
 
     def scalar(self, node: yaml.Node, kind: type, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -282,6 +302,8 @@ class _Parser:
     def descriptors(self, node: yaml.Node | None, domain: str, path: list[str]) -> list[Node]:
         if node is None:
             return []
+        if len(path) >= MAX_DEPTH:
+            raise self.error(node, f"descriptors nest more than {MAX_DEPTH} levels deep")
         out: list[Node] = []
         seen: dict[tuple[str, str | None], int] = {}
         for item in self.sequence(node, "descriptors"):
@@ -292,6 +314,8 @@ class _Parser:
             if not key:
                 raise self.error(d["key"], "key must not be empty")
             value = self.scalar(d["value"], str, "value") if "value" in d else None
+            if value == "" or (value is not None and d["value"].tag.endswith(":null")):
+                value = None  # (`value: ""` or `value: ~` is no value, as in Envoy)
             ident = (key, value)
             if ident in seen:
                 raise self.error(
@@ -316,8 +340,11 @@ class _Parser:
             rule = None
             if "rate_limit" in d:
                 rule = self.rate_limit(d["rate_limit"], domain, here, shadow)
-            elif shadow:
-                raise self.error(item, "shadow_mode needs a rate_limit on the same descriptor")
+            elif shadow:  # (Envoy ignores it; most likely a misplaced line, so say so)
+                log.warning(
+                    "rules_shadow_mode_without_rate_limit",
+                    source=f"{self.source}:{item.start_mark.line + 1}",
+                )
             # (Neither a rate_limit nor nested descriptors: no limit for what it matches, an
             # allowlist entry in Envoy's format.)
             children = self.descriptors(d.get("descriptors"), domain, here)
@@ -331,7 +358,8 @@ class _Parser:
         replaces = self.replaces(r["replaces"], name) if "replaces" in r else ()
         unlimited = self.scalar(r["unlimited"], bool, "unlimited") if "unlimited" in r else False
         if unlimited:
-            extra = set(r) - {"unlimited", "name", "replaces"}
+            # (requests_per_unit is ignored beside `unlimited: true`, as Envoy ignores it)
+            extra = set(r) - {"unlimited", "name", "replaces", "requests_per_unit"}
             if extra:
                 raise self.error(node, f"an unlimited rule takes no {', '.join(sorted(extra))}")
             return Rule(name, None, None, None, shadow, self.source, line, replaces=replaces)
@@ -344,8 +372,10 @@ class _Parser:
                 r["unit"], f"unknown unit {unit!r} (expected one of: {', '.join(UNITS)})"
             )
         rpu = self.scalar(r["requests_per_unit"], int, "requests_per_unit")
-        if rpu < 0:
-            raise self.error(r["requests_per_unit"], "requests_per_unit must be at least 0")
+        if not 0 <= rpu <= MAX_REQUESTS:
+            raise self.error(
+                r["requests_per_unit"], f"requests_per_unit must be between 0 and {MAX_REQUESTS}"
+            )
         if rpu == 0:
             extra = set(r) & {"algorithm", "burst", "count_refused", "prefetch"}
             if extra:
@@ -369,8 +399,8 @@ class _Parser:
         burst = None
         if "burst" in r:
             burst = self.scalar(r["burst"], int, "burst")
-            if burst < 1:
-                raise self.error(r["burst"], "burst must be at least 1")
+            if not 1 <= burst <= MAX_REQUESTS:
+                raise self.error(r["burst"], f"burst must be between 1 and {MAX_REQUESTS}")
             if algorithm is not Algorithm.GCRA:
                 raise self.error(r["burst"], "burst applies to the gcra (token bucket) algorithm")
         count_refused = (
@@ -411,6 +441,10 @@ def parse_text(text: str, source: str = "<rules>") -> Domain:
         docs = list(yaml.compose_all(text))
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, text, source) from None
+    except RecursionError:  # (the YAML library composes nested nodes recursively)
+        raise RulesError(
+            f"{source}:1: the YAML nests too deeply to be read", file=source, line=1
+        ) from None
     docs = [d for d in docs if d is not None]
     if len(docs) > 1:
         raise parser.error(docs[1], "one domain per file (found a second YAML document)")

@@ -23,7 +23,8 @@ class _Descriptors(BaseModel):
 
 
 class CheckRequest(_Descriptors):
-    cost: int = Field(default=1, ge=1, le=1_000_000)
+    # (strict: `true` or `"3"` is a 422, not a cost of 1 or 3)
+    cost: int = Field(default=1, ge=1, le=1_000_000, strict=True)
 
 
 class ReleaseRequest(_Descriptors):

@@ -157,6 +157,8 @@ BAD_REQUESTS = [
     ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": 0}, 422),
     ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": -3}, 422),
     ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": "lots"}, 422),
+    ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": True}, 422),
+    ({"domain": "api", "descriptors": [{"key": "user", "value": "u"}], "cost": "3"}, 422),
     ({"domain": "api", "descriptors": "user=u"}, 422),
     ({"domain": "nope", "descriptors": [{"key": "user", "value": "u"}]}, 404),
     ([1, 2, 3], 422),

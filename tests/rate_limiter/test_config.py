@@ -132,6 +132,32 @@ def test_a_replaces_naming_no_rule_loads_with_a_warning() -> None:
     assert warning["replaces"] == ["per_usr"] and warning["source"] == "r.yaml:4"
 
 
+def test_envoy_files_read_as_envoy_reads_them() -> None:
+    text = """\
+domain: d
+descriptors:
+  - key: team
+    value: ~                   # no value: the key alone, every value its own counter
+    rate_limit: &hourly {unit: hour, requests_per_unit: 7}
+  - key: user
+    value: ""                  # the same
+    rate_limit: {<<: *hourly, requests_per_unit: 9}
+  - key: internal
+    rate_limit: {unlimited: true, requests_per_unit: 10}
+  - key: region
+    shadow_mode: true          # without a rate_limit: ignored (with a warning)
+"""
+    with capture_logs() as logs:
+        domain = parse_text(text, "d.yaml")
+    [user] = domain.match([("user", "alice")])
+    assert user.rule.limit and user.rule.limit.rate == 9 and user.rule.unit == "hour"
+    [team] = domain.match([("team", "red")])
+    assert team.rule.limit and team.rule.limit.rate == 7
+    assert domain.match([("internal", "x")]) == []
+    assert domain.match([("region", "eu")]) == []
+    assert [e["event"] for e in logs] == ["rules_shadow_mode_without_rate_limit"]
+
+
 def test_prefetch_may_also_be_refused_per_rule() -> None:
     domain = parse_text(rl("{unit: second, requests_per_unit: 5, prefetch: false}"))
     [m] = domain.match([("a", "x")])
@@ -182,7 +208,14 @@ BAD = [
     (rl("{unit: second}"), 4, "needs 'requests_per_unit'"),
     (rl("{unit: second, requests_per_unit: 1, algorithm: magic}"), 4,
      "unknown algorithm 'magic'"),
-    (rl("{unit: second, requests_per_unit: -1}"), 4, "at least 0"),
+    (rl("{unit: second, requests_per_unit: -1}"), 4, "between 0 and 4294967295"),
+    (rl("{unit: second, requests_per_unit: 4294967296}"), 4, "between 0 and 4294967295"),
+    (rl("{unit: second, requests_per_unit: 5, burst: 4294967296}"), 4,
+     "burst must be between 1 and 4294967295"),
+    ("domain: d\ndescriptors:\n" + "".join(
+        f"{'  ' * (2 * i + 1)}- key: k{i}\n{'  ' * (2 * i + 2)}descriptors:\n" for i in range(33)
+    ) + "  " * 67 + "- key: last\n", 67, "nest more than 32 levels deep"),
+    ("domain: d\ndescriptors: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nests too deeply"),
     (rl("{unit: second, requests_per_unit: 0, algorithm: gcra}"), 4,
      "a rule of 0 requests refuses every request: it takes no algorithm"),
     (rl("{unit: second, requests_per_unit: 1, replaces: other}"), 4, "replaces must be a list"),
