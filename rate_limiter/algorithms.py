@@ -53,6 +53,13 @@ class Algorithm(StrEnum):
         return cls(key)
 
 
+# Envoy's requests_per_unit is a uint32; the scripts' arithmetic is exact well beyond it.
+MAX_RATE = 2**32 - 1
+# The algorithms that store one entry per unit (a timestamp, a lease unit) and their bound.
+PER_UNIT = frozenset({Algorithm.SLIDING_LOG, Algorithm.CONCURRENCY})
+MAX_PER_UNIT = 10_000
+
+
 @dataclass(frozen=True)
 class Limit:
     """`rate` per `period` seconds. For GCRA `burst` is the bucket size (default `rate`);
@@ -78,6 +85,15 @@ class Limit:
             raise ValueError("burst must be at least 1")
         if self.prefetch and self.algorithm is not Algorithm.GCRA:
             raise ValueError("prefetch applies to the gcra (token bucket) algorithm")
+        if max(self.rate, self.burst or 0) > MAX_RATE:
+            raise ValueError(f"rate and burst must be at most {MAX_RATE}")
+        if self.algorithm in PER_UNIT and self.rate > MAX_PER_UNIT:
+            # One sorted-set member per unit: a single call of cost 100,000 would keep Redis
+            # busy for half a second (other clients get BUSY, this one times out).
+            raise ValueError(
+                f"{self.algorithm.value} keeps one entry per unit: at most {MAX_PER_UNIT}"
+                " (for bigger limits, sliding_window or gcra)"
+            )
 
     @cached_property
     def capacity(self) -> int:

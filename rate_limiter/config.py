@@ -44,13 +44,13 @@ import structlog
 import yaml
 from yaml.constructor import SafeConstructor
 
-from rate_limiter.algorithms import UNITS, Algorithm, Decision, Limit
+from rate_limiter.algorithms import MAX_RATE, UNITS, Algorithm, Decision, Limit
 from rate_limiter.errors import RulesError
 
 log = structlog.get_logger("rate_limiter.config")
 
 # Envoy reads requests_per_unit as a uint32; burst is held to the same.
-MAX_REQUESTS = 2**32 - 1
+MAX_REQUESTS = MAX_RATE
 # Descriptor levels in a file (a check carries at most 32 entries: deeper ones never match).
 MAX_DEPTH = 32
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -415,7 +415,10 @@ class _Parser:
                 raise self.error(
                     r["prefetch"], "prefetch applies to the gcra (token bucket) algorithm"
                 )
-        limit = Limit(rpu, float(UNITS[unit]), algorithm, burst, count_refused, prefetch)
+        try:
+            limit = Limit(rpu, float(UNITS[unit]), algorithm, burst, count_refused, prefetch)
+        except ValueError as exc:  # (what Limit itself refuses: the per-unit algorithms' bound)
+            raise self.error(r["requests_per_unit"], str(exc)) from None
         return Rule(name, limit, unit, rpu, shadow, self.source, line, replaces=replaces)
 
     def replaces(self, node: yaml.Node, own_name: str) -> tuple[str, ...]:

@@ -167,6 +167,16 @@ def test_limit_validation() -> None:
         Limit(1, 0)
     with pytest.raises(ValueError):
         Limit(1, 1, burst=0)
+    # The algorithms with one entry per unit are bounded: one call of cost 100,000 would keep
+    # Redis busy for half a second.
+    with pytest.raises(ValueError, match="sliding_log keeps one entry per unit: at most 10000"):
+        Limit(10_001, 60, Algorithm.SLIDING_LOG)
+    with pytest.raises(ValueError, match="concurrency keeps one entry per unit"):
+        Limit(10_001, 60, Algorithm.CONCURRENCY)
+    assert Limit(10_000, 60, Algorithm.CONCURRENCY).rate == 10_000
+    assert Limit(10_001, 60, Algorithm.SLIDING_WINDOW).rate == 10_001
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        Limit(2**32)
     with pytest.raises(ValueError, match="prefetch applies to the gcra"):
         Limit(1, 1, Algorithm.FIXED_WINDOW, prefetch=True)
     assert Limit(1, 1, Algorithm.FIXED_WINDOW, prefetch=False).prefetch is False

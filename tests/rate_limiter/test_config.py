@@ -210,6 +210,8 @@ BAD = [
      "unknown algorithm 'magic'"),
     (rl("{unit: second, requests_per_unit: -1}"), 4, "between 0 and 4294967295"),
     (rl("{unit: second, requests_per_unit: 4294967296}"), 4, "between 0 and 4294967295"),
+    (f"{HEAD}    rate_limit:\n      unit: hour\n      algorithm: sliding_log\n"
+     "      requests_per_unit: 50000\n", 7, "sliding_log keeps one entry per unit: at most"),
     (rl("{unit: second, requests_per_unit: 5, burst: 4294967296}"), 4,
      "burst must be between 1 and 4294967295"),
     ("domain: d\ndescriptors:\n" + "".join(
