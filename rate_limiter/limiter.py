@@ -41,9 +41,10 @@ class RateLimiter:
         """The key's state without consuming anything."""
         return await self.backend.acquire(key, self.limit, 0)
 
-    async def release(self, key: str, lease: str) -> None:
-        """Give back a concurrency lease (a no-op for the other algorithms)."""
-        await self.backend.release(key, self.limit, lease)
+    async def release(self, key: str, lease: str) -> bool:
+        """Give back a concurrency lease (a no-op for the other algorithms); whether it
+        was held."""
+        return await self.backend.release(key, self.limit, lease)
 
     @asynccontextmanager
     async def hold(self, key: str, cost: int = 1) -> AsyncIterator[Decision]:
@@ -72,8 +73,8 @@ class SyncRateLimiter:
     def peek(self, key: str) -> Decision:
         return self.backend.acquire_sync(key, self.limit, 0)
 
-    def release(self, key: str, lease: str) -> None:
-        self.backend.release_sync(key, self.limit, lease)
+    def release(self, key: str, lease: str) -> bool:
+        return self.backend.release_sync(key, self.limit, lease)
 
     @contextmanager
     def hold(self, key: str, cost: int = 1) -> Iterator[Decision]:

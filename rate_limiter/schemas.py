@@ -71,6 +71,7 @@ class CheckResponse(BaseModel):
 
 
 class ReleaseResponse(BaseModel):
+    # The concurrency rules on the path that held the lease (0: never granted, or gone).
     released: int
 
 

@@ -128,13 +128,10 @@ class RateLimitService:
         return CheckResult(all(d.enforced_allowed for d in decisions), decisions)
 
     async def release(self, *, domain: str, entries: Entries, lease: str) -> int:
-        """Give a concurrency lease back on every concurrency rule on the path."""
-        matches = [
-            m
-            for m in self._matches(domain, entries)
-            if m.rule.limit and m.rule.limit.algorithm is Algorithm.CONCURRENCY
-        ]
-        for m in matches:
-            assert m.rule.limit is not None
-            await self.backend.release(m.key, m.rule.limit, lease)
-        return len(matches)
+        """Give a concurrency lease back on every concurrency rule on the path; the number
+        of rules that held it (0 for a lease that was never granted, or is gone already)."""
+        released = 0
+        for m in self._matches(domain, entries):
+            if m.rule.limit and m.rule.limit.algorithm is Algorithm.CONCURRENCY:
+                released += await self.backend.release(m.key, m.rule.limit, lease)
+        return released

@@ -120,15 +120,16 @@ class FallbackBackend:
         log.error("rate_limiter_backend_call_failed", call=what, key=key[:200], error=error)
         return BackendError(f"the rate limit backend failed this {what}: {error}")
 
-    async def release(self, key: str, limit: Limit, lease: str) -> None:
+    async def release(self, key: str, limit: Limit, lease: str) -> bool:
         # A lease may have come from either side; releasing both is harmless. The primary is
         # always tried (releasing is idempotent), even while degraded: a lease it granted
         # before it failed would otherwise stay held until it expires.
-        await self.local.release(key, limit, lease)
+        local = await self.local.release(key, limit, lease)
         try:
-            await self.primary.release(key, limit, lease)
+            return await self.primary.release(key, limit, lease) or local
         except BACKEND_DOWN as exc:
             self._failed(exc)
+            return local
         except RedisError as exc:
             raise self._call_failed("release", key, exc) from exc
 

@@ -51,18 +51,21 @@ class MemoryBackend:
                 self._states[skey] = (stored[0], now + raw[3] + US)
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
-    def release_sync(self, key: str, limit: Limit, lease: str) -> None:
+    def release_sync(self, key: str, limit: Limit, lease: str) -> bool:
         skey = state_key(key, limit.algorithm)
         with self._lock:
             stored = self._states.get(skey)
-            if stored:
-                self._states[skey] = (release(stored[0], lease), stored[1])
+            if not stored or not stored[0]:
+                return False
+            after = release(stored[0], lease)
+            self._states[skey] = (after, stored[1])
+            return len(after["leases"]) < len(stored[0].get("leases", {}))
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         return self.acquire_sync(key, limit, cost)
 
-    async def release(self, key: str, limit: Limit, lease: str) -> None:
-        self.release_sync(key, limit, lease)
+    async def release(self, key: str, limit: Limit, lease: str) -> bool:
+        return self.release_sync(key, limit, lease)
 
     async def ping(self) -> None:
         return None

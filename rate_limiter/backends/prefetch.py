@@ -59,7 +59,7 @@ class Prefetching(Protocol):
         self, key: str, limit: Limit, cost: int, want: int, refund: int = 0, taken_us: int = 0
     ) -> tuple[Decision, int, int]: ...
 
-    async def release(self, key: str, limit: Limit, lease: str) -> None: ...
+    async def release(self, key: str, limit: Limit, lease: str) -> bool: ...
 
     async def ping(self) -> None: ...
 
@@ -232,8 +232,8 @@ class PrefetchBackend:
         batch = self._batches[ident] = _Batch(now)
         return batch
 
-    async def release(self, key: str, limit: Limit, lease: str) -> None:
-        await self.primary.release(key, limit, lease)
+    async def release(self, key: str, limit: Limit, lease: str) -> bool:
+        return await self.primary.release(key, limit, lease)
 
     async def ping(self) -> None:
         await self.primary.ping()

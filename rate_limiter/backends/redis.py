@@ -291,10 +291,11 @@ class RedisBackend:
         tail = b"".join([_packed_arg(limit.spec), *map(_packed_arg, costs)])
         return pack_evalsha_tail(sha, _keys(key, limit), tail, 1 + len(costs))
 
-    async def release(self, key: str, limit: Limit, lease: str) -> None:
+    async def release(self, key: str, limit: Limit, lease: str) -> bool:
         cost = lease_cost(lease)
         if cost is not None and limit.algorithm is Algorithm.CONCURRENCY:
-            await self._eval("release", _keys(key, limit), [lease, cost])
+            return bool(await self._eval("release", _keys(key, limit), [lease, cost]))
+        return False
 
     async def prefetch(
         self, key: str, limit: Limit, cost: int, want: int, refund: int = 0, taken_us: int = 0
@@ -344,10 +345,11 @@ class SyncRedisBackend:
         raw = self._eval(limit.algorithm.value, _keys(key, limit), _args(limit, cost, lease))
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
-    def release_sync(self, key: str, limit: Limit, lease: str) -> None:
+    def release_sync(self, key: str, limit: Limit, lease: str) -> bool:
         cost = lease_cost(lease)
         if cost is not None and limit.algorithm is Algorithm.CONCURRENCY:
-            self._eval("release", _keys(key, limit), [lease, cost])
+            return bool(self._eval("release", _keys(key, limit), [lease, cost]))
+        return False
 
     def ping(self) -> None:
         self.redis.ping()

@@ -109,17 +109,15 @@ async def test_concurrency_lease_and_release(rules: Path, redis_url: str) -> Non
         assert first["allowed"] and lease
         second = (await client.post("/api/check", json=check_body(("job", "j")))).json()
         assert not second["allowed"]
-        resp = await client.post(
-            "/api/release",
-            json={
-                "domain": "api",
-                "descriptors": [{"key": "job", "value": "j"}],
-                "lease": lease,
-            },
-        )
+        body = {"domain": "api", "descriptors": [{"key": "job", "value": "j"}], "lease": lease}
+        resp = await client.post("/api/release", json=body)
         assert resp.json() == {"released": 1}
         third = (await client.post("/api/check", json=check_body(("job", "j")))).json()
         assert third["allowed"]
+        # Released already, or never granted: nothing was held, and the answer says so.
+        assert (await client.post("/api/release", json=body)).json() == {"released": 0}
+        never = {**body, "lease": "0" * 32 + ".1"}
+        assert (await client.post("/api/release", json=never)).json() == {"released": 0}
 
 
 async def test_usage_inspects_without_consuming(rules: Path, redis_url: str) -> None:

@@ -52,10 +52,11 @@ async def test_a_forged_lease_cannot_free_anyone_elses_slots(redis: Redis) -> No
     assert held.allowed and held.lease
     prefix = held.lease.split(".")[0]
     for forged in (FORGED, f"{prefix}.2", f"{prefix}.4", held.lease + "0"):
-        await backend.release("k", limit, forged)
+        assert await backend.release("k", limit, forged) is False
     assert await redis.zcard(state_key("k", Algorithm.CONCURRENCY)) == 3
-    await backend.release("k", limit, held.lease)
+    assert await backend.release("k", limit, held.lease) is True
     assert await redis.zcard(state_key("k", Algorithm.CONCURRENCY)) == 0
+    assert await backend.release("k", limit, held.lease) is False  # (twice: nothing held)
     await backend.aclose()
 
 
@@ -66,12 +67,25 @@ def test_sync_release_of_a_forged_lease_is_a_no_op(redis_url: str) -> None:
         backend = SyncRedisBackend(client)
         limit = Limit(2, 3600, Algorithm.CONCURRENCY)
         held = backend.acquire_sync("s", limit, 2)
-        backend.release_sync("s", limit, "x.100000")
-        backend.release_sync("s", limit, FORGED)
+        assert backend.release_sync("s", limit, "x.100000") is False
+        assert backend.release_sync("s", limit, FORGED) is False
         assert client.zcard(state_key("s", Algorithm.CONCURRENCY)) == 2
         assert held.lease
-        backend.release_sync("s", limit, held.lease)
+        assert backend.release_sync("s", limit, held.lease) is True
         assert client.zcard(state_key("s", Algorithm.CONCURRENCY)) == 0
+
+
+def test_the_memory_backend_says_whether_a_lease_was_held() -> None:
+    from rate_limiter import MemoryBackend
+
+    backend = MemoryBackend()
+    limit = Limit(2, 3600, Algorithm.CONCURRENCY)
+    assert backend.release_sync("m", limit, FORGED) is False  # (no state at all yet)
+    held = backend.acquire_sync("m", limit, 2)
+    assert held.lease
+    assert backend.release_sync("m", limit, FORGED) is False
+    assert backend.release_sync("m", limit, held.lease) is True
+    assert backend.release_sync("m", limit, held.lease) is False
 
 
 async def test_a_script_error_fails_one_call_not_the_backend(redis: Redis) -> None:
