@@ -52,6 +52,8 @@ class MemoryBackend:
         return Decision.from_us(*raw, lease=lease if raw[0] else None)
 
     def release_sync(self, key: str, limit: Limit, lease: str) -> bool:
+        if limit.algorithm is not Algorithm.CONCURRENCY:
+            return False  # (only leases are released; another state must stay as it is)
         skey = state_key(key, limit.algorithm)
         with self._lock:
             stored = self._states.get(skey)

@@ -86,6 +86,11 @@ def test_the_memory_backend_says_whether_a_lease_was_held() -> None:
     assert backend.release_sync("m", limit, FORGED) is False
     assert backend.release_sync("m", limit, held.lease) is True
     assert backend.release_sync("m", limit, held.lease) is False
+    # Releasing on a limit of another algorithm is a no-op: its state stays as it is.
+    window = Limit(1, 3600, Algorithm.FIXED_WINDOW)
+    assert backend.acquire_sync("m", window).allowed
+    assert backend.release_sync("m", window, held.lease) is False
+    assert not backend.acquire_sync("m", window).allowed
 
 
 async def test_a_script_error_fails_one_call_not_the_backend(redis: Redis) -> None:
