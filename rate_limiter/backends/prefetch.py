@@ -139,7 +139,7 @@ class PrefetchBackend:
         self.name = primary.name
         self.ttl = ttl
         self.share = share
-        self.default = default  # whether a limit that does not say (`prefetch=None`) is
+        self.default = default  # prefetch the limits that do not say (`prefetch=None`)?
         self.clock = clock
         self.metrics = metrics
         self._batches: dict[tuple[bytes, str], _Batch] = {}
