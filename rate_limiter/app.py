@@ -66,7 +66,7 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
                 # Start anyway: the failure policy answers until Redis is back.
                 log.error("redis_unreachable_at_start", error=str(exc))
             decider: AsyncBackend = primary
-            if settings.prefetch != "off":
+            if settings.prefetch != "off" and settings.prefetch_ttl > 0:
                 decider = PrefetchBackend(
                     primary,
                     ttl=settings.prefetch_ttl,

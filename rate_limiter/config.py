@@ -167,17 +167,23 @@ class Domain:
             node = _pick(level, key, value)
             if node is None:
                 break
-            counted = node.value if node.share and node.value is not None else value
-            parts.append(f"{quote(key, safe='')}={quote(counted, safe='')}")
+            if node.share and node.value is not None:
+                # Every value the wildcard matches, on one counter: the prefix and a raw
+                # `*` (which no quoted value contains, so no request value can name it).
+                counted = quote(node.value[:-1], safe="") + "*"
+            else:
+                counted = quote(value, safe="")
+            parts.append(f"{quote(key, safe='')}={counted}")
             if node.rule is not None:
-                if node.rule.unlimited:
-                    return []
                 found.append(Match(node.rule, "|".join(parts)))
             level = node.children
         if any(m.rule.replaces for m in found):
-            # Envoy's `replaces`: a rule in the check drops the rules it names from it.
+            # Envoy's `replaces`: a rule in the check drops the rules it names from it (an
+            # unlimited one too).
             replaced = {name for m in found for name in m.rule.replaces}
             found = [m for m in found if m.rule.name not in replaced]
+        if any(m.rule.unlimited for m in found):
+            return []  # an unlimited rule on the path exempts the request from all of them
         return found
 
     def rules(self) -> Iterable[Rule]:
@@ -226,23 +232,35 @@ class _Parser:
     def mapping(self, node: yaml.Node, allowed: set[str], what: str) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, f"{what} must be a mapping")
-        out: dict[str, yaml.Node] = {}
-        own = [(k, v) for k, v in node.value if k.tag != MERGE_TAG]
-        if len(own) < len(node.value):
-            # YAML merge keys (`<<: *defaults`), as Envoy's YAML library reads them: the
-            # merged keys first, the mapping's own keys over them.
-            merges = yaml.MappingNode(node.tag, [kv for kv in node.value if kv not in own])
-            self.constructor.flatten_mapping(merges)
-            for k, v in merges.value:  # (later ones win, as PyYAML builds a dict from them)
-                out[self.key_name(k, allowed, what)] = v
-        inherited = set(out)
-        for k, v in own:
+        return self.pairs(node, allowed, what, 0)
+
+    def pairs(
+        self, node: yaml.MappingNode, allowed: set[str], what: str, depth: int
+    ) -> dict[str, yaml.Node]:
+        """A mapping's keys with YAML merge keys resolved as the YAML spec (and Envoy's YAML
+        library) reads them: its own keys first, then those of the mappings it merges, the
+        earlier ones before the later. The nodes themselves are left as they are (an anchor
+        may be read again elsewhere)."""
+        if depth > MAX_DEPTH:
+            raise self.error(node, f"merge keys (<<) nest more than {MAX_DEPTH} levels deep")
+        own: dict[str, yaml.Node] = {}
+        merged: dict[str, yaml.Node] = {}
+        for k, v in node.value:
+            if k.tag == MERGE_TAG:
+                sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise self.error(
+                            source, "a merge key (<<) takes a mapping or a list of them"
+                        )
+                    for name, value in self.pairs(source, allowed, what, depth + 1).items():
+                        merged.setdefault(name, value)
+                continue
             name = self.key_name(k, allowed, what)
-            if name in out and name not in inherited:
+            if name in own:
                 raise self.error(k, f"duplicate key {name!r} in {what}")
-            inherited.discard(name)
-            out[name] = v
-        return out
+            own[name] = v
+        return {**merged, **own}
 
     def key_name(self, k: yaml.Node, allowed: set[str], what: str) -> str:
         name = str(self.scalar(k, str, "a key"))
@@ -253,7 +271,8 @@ class _Parser:
 
     def scalar(self, node: yaml.Node, kind: type, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
-            raise self.error(node, f"{what} must be a {kind.__name__}")
+            expected = {int: "an integer", bool: "true or false"}.get(kind, "a string")
+            raise self.error(node, f"{what} must be {expected}")
         if kind is str:
             return str(node.value)
         try:
@@ -358,10 +377,13 @@ class _Parser:
         replaces = self.replaces(r["replaces"], name) if "replaces" in r else ()
         unlimited = self.scalar(r["unlimited"], bool, "unlimited") if "unlimited" in r else False
         if unlimited:
-            # (requests_per_unit is ignored beside `unlimited: true`, as Envoy ignores it)
+            # (requests_per_unit is ignored beside `unlimited: true`, as Envoy ignores it,
+            # but it must still be one)
             extra = set(r) - {"unlimited", "name", "replaces", "requests_per_unit"}
             if extra:
                 raise self.error(node, f"an unlimited rule takes no {', '.join(sorted(extra))}")
+            if "requests_per_unit" in r:
+                self.requests_per_unit(r["requests_per_unit"])
             return Rule(name, None, None, None, shadow, self.source, line, replaces=replaces)
         for needed in ("unit", "requests_per_unit"):
             if needed not in r:
@@ -371,11 +393,7 @@ class _Parser:
             raise self.error(
                 r["unit"], f"unknown unit {unit!r} (expected one of: {', '.join(UNITS)})"
             )
-        rpu = self.scalar(r["requests_per_unit"], int, "requests_per_unit")
-        if not 0 <= rpu <= MAX_REQUESTS:
-            raise self.error(
-                r["requests_per_unit"], f"requests_per_unit must be between 0 and {MAX_REQUESTS}"
-            )
+        rpu = self.requests_per_unit(r["requests_per_unit"])
         if rpu == 0:
             extra = set(r) & {"algorithm", "burst", "count_refused", "prefetch"}
             if extra:
@@ -421,6 +439,12 @@ class _Parser:
             raise self.error(r["requests_per_unit"], str(exc)) from None
         return Rule(name, limit, unit, rpu, shadow, self.source, line, replaces=replaces)
 
+    def requests_per_unit(self, node: yaml.Node) -> int:
+        rpu: int = self.scalar(node, int, "requests_per_unit")
+        if not 0 <= rpu <= MAX_REQUESTS:
+            raise self.error(node, f"requests_per_unit must be between 0 and {MAX_REQUESTS}")
+        return rpu
+
     def replaces(self, node: yaml.Node, own_name: str) -> tuple[str, ...]:
         """`replaces: [{name: ...}, ...]`, as Envoy writes it."""
         names = []
@@ -455,6 +479,8 @@ def parse_text(text: str, source: str = "<rules>") -> Domain:
         return parser.document(docs[0] if docs else None)
     except RulesError:
         raise
+    except RecursionError:
+        raise RulesError(f"{source}:1: the rules nest too deeply", file=source, line=1) from None
     except (yaml.YAMLError, ValueError, TypeError, ArithmeticError) as exc:
         # Whatever slipped past the checks above still leaves as a RulesError.
         raise RulesError(f"{source}:1: invalid rules: {exc}", file=source, line=1) from None

@@ -32,7 +32,7 @@ class RateLimiterSettings(ServiceSettings):
     # spent for `prefetch_ttl` seconds, each batch at most `prefetch_share` of the capacity;
     # such a rule's bound becomes capacity + rate x (span + ttl). Which rules: "rules", those
     # that say `prefetch: true`; "all", every gcra rule but those that say `prefetch: false`;
-    # "off", none (every decision asks Redis, whatever the rules say).
+    # "off", none (every decision asks Redis, whatever the rules say). A ttl of 0 is off too.
     prefetch: Literal["off", "rules", "all"] = "rules"
-    prefetch_ttl: float = Field(default=0.05, gt=0, le=10)
+    prefetch_ttl: float = Field(default=0.05, ge=0, le=10)
     prefetch_share: float = Field(default=0.01, gt=0, le=1)

@@ -59,9 +59,11 @@ class MemoryBackend:
             stored = self._states.get(skey)
             if not stored or not stored[0]:
                 return False
-            after = release(stored[0], lease)
+            now = self.clock()
+            held = {k: exp for k, exp in stored[0].get("leases", {}).items() if exp > now}
+            after = release({"leases": held}, lease)  # (an expired lease frees nothing)
             self._states[skey] = (after, stored[1])
-            return len(after["leases"]) < len(stored[0].get("leases", {}))
+            return len(after["leases"]) < len(held)
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         return self.acquire_sync(key, limit, cost)

@@ -305,9 +305,12 @@ async def test_rules_that_opt_in_spare_redis_on_a_busy_key_and_the_rest_stay_exa
     # RATE_LIMITER_PREFETCH=all: every gcra rule but those that say `prefetch: false`.
     async with client_for(rules, redis_url, prefetch="all", prefetch_share=0.1) as client:
         assert await checks(client, ("region", "r2"), 100) < 100 / 4
-    # RATE_LIMITER_PREFETCH=off: none, whatever the rules say.
+    # RATE_LIMITER_PREFETCH=off: none, whatever the rules say; and a ttl of 0 (the earlier
+    # way to say off) is off too.
     async with client_for(rules, redis_url, prefetch="off") as client:
         assert await checks(client, ("tenant", "t2"), 100) == 100
+    async with client_for(rules, redis_url, prefetch_ttl=0) as client:
+        assert await checks(client, ("tenant", "t3"), 50) == 50
 
 
 EDGE = """\

@@ -158,6 +158,86 @@ descriptors:
     assert [e["event"] for e in logs] == ["rules_shadow_mode_without_rate_limit"]
 
 
+def test_merge_keys_leave_anchors_as_they_are_and_the_earlier_merge_wins() -> None:
+    text = """\
+domain: d
+descriptors:
+  - key: x
+    rate_limit: &second {unit: second, requests_per_unit: 5}
+  - key: y
+    rate_limit: &minute {unit: minute, requests_per_unit: 7}
+  - key: a
+    descriptors:
+      - key: b
+        rate_limit: &ten
+          <<: *second
+          requests_per_unit: 10
+    rate_limit:
+      <<: *ten                 # read before a's descriptors, where &ten has a merge itself
+      unit: minute
+  - key: z
+    rate_limit:
+      <<: [*second, *minute]   # the earlier mapping's keys win (the YAML spec, and Envoy's)
+"""
+    rules = {r.name: (r.requests_per_unit, r.unit) for r in parse_text(text).rules()}
+    assert rules == {
+        "d.x": (5, "second"), "d.y": (7, "minute"), "d.a": (10, "minute"),
+        "d.a.b": (10, "second"), "d.z": (5, "second"),
+    }  # fmt: skip
+
+
+def test_merge_chains_and_bad_merges_are_rules_errors() -> None:
+    chain = "domain: d\ndescriptors:\n  - key: k\n"
+    chain += "    rate_limit: &m0 {unit: hour, requests_per_unit: 1}\n"
+    for i in range(1, 40):
+        chain += f"  - key: k{i}\n    rate_limit: &m{i} {{<<: *m{i - 1}}}\n"
+    with pytest.raises(RulesError, match="merge keys \\(<<\\) nest more than 32 levels"):
+        parse_text(chain)
+    with pytest.raises(RulesError, match="a merge key \\(<<\\) takes a mapping"):
+        parse_text(rl("{<<: 5, unit: hour, requests_per_unit: 1}"))
+    with pytest.raises(RulesError, match="requests_per_unit must be an integer, got 'lots'"):
+        parse_text(rl("{unlimited: true, requests_per_unit: lots}"))
+    with pytest.raises(RulesError, match="requests_per_unit must be an integer"):
+        parse_text(rl("{unlimited: true, requests_per_unit: [1, 2]}"))
+
+
+def test_a_rule_can_replace_an_unlimited_one() -> None:
+    domain = parse_text("""\
+domain: d
+descriptors:
+  - key: tenant
+    value: internal
+    rate_limit: {unlimited: true, name: internal_unlimited}
+    descriptors:
+      - key: route
+        value: expensive
+        rate_limit:
+          unit: second
+          requests_per_unit: 1
+          replaces: [{name: internal_unlimited}]
+""")
+    assert domain.match([("tenant", "internal"), ("route", "cheap")]) == []
+    [m] = domain.match([("tenant", "internal"), ("route", "expensive")])
+    assert m.rule.limit and m.rule.limit.rate == 1
+
+
+def test_a_shared_counter_cannot_be_named_by_a_request_value() -> None:
+    domain = parse_text("""\
+domain: d
+descriptors:
+  - key: user
+    value: team*
+    share_threshold: true
+    rate_limit: {unit: minute, requests_per_unit: 100}
+  - key: user
+    value: team**
+    rate_limit: {unit: minute, requests_per_unit: 5}
+""")
+    [shared] = domain.match([("user", "team-a")])
+    [literal] = domain.match([("user", "team*")])  # matches the sibling `team**` rule
+    assert literal.rule is not shared.rule and literal.key != shared.key
+
+
 def test_prefetch_may_also_be_refused_per_rule() -> None:
     domain = parse_text(rl("{unit: second, requests_per_unit: 5, prefetch: false}"))
     [m] = domain.match([("a", "x")])

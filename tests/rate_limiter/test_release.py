@@ -75,6 +75,21 @@ def test_sync_release_of_a_forged_lease_is_a_no_op(redis_url: str) -> None:
         assert client.zcard(state_key("s", Algorithm.CONCURRENCY)) == 0
 
 
+async def test_an_expired_lease_frees_nothing(redis: Redis) -> None:
+    import asyncio
+
+    from rate_limiter import MemoryBackend
+
+    limit = Limit(2, 0.2, Algorithm.CONCURRENCY)  # leases live 0.2 s
+    redis_backend = RedisBackend(redis)
+    for backend in (redis_backend, MemoryBackend()):
+        held = await backend.acquire("exp", limit, 2)
+        assert held.lease
+        await asyncio.sleep(0.25)
+        assert await backend.release("exp", limit, held.lease) is False
+    await redis_backend.aclose()
+
+
 def test_the_memory_backend_says_whether_a_lease_was_held() -> None:
     from rate_limiter import MemoryBackend
 
