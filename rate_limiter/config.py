@@ -224,6 +224,7 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
         self.constructor = SafeConstructor()
+        self._merged: dict[tuple[int, str], dict[str, yaml.Node]] = {}
 
     def error(self, node: yaml.Node | None, message: str) -> RulesError:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -232,7 +233,7 @@ class _Parser:
     def mapping(self, node: yaml.Node, allowed: set[str], what: str) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, f"{what} must be a mapping")
-        return self.pairs(node, allowed, what, 0)
+        return dict(self.pairs(node, allowed, what, 0))
 
     def pairs(
         self, node: yaml.MappingNode, allowed: set[str], what: str, depth: int
@@ -243,6 +244,11 @@ class _Parser:
         may be read again elsewhere)."""
         if depth > MAX_DEPTH:
             raise self.error(node, f"merge keys (<<) nest more than {MAX_DEPTH} levels deep")
+        # Each node resolved once per file: a mapping merging another twice, which merges
+        # another twice, ... would otherwise take 2^depth steps.
+        done = self._merged.get((id(node), what))
+        if done is not None:
+            return done
         own: dict[str, yaml.Node] = {}
         merged: dict[str, yaml.Node] = {}
         for k, v in node.value:
@@ -260,7 +266,8 @@ class _Parser:
             if name in own:
                 raise self.error(k, f"duplicate key {name!r} in {what}")
             own[name] = v
-        return {**merged, **own}
+        done = self._merged[(id(node), what)] = {**merged, **own}
+        return done
 
     def key_name(self, k: yaml.Node, allowed: set[str], what: str) -> str:
         name = str(self.scalar(k, str, "a key"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -186,13 +187,24 @@ descriptors:
     }  # fmt: skip
 
 
-def test_merge_chains_and_bad_merges_are_rules_errors() -> None:
+def test_merge_chains_load_and_bad_merges_are_rules_errors() -> None:
     chain = "domain: d\ndescriptors:\n  - key: k\n"
     chain += "    rate_limit: &m0 {unit: hour, requests_per_unit: 1}\n"
     for i in range(1, 40):
         chain += f"  - key: k{i}\n    rate_limit: &m{i} {{<<: *m{i - 1}}}\n"
+    # (each mapping is resolved once, in file order: a long chain is no deeper than one)
+    assert {r.unit for r in parse_text(chain).rules()} == {"hour"}
+    # A mapping merging the previous one twice, 30 levels deep: read in linear time.
+    doubled = "domain: d\ndescriptors:\n  - key: k0\n"
+    doubled += "    rate_limit: &m0 {unit: hour, requests_per_unit: 1}\n"
+    for i in range(1, 31):
+        doubled += f"  - key: k{i}\n    rate_limit: &m{i} {{<<: [*m{i - 1}, *m{i - 1}]}}\n"
+    started = time.monotonic()
+    assert len(list(parse_text(doubled).rules())) == 31
+    assert time.monotonic() - started < 2
+    # A mapping that merges itself.
     with pytest.raises(RulesError, match="merge keys \\(<<\\) nest more than 32 levels"):
-        parse_text(chain)
+        parse_text(rl("&self {<<: *self, unit: hour, requests_per_unit: 1}"))
     with pytest.raises(RulesError, match="a merge key \\(<<\\) takes a mapping"):
         parse_text(rl("{<<: 5, unit: hour, requests_per_unit: 1}"))
     with pytest.raises(RulesError, match="requests_per_unit must be an integer, got 'lots'"):
