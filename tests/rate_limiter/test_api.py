@@ -7,8 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from tests.rate_limiter.factories import check_body, client_for, write_rules
+from tests.rate_limiter.factories import check_body, client_for, script_calls, write_rules
 
 
 def edit(path: Path, text: str) -> None:
@@ -265,21 +266,15 @@ descriptors:
 
 
 async def test_rules_that_opt_in_spare_redis_on_a_busy_key_and_the_rest_stay_exact(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, redis: Redis
 ) -> None:
-    import redis as sync_redis
-
-    def script_calls() -> int:
-        with sync_redis.Redis.from_url(redis_url) as r:
-            return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-
     async def checks(client: httpx.AsyncClient, entry: tuple[str, str], n: int) -> int:
         """Script calls for n checks one after another (checks made together would share
         one script call anyway)."""
-        before = script_calls()
+        before = await script_calls(redis)
         answers = [await client.post("/api/check", json=check_body(entry)) for _ in range(n)]
         assert all(a.status_code == 200 and a.json()["allowed"] for a in answers)
-        return script_calls() - before
+        return await script_calls(redis) - before
 
     rules = write_rules(tmp_path, BUSY)
     # The service's default, RATE_LIMITER_PREFETCH=rules: rules that say `prefetch: true`.

@@ -59,25 +59,6 @@ async def test_password_and_database_are_honoured(redis_url: str) -> None:
             admin.config_set("requirepass", "")
 
 
-async def test_a_stuck_server_times_out_and_a_dead_one_refuses() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1 << 16)
-        await asyncio.sleep(5)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    conn = PipelinedConnection("127.0.0.1", port, timeout=0.2)
-    try:
-        with pytest.raises(RedisTimeoutError):
-            await asyncio.gather(conn.execute("PING"), conn.execute("PING"))
-    finally:
-        await conn.aclose()
-        server.close()
-    dead = PipelinedConnection("127.0.0.1", port, timeout=0.2)
-    with pytest.raises(RedisConnectionError):
-        await dead.execute("PING")
-
-
 async def _pong_server(delay: float, answers: int) -> tuple[asyncio.Server, int]:
     """A server that answers the first `answers` PINGs `delay` seconds apart, then nothing."""
 
@@ -91,6 +72,20 @@ async def _pong_server(delay: float, answers: int) -> tuple[asyncio.Server, int]
 
     server = await asyncio.start_server(slow, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_stuck_server_times_out_and_a_dead_one_refuses() -> None:
+    server, port = await _pong_server(0, 0)  # accepts, never answers
+    conn = PipelinedConnection("127.0.0.1", port, timeout=0.2)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await asyncio.gather(conn.execute("PING"), conn.execute("PING"))
+    finally:
+        await conn.aclose()
+        server.close()
+    dead = PipelinedConnection("127.0.0.1", port, timeout=0.2)
+    with pytest.raises(RedisConnectionError):
+        await dead.execute("PING")
 
 
 async def test_a_slow_server_that_keeps_answering_is_not_taken_for_a_stuck_one() -> None:
