@@ -144,6 +144,8 @@ class Limit:
 class Decision(NamedTuple):
     """The verdict on one request. `retry_after` is 0 when allowed and `math.inf` when the
     cost can never fit (above capacity). `reset_after` is when the key is back to full.
+    `at_us`: when it was decided, by the deciding backend's clock (Redis `TIME`), in µs:
+    what a refund needs to work out how much of the cost the key still holds.
     (A named tuple: immutable and the cheapest thing to build on the hot path.)"""
 
     allowed: bool
@@ -153,6 +155,7 @@ class Decision(NamedTuple):
     retry_after: float
     lease: str | None = None
     degraded: bool = False
+    at_us: int = 0
 
     @classmethod
     def from_us(
@@ -162,10 +165,11 @@ class Decision(NamedTuple):
         remaining: int,
         reset_after_us: int,
         retry_after_us: int,
+        at_us: int = 0,
         *,
         lease: str | None = None,
     ) -> Decision:
-        raw = (int(allowed), int(limit), int(remaining), reset_after_us, retry_after_us)
+        raw = (int(allowed), int(limit), int(remaining), reset_after_us, retry_after_us, at_us)
         return decision_from_reply(raw, lease)
 
 
@@ -173,10 +177,10 @@ _new_tuple = tuple.__new__
 
 
 def decision_from_reply(reply: Sequence[int], lease: str | None = None) -> Decision:
-    """A decision from a script's reply (`Raw`): the one place the microsecond figures
-    become seconds. Built without the named tuple's Python-level `__new__` (a frame per
-    decision on the hot path)."""
-    allowed, limit, remaining, reset_after_us, retry_after_us = reply
+    """A decision from a script's reply (a `Raw` and the time it was decided): the one place
+    the microsecond figures become seconds. Built without the named tuple's Python-level
+    `__new__` (a frame per decision on the hot path)."""
+    allowed, limit, remaining, reset_after_us, retry_after_us, at_us = reply
     return _new_tuple(  # type: ignore[no-any-return]
         Decision,
         (
@@ -187,6 +191,7 @@ def decision_from_reply(reply: Sequence[int], lease: str | None = None) -> Decis
             math.inf if retry_after_us < 0 else retry_after_us / US,
             lease,
             False,
+            at_us,
         ),
     )
 
@@ -342,6 +347,76 @@ def release(state: State, lease: str) -> State:
     leases = dict(state.get("leases", {})) if state else {}
     prefix = f"{lease}#"
     return {"leases": {k: v for k, v in leases.items() if not k.startswith(prefix)}}
+
+
+def refund(
+    state: State, now: int, limit: Limit, cost: int, at: int
+) -> tuple[State | None, int | None]:
+    """Give back `cost` units that a decision allowed at `at` took for a request that then
+    did not go ahead (another rule of its check refused it). Only what the key still holds
+    of them goes back, never more, so the limit's bound holds whatever came in between.
+    The new state and the remaining after it, or (None, None) when nothing goes back.
+
+    - gcra: the debt is repaid oldest first; the units are taken to have been the oldest
+      (the least they can still be owed): `cost` less what has been repaid since `at`.
+    - fixed_window: from the window's count, while that window lasts.
+    - sliding_window: from the count of the window they were counted in, this one's or, once
+      it has rolled over, the previous one's (which still weighs).
+    - sliding_log: `cost` entries of the time `at`, while they are in the log (entries of one
+      time are alike: which of them go is all the same).
+    - concurrency: nothing here (a lease is given back by `release`)."""
+    if not state or cost <= 0:
+        return None, None
+    algorithm, p = limit.algorithm, limit.period_us
+    if algorithm is Algorithm.GCRA:
+        t_us = p / limit.rate
+        d = max(0.0, float(state["d"]) - max(0, now - int(state["t"])) / t_us)
+        back = min(d, cost - max(0, now - at) / t_us)
+        if back <= 0:
+            return None, None
+        d -= back
+        return {"d": d, "t": now}, math.floor(limit.capacity - d)
+    window = now // p
+    if algorithm is Algorithm.FIXED_WINDOW:
+        if at // p != window or int(state["w"]) != window:
+            return None, None
+        count = max(0, int(state["c"]) - cost)
+        return {"w": window, "c": count}, limit.rate - count
+    if algorithm is Algorithm.SLIDING_WINDOW:
+        w, cur, prev = int(state["w"]), int(state["c"]), int(state["p"])
+        if window > at // p + 1:
+            return None, None  # (two windows on, they weigh nothing any more)
+        if w == at // p:
+            cur = max(0, cur - cost)
+        elif w == at // p + 1:
+            prev = max(0, prev - cost)
+        else:
+            return None, None
+        into = now - window * p
+        # (w == window - 1: the stored count is now the previous window's)
+        est = prev * (p - into) / p + cur if w == window else cur * (p - into) / p
+        return {"w": w, "c": cur, "p": prev}, math.floor(limit.rate - est)
+    if algorithm is Algorithm.SLIDING_LOG:
+        log = [t for t in state.get("log", []) if t > now - p]
+        mine = [i for i, t in enumerate(log) if t == at][:cost]
+        if not mine:
+            return None, None
+        gone = set(mine)
+        log = [t for i, t in enumerate(log) if i not in gone]
+        return {"log": log}, limit.rate - len(log)
+    return None, None
+
+
+def gives_back(limit: Limit, decision: Decision, cost: int) -> bool:
+    """Whether a check that was refused (by another rule) refunds what this rule's decision
+    took: it took something (allowed, a cost), and the limit does not count refused
+    requests anyway. Concurrency leases are released instead."""
+    return (
+        decision.allowed
+        and cost > 0
+        and not limit.count_refused
+        and limit.algorithm is not Algorithm.CONCURRENCY
+    )
 
 
 STEPS: dict[Algorithm, Step] = {

@@ -46,6 +46,13 @@ class RateLimiter:
         was held."""
         return await self.backend.release(key, self.limit, lease)
 
+    async def refund(self, key: str, decision: Decision, cost: int = 1) -> Decision:
+        """Give back what an allowed `decision` for `cost` took, when the work it admitted
+        did not happen (another limit refused it, the call failed early): as much as the
+        key still holds, never more. The decision with the remaining after it."""
+        _check_cost(cost)
+        return await self.backend.refund(key, self.limit, cost, decision)
+
     @asynccontextmanager
     async def hold(self, key: str, cost: int = 1) -> AsyncIterator[Decision]:
         """Acquire or raise `RateLimited`; a concurrency lease is released on exit."""
@@ -75,6 +82,10 @@ class SyncRateLimiter:
 
     def release(self, key: str, lease: str) -> bool:
         return self.backend.release_sync(key, self.limit, lease)
+
+    def refund(self, key: str, decision: Decision, cost: int = 1) -> Decision:
+        _check_cost(cost)
+        return self.backend.refund_sync(key, self.limit, cost, decision)
 
     @contextmanager
     def hold(self, key: str, cost: int = 1) -> Iterator[Decision]:

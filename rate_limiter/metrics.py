@@ -28,6 +28,12 @@ class LimiterMetrics:
             ["domain", "rule"],
             registry=registry,
         )
+        self.refunds = Counter(
+            "rate_limiter_refunds_total",
+            "Decisions given back because another rule of the same check (or request) refused it.",
+            ["domain", "rule"],
+            registry=registry,
+        )
         self.backend_errors = Counter(
             "rate_limiter_backend_errors_total",
             "Backend (Redis) failures, each answered by the failure policy.",

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import structlog
 from redis.exceptions import RedisError
 
-from rate_limiter.algorithms import Decision, Limit
+from rate_limiter.algorithms import Decision, Limit, gives_back
 from rate_limiter.backends.base import AsyncBackend
 from rate_limiter.backends.fallback import BACKEND_DOWN
 from rate_limiter.backends.memory import MemoryBackend
@@ -295,12 +295,20 @@ class RateLimitMiddleware:
                 refused = [] if decision.allowed else [_Taken(rule, key, decision)]
             leased = [_Taken(rule, key, decision)] if decision.lease else []
         else:
+            costs = [rule.cost_of(view) for rule, _ in wanted]
             decisions = await asyncio.gather(
-                *(self._acquire(backend, rule, key, rule.cost_of(view)) for rule, key in wanted)
+                *(
+                    self._acquire(backend, rule, key, cost)
+                    for (rule, key), cost in zip(wanted, costs, strict=True)
+                )
             )
             taken = [_Taken(r, k, d) for (r, k), d in zip(wanted, decisions, strict=True)]
             if self.metrics is not None:
                 self._record(taken)
+            if any(not t.decision.allowed and not t.rule.shadow for t in taken):
+                # A refused request keeps nothing the other rules granted (their leases are
+                # released below, after the refusal is sent).
+                taken = await self._refund(backend, taken, costs)
             shown = [t for t in taken if not t.rule.shadow]
             headers = _headers(shown)
             refused = [t for t in shown if not t.decision.allowed]
@@ -339,6 +347,24 @@ class RateLimitMiddleware:
             limit=decision.limit,
             near_ratio=self.near_limit_ratio,
         )
+
+    async def _refund(
+        self, backend: AsyncBackend, taken: list[_Taken], costs: list[int]
+    ) -> list[_Taken]:
+        """Give back what the rules that allowed a refused request took (see
+        `RateLimitService._give_back`); the decisions with the remaining after it."""
+
+        async def refund(t: _Taken, cost: int) -> _Taken:
+            if not gives_back(t.rule.limit, t.decision, cost):
+                return t
+            with contextlib.suppress(*BACKEND_FAILED):  # (the units come back with time)
+                after = await backend.refund(t.key, t.rule.limit, cost, t.decision)
+                if self.metrics is not None:
+                    self.metrics.refunds.labels("http", t.rule.name).inc()
+                return t._replace(decision=after)
+            return t
+
+        return list(await asyncio.gather(*map(refund, taken, costs)))
 
     async def _release(self, backend: AsyncBackend, leased: list[_Taken]) -> None:
         for t in leased:

@@ -7,14 +7,21 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rate_limiter.algorithms import Algorithm, Decision, Limit
+import structlog
+from redis.exceptions import RedisError
+
+from rate_limiter.algorithms import Algorithm, Decision, Limit, gives_back
 from rate_limiter.backends.base import AsyncBackend
+from rate_limiter.backends.fallback import BACKEND_DOWN
 from rate_limiter.config import Block, Match, RuleSet
-from rate_limiter.errors import InvalidCost, UnknownDomain
+from rate_limiter.errors import BackendError, InvalidCost, UnknownDomain
 from rate_limiter.headers import Applied
 from rate_limiter.metrics import LimiterMetrics
 
 Entries = Sequence[tuple[str, str]]
+log = structlog.get_logger("rate_limiter.service")
+# What a give-back may fail with: it then leaves the units taken (they come back with time).
+GIVE_BACK_FAILED: tuple[type[BaseException], ...] = (*BACKEND_DOWN, RedisError, BackendError)
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,8 @@ class RateLimitService:
         return out
 
     async def check(self, *, domain: str, entries: Entries, cost: int = 1) -> CheckResult:
-        """Take `cost` from every rule on the entries' path; allowed when none refuses."""
+        """Take `cost` from every rule on the entries' path; allowed when none refuses. A
+        refused check keeps nothing it took (see `_give_back`)."""
         if not 1 <= cost <= self.max_cost:
             raise InvalidCost(f"cost must be between 1 and {self.max_cost}")
         decisions = await self._decide(domain, entries, cost)
@@ -107,20 +115,42 @@ class RateLimitService:
                 )
         allowed = all(d.enforced_allowed for d in decisions)
         if not allowed:
-            decisions = await self._give_back(decisions)
+            decisions = await self._give_back(domain, decisions, cost)
         return CheckResult(allowed, decisions)
 
-    async def _give_back(self, decisions: list[RuleDecision]) -> list[RuleDecision]:
-        """A refused check holds nothing: the concurrency leases it was granted on the other
-        rules go back at once (and leave the response), or they would be held until they
-        expire by a caller that was told no."""
-        out = []
-        for d in decisions:
-            if d.decision.lease and isinstance(d.limit, Limit):
-                await self.backend.release(d.key, d.limit, d.decision.lease)
-                d = dataclasses.replace(d, decision=d.decision._replace(lease=None))
-            out.append(d)
-        return out
+    async def _give_back(
+        self, domain: str, decisions: list[RuleDecision], cost: int
+    ) -> list[RuleDecision]:
+        """A refused check keeps nothing: a refused request is not counted (unless a rule
+        says `count_refused`), and that holds for every rule of the check, not only the one
+        that refused it. So what the other rules granted goes back at once: concurrency
+        leases are released (and leave the response), or a caller that was told no would
+        hold them until they expire; the units the other algorithms took are refunded, as
+        much as each key still holds (the response shows the remaining after it). Envoy's
+        ratelimit counts them (unless `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT`, which
+        reads the counters first and so can still miss): there, requests refused by a
+        tight per-user limit use up a shared one that other users need.
+
+        A give-back that fails leaves the units taken (they come back with time) and the
+        verdict stands."""
+
+        async def give_back(d: RuleDecision) -> RuleDecision:
+            if not isinstance(d.limit, Limit):
+                return d
+            try:
+                if d.decision.lease:
+                    await self.backend.release(d.key, d.limit, d.decision.lease)
+                    return dataclasses.replace(d, decision=d.decision._replace(lease=None))
+                if gives_back(d.limit, d.decision, cost):
+                    after = await self.backend.refund(d.key, d.limit, cost, d.decision)
+                    if self.metrics:
+                        self.metrics.refunds.labels(domain, d.rule).inc()
+                    return dataclasses.replace(d, decision=after)
+            except GIVE_BACK_FAILED as exc:
+                log.warning("rate_limit_give_back_failed", rule=d.rule, error=str(exc)[:200])
+            return d
+
+        return list(await asyncio.gather(*(give_back(d) for d in decisions)))
 
     async def usage(self, *, domain: str, entries: Entries) -> CheckResult:
         """The current state of every rule on the path, consuming nothing."""

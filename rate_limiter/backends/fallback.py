@@ -133,5 +133,21 @@ class FallbackBackend:
         except RedisError as exc:
             raise self._call_failed("release", key, exc) from exc
 
+    async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
+        """To the side that decided: the local backend for a degraded decision (in `local`
+        mode; `open` and `closed` took nothing), else the primary. A primary that is down
+        keeps the units: they come back with time (a little early refusal, never too many)."""
+        if decision.degraded:
+            if self.mode == "local":
+                return await self.local.refund(key, limit, cost, decision)
+            return decision
+        try:
+            return await self.primary.refund(key, limit, cost, decision)
+        except BACKEND_DOWN as exc:
+            self._failed(exc)
+            return decision
+        except RedisError as exc:
+            raise self._call_failed("refund", key, exc) from exc
+
     async def ping(self) -> None:
         await self.primary.ping()

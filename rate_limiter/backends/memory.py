@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rate_limiter.algorithms import STEPS, US, Algorithm, Decision, Limit, release
+from rate_limiter.algorithms import STEPS, US, Algorithm, Decision, Limit, refund, release
 from rate_limiter.backends.base import new_lease, state_key
 
 SWEEP_EVERY = 4096
@@ -49,7 +49,7 @@ class MemoryBackend:
                 # Nothing written, but under this limit (a slower rate, say) the state takes
                 # longer to refill than its expiry allows for: never forget it early.
                 self._states[skey] = (stored[0], now + raw[3] + US)
-        return Decision.from_us(*raw, lease=lease if raw[0] else None)
+        return Decision.from_us(*raw, now, lease=lease if raw[0] else None)
 
     def release_sync(self, key: str, limit: Limit, lease: str) -> bool:
         if limit.algorithm is not Algorithm.CONCURRENCY:
@@ -65,8 +65,29 @@ class MemoryBackend:
             self._states[skey] = (after, stored[1])
             return len(after["leases"]) < len(held)
 
+    def refund_sync(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
+        """Give back `cost` units that `decision` (made here) took for a request that did
+        not go ahead, as much as the key still holds (`algorithms.refund`); the decision
+        with the remaining after it."""
+        if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
+            return decision
+        skey = state_key(key, limit.algorithm)
+        with self._lock:
+            now = self.clock()
+            stored = self._states.get(skey)
+            if not stored or stored[1] <= now:
+                return decision
+            after, remaining = refund(stored[0], now, limit, cost, decision.at_us)
+            if after is None or remaining is None:
+                return decision
+            self._states[skey] = (after, stored[1])
+        return decision._replace(remaining=max(0, remaining))
+
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         return self.acquire_sync(key, limit, cost)
+
+    async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
+        return self.refund_sync(key, limit, cost, decision)
 
     async def release(self, key: str, limit: Limit, lease: str) -> bool:
         return self.release_sync(key, limit, lease)

@@ -61,6 +61,8 @@ class Prefetching(Protocol):
 
     async def release(self, key: str, limit: Limit, lease: str) -> bool: ...
 
+    async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision: ...
+
     async def ping(self) -> None: ...
 
 
@@ -105,7 +107,17 @@ class _Batch:
                 remaining = capacity
             # (built as decision_from_reply builds them: no Python-level __new__ per request)
             return _new_tuple(  # type: ignore[no-any-return]
-                Decision, (True, capacity, remaining, reset if reset > 0 else 0.0, 0.0, None, False)
+                Decision,
+                (
+                    True,
+                    capacity,
+                    remaining,
+                    reset if reset > 0 else 0.0,
+                    0.0,
+                    None,
+                    False,
+                    self.taken_us,  # (no later than Redis handed these tokens out)
+                ),
             )
         if now < self.refused_until and cost >= self.refused_cost:
             reset = self.reset_at - now
@@ -234,6 +246,24 @@ class PrefetchBackend:
 
     async def release(self, key: str, limit: Limit, lease: str) -> bool:
         return await self.primary.release(key, limit, lease)
+
+    async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
+        """Units of a prefetched key go back into its batch, to be spent here, while the
+        batch may still be spent and is no older than they are (every token is still spent
+        within `ttl` of being taken). Otherwise they go back to Redis, counted from the
+        decision's time (for a decision made here, its batch's: earlier than they were
+        really taken, so less goes back, never more)."""
+        batch = self._batches.get((limit.spec, key))
+        if (
+            batch is not None
+            and decision.allowed
+            and cost > 0
+            and decision.at_us >= batch.taken_us
+            and self.clock() < batch.expires
+        ):
+            batch.tokens += cost
+            return decision._replace(remaining=min(decision.remaining + cost, limit.capacity))
+        return await self.primary.refund(key, limit, cost, decision)
 
     async def ping(self) -> None:
         await self.primary.ping()

@@ -32,8 +32,8 @@ _CONCURRENCY, _SLIDING_LOG = Algorithm.CONCURRENCY, Algorithm.SLIDING_LOG
 
 
 def load_sources() -> dict[str, str]:
-    """Every script under `lua/`, by file stem (one per algorithm, plus `release` and
-    `gcra_prefetch`)."""
+    """Every script under `lua/`, by file stem (one per algorithm, plus `release`, `refund`
+    and `gcra_prefetch`)."""
     return {p.stem: p.read_text() for p in sorted(LUA_DIR.glob("*.lua"))}
 
 
@@ -79,7 +79,7 @@ class _Group:
     the same instant would), and each caller gets its own decision.
 
     It waits in the connection's reply queue in place of a future (`ReplyWaiter`) and hands
-    the reply out in slices of five, one per member; a failure fails every member."""
+    the reply out in slices of six, one per member; a failure fails every member."""
 
     __slots__ = ("costs", "key", "limit", "members")
 
@@ -95,8 +95,8 @@ class _Group:
         at = 0
         for member in self.members:
             if not member.done():
-                member.set_result(reply[at : at + 5])
-            at += 5
+                member.set_result(reply[at : at + 6])
+            at += 6
 
     def set_exception(self, exception: BaseException) -> None:
         for member in self.members:
@@ -297,6 +297,16 @@ class RedisBackend:
             return bool(await self._eval("release", _keys(key, limit), [lease, cost]))
         return False
 
+    async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
+        """Give back `cost` units that `decision` took for a request that did not go ahead
+        (as much as the key still holds; see `algorithms.refund`). The decision with the
+        remaining after it (unchanged when nothing went back)."""
+        if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
+            return decision
+        args = [limit.algorithm.value, limit.spec, cost, decision.at_us]
+        remaining = int(await self._eval("refund", _keys(key, limit), args))
+        return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
+
     async def prefetch(
         self, key: str, limit: Limit, cost: int, want: int, refund: int = 0, taken_us: int = 0
     ) -> tuple[Decision, int, int]:
@@ -308,7 +318,7 @@ class RedisBackend:
             raise ValueError(f"only GCRA limits prefetch, not {limit.algorithm.value}")
         args = [limit.spec, cost, want, refund, taken_us]
         raw = await self._eval("gcra_prefetch", _keys(key, limit), args)
-        return decision_from_reply(raw[:5]), int(raw[5]), int(raw[6])
+        return decision_from_reply([*raw[:5], raw[6]]), int(raw[5]), int(raw[6])
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -350,6 +360,14 @@ class SyncRedisBackend:
         if cost is not None and limit.algorithm is Algorithm.CONCURRENCY:
             return bool(self._eval("release", _keys(key, limit), [lease, cost]))
         return False
+
+    def refund_sync(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
+        """As `RedisBackend.refund`."""
+        if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
+            return decision
+        args = [limit.algorithm.value, limit.spec, cost, decision.at_us]
+        remaining = int(self._eval("refund", _keys(key, limit), args))
+        return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
 
     def ping(self) -> None:
         self.redis.ping()

@@ -3,6 +3,7 @@
 -- releasing frees its slots after the lease lifetime.
 -- KEYS[1]: zset of lease units
 -- ARGV: spec 'rate period_us capacity count_refused', cost, lease id
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us}.
 local key = KEYS[1]
 local spec = {}
 for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
@@ -20,10 +21,10 @@ if n > 0 then
   reset = tonumber(last[2]) - now
 end
 if cost > rate then
-  return {0, rate, rate - n, reset, -1}
+  return {0, rate, rate - n, reset, -1, now}
 end
 if n + cost <= rate then
-  if cost == 0 or lease == '' then return {1, rate, rate - n, reset, 0} end
+  if cost == 0 or lease == '' then return {1, rate, rate - n, reset, 0, now} end
   local score = string.format('%.17g', now + ttl)
   -- In chunks: unpack() takes a few thousand values at most, and a cost may be larger.
   local i = 1
@@ -39,7 +40,7 @@ if n + cost <= rate then
   -- Never shorten: leases taken under a longer lifetime (before a limit change) stay held.
   local want = math.ceil(ttl / 1000) + 1000
   if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
-  return {1, rate, rate - n - cost, ttl, 0}
+  return {1, rate, rate - n - cost, ttl, 0, now}
 end
 local first = redis.call('ZRANGE', key, n + cost - rate - 1, n + cost - rate - 1, 'WITHSCORES')
-return {0, rate, rate - n, reset, tonumber(first[2]) - now}
+return {0, rate, rate - n, reset, tonumber(first[2]) - now, now}

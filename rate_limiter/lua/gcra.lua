@@ -3,8 +3,8 @@
 -- ARGV: spec 'rate period_us capacity count_refused', cost [, cost ...]
 -- Several costs (a hot key's requests, coalesced by the client) are decided one after
 -- another, exactly as that many calls at the same instant would be: one read, one write.
--- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never)} per cost,
--- one after another in one flat array.
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us}
+-- per cost, one after another in one flat array (`now_us`, Redis's time: what a refund needs).
 local key = KEYS[1]
 local rate, period, cap, refused = string.match(ARGV[1], '^(%d+) (%d+) (%d+) ([01])$')
 rate, period, cap = tonumber(rate), tonumber(period), tonumber(cap)
@@ -45,8 +45,8 @@ end
 for i = 2, #ARGV do
   local allowed, retry = decide(tonumber(ARGV[i]))
   out[n + 1], out[n + 2], out[n + 3] = allowed, cap, math.floor(cap - d)
-  out[n + 4], out[n + 5] = ceil(d * T), retry
-  n = n + 5
+  out[n + 4], out[n + 5], out[n + 6] = ceil(d * T), retry, now
+  n = n + 6
 end
 
 local ttl = ceil(d * T / 1000) + 1000

@@ -2,6 +2,7 @@
 -- scored by its time, kept for one period. Exact; memory grows with the rate.
 -- KEYS[1]: zset of entries; KEYS[2]: sequence counter that makes entries unique
 -- ARGV: spec 'rate period_us capacity count_refused', cost
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us}.
 local key, seq = KEYS[1], KEYS[2]
 local spec = {}
 for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
@@ -46,15 +47,15 @@ local function add()
 end
 if cost > rate then
   keep()
-  return {0, rate, rate - n, reset, -1}
+  return {0, rate, rate - n, reset, -1, now}
 end
 if n + cost <= rate then
   if cost == 0 then
     keep()
-    return {1, rate, rate - n, reset, 0}
+    return {1, rate, rate - n, reset, 0, now}
   end
   add()
-  return {1, rate, rate - n - cost, p, 0}
+  return {1, rate, rate - n - cost, p, 0, now}
 end
 local oldest = redis.call('ZRANGE', key, n + cost - rate - 1, n + cost - rate - 1, 'WITHSCORES')
 local retry = tonumber(oldest[2]) + p - now
@@ -64,4 +65,4 @@ if count_refused then
 else
   keep()
 end
-return {0, rate, math.max(0, rate - n), reset, retry}
+return {0, rate, math.max(0, rate - n), reset, retry, now}

@@ -253,6 +253,105 @@ async def test_a_refused_check_gives_back_the_leases_it_was_granted(
         assert third["allowed"]  # the second slot was free again
 
 
+SHARED = """\
+domain: api
+descriptors:
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 5}
+    descriptors:
+      - key: user
+        rate_limit: {unit: hour, requests_per_unit: 2}
+        descriptors:
+          - key: action
+            value: export
+            rate_limit: {unit: hour, requests_per_unit: 1, count_refused: true}
+  - key: region
+    shadow_mode: true
+    rate_limit: {unit: hour, requests_per_unit: 3, algorithm: sliding_window}
+    descriptors:
+      - key: user
+        rate_limit: {unit: hour, requests_per_unit: 1, algorithm: fixed_window}
+"""
+
+
+async def test_a_refused_check_uses_up_no_other_rules_quota(tmp_path: Path, redis_url: str) -> None:
+    """A user's refused requests leave the tenant's shared quota to the other users (Envoy's
+    ratelimit would have let user u1 use it all up); a rule with count_refused keeps its
+    count; a shadow rule counts what an enforced one would."""
+    rules = write_rules(tmp_path, SHARED)
+
+    async def check(*entries: tuple[str, str]) -> dict:
+        resp = await client.post("/api/check", json=check_body(*entries))
+        assert resp.status_code == 200
+        return resp.json()
+
+    async with client_for(rules, redis_url) as client:
+        u1 = [await check(("tenant", "t"), ("user", "u1")) for _ in range(6)]
+        assert [r["allowed"] for r in u1] == [True, True, False, False, False, False]
+        # The tenant's rule allowed each refused check and was given its unit back.
+        assert all(r["decisions"][0]["remaining"] == 3 for r in u1[2:])
+        u2 = [await check(("tenant", "t"), ("user", "u2")) for _ in range(2)]
+        assert all(r["allowed"] for r in u2)
+        u3 = [await check(("tenant", "t"), ("user", "u3")) for _ in range(2)]
+        assert [r["allowed"] for r in u3] == [True, False]  # the tenant's 5th, then none left
+        tenant, user = u3[1]["decisions"]
+        assert (tenant["allowed"], user["allowed"], user["remaining"]) == (False, True, 1)
+        # count_refused: the export rule keeps the unit a refused check took; the rest not.
+        export = await check(("tenant", "t"), ("user", "u4"), ("action", "export"))
+        assert not export["allowed"]
+        assert [(d["allowed"], d["remaining"]) for d in export["decisions"]] == [
+            (False, 0),
+            (True, 2),
+            (True, 0),
+        ]
+        usage = await client.get(
+            "/api/usage",
+            params={
+                "domain": "api",
+                "key": ["tenant", "user", "action"],
+                "value": ["t", "u4", "export"],
+            },
+        )
+        assert [d["remaining"] for d in usage.json()["decisions"]] == [0, 2, 0]
+        # Shadow mode: refused by the enforced rule beneath it, the request is not counted.
+        u5 = [await check(("region", "r"), ("user", "u5")) for _ in range(3)]
+        assert [r["allowed"] for r in u5] == [True, False, False]
+        assert [r["decisions"][0]["remaining"] for r in u5] == [2, 2, 2]
+        text = (await client.get("/metrics")).text
+        assert 'rate_limiter_refunds_total{domain="api",rule="api.region"} 2.0' in text
+        assert 'rate_limiter_refunds_total{domain="api",rule="api.tenant"} 4.0' in text
+        assert 'rate_limiter_refunds_total{domain="api",rule="api.tenant.user"} 2.0' in text
+        assert "rate_limiter_shadow_refusals_total{" not in text
+
+
+async def test_concurrent_refused_checks_leave_no_units_taken(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """30 checks at once by 10 users: never more than the tenant's 5 admitted, and afterwards
+    each rule holds exactly what the admitted checks took (every refused check's units,
+    whichever rule refused it, came back)."""
+    rules = write_rules(tmp_path, SHARED)
+    users = [f"u{i}" for i in range(10)] * 3
+    async with client_for(rules, redis_url) as client:
+        replies = await asyncio.gather(
+            *(
+                client.post("/api/check", json=check_body(("tenant", "t"), ("user", u)))
+                for u in users
+            )
+        )
+        admitted = [u for u, r in zip(users, replies, strict=True) if r.json()["allowed"]]
+        assert 1 <= len(admitted) <= 5
+
+        async def remaining(*values: str) -> list[int]:
+            params = {"domain": "api", "key": ["tenant", "user"][: len(values)], "value": values}
+            resp = await client.get("/api/usage", params=params)
+            return [d["remaining"] for d in resp.json()["decisions"]]
+
+        assert await remaining("t") == [5 - len(admitted)]
+        for u in sorted(set(users)):
+            assert (await remaining("t", u))[1] == 2 - admitted.count(u), u
+
+
 BUSY = """\
 domain: api
 descriptors:

@@ -102,7 +102,11 @@ async def test_scripts_reload_after_script_flush(redis: Redis) -> None:
     await backend.load()
     await redis.script_flush()
     assert (await backend.acquire("k", Limit.per_second(1))).allowed
-    assert set(load_sources()) == {a.value for a in Algorithm} | {"release", "gcra_prefetch"}
+    assert set(load_sources()) == {a.value for a in Algorithm} | {
+        "release",
+        "refund",
+        "gcra_prefetch",
+    }
 
 
 async def _redis_now(redis: Redis) -> float:

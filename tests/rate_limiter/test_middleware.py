@@ -157,6 +157,33 @@ async def test_concurrency_rule_holds_a_lease_for_the_request(redis_url: str) ->
         assert (await c.get("/open")).status_code == 200
 
 
+async def test_a_refused_request_uses_up_no_other_rules_quota(redis_url: str) -> None:
+    """One client's refused requests leave the quota all clients share to the others."""
+    metrics = LimiterMetrics(CollectorRegistry())
+    shared = Limit.per_hour(5, algorithm=Algorithm.SLIDING_WINDOW)
+    rules = [
+        RouteRule(Limit.per_hour(2), method="POST", path="/api/links", name="per-client"),
+        RouteRule(shared, method="POST", path="/api/links", key=[route], name="all-clients"),
+    ]
+    app = make_app(redis_url, rules, trusted_proxies=["203.0.113.0/24"], metrics=metrics)
+    async with client(app) as c:
+
+        async def post(ip: str) -> httpx.Response:
+            return await c.post("/api/links", headers={"x-forwarded-for": ip})
+
+        first = [await post("198.51.100.1") for _ in range(6)]
+        assert [r.status_code for r in first] == [200, 200, 429, 429, 429, 429]
+        assert first[-1].json()["rule"] == "per-client"
+        assert '"all-clients";r=3;' in first[-1].headers["ratelimit"]  # (after the refund)
+        assert [(await post("198.51.100.2")).status_code for _ in range(2)] == [200, 200]
+        third = [await post("198.51.100.3") for _ in range(2)]
+        assert [r.status_code for r in third] == [200, 429]
+        assert third[1].json()["rule"] == "all-clients"
+        assert '"per-client";r=1;' in third[1].headers["ratelimit"]
+    assert metrics.refunds.labels("http", "all-clients")._value.get() == 4
+    assert metrics.refunds.labels("http", "per-client")._value.get() == 1
+
+
 async def test_cost_above_capacity_never_fits(redis_url: str) -> None:
     rule = RouteRule(Limit.per_minute(2), path="/open", cost=lambda view: 5)
     async with client(make_app(redis_url, [rule])) as c:

@@ -1,0 +1,81 @@
+-- Give back what an allowed decision took for a request that then did not go ahead (another
+-- rule of its check refused it): the twin of algorithms.refund. Only what the key still
+-- holds of it goes back, never more, so the limit's bound holds whatever came in between.
+-- KEYS[1]: the key's state, as the algorithm's own script keeps it
+-- ARGV: algorithm, spec 'rate period_us capacity count_refused', cost, at_us (the time the
+--       decision's script ran, as it returned it)
+-- Returns the remaining after the refund, or -1 when nothing went back.
+local key, algorithm = KEYS[1], ARGV[1]
+local rate, p, cap = string.match(ARGV[2], '^(%d+) (%d+) (%d+) [01]$')
+rate, p, cap = tonumber(rate), tonumber(p), tonumber(cap)
+local cost, at = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not rate or not cost or cost < 1 or not at then return -1 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local window = math.floor(now / p)
+
+if algorithm == 'gcra' then
+  -- The debt is repaid oldest first: count the units as the oldest (the least they can
+  -- still be owed), i.e. the cost less what has been repaid since they were taken.
+  local s = redis.call('HMGET', key, 'd', 't')
+  if not s[1] then return -1 end
+  local T = p / rate
+  local elapsed = now - tonumber(s[2])
+  if elapsed < 0 then elapsed = 0 end
+  local d = math.max(0, tonumber(s[1]) - elapsed / T)
+  local back = math.min(d, cost - math.max(0, now - at) / T)
+  if back <= 0 then return -1 end
+  d = d - back
+  -- (the key's expiry stays: it was set for a debt at least this large)
+  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now))
+  return math.floor(cap - d)
+end
+
+if algorithm == 'fixed_window' then
+  -- From the window's count, while that window lasts.
+  if math.floor(at / p) ~= window then return -1 end
+  local s = redis.call('HMGET', key, 'w', 'c')
+  if not s[1] or tonumber(s[1]) ~= window then return -1 end
+  local count = math.max(0, tonumber(s[2]) - cost)
+  redis.call('HSET', key, 'c', count)
+  return rate - count
+end
+
+if algorithm == 'sliding_window' then
+  -- From the count of the window they were counted in: the stored current one, or the
+  -- previous one once a later decision rolled the windows over (it still weighs).
+  local taken = math.floor(at / p)
+  if window > taken + 1 then return -1 end
+  local s = redis.call('HMGET', key, 'w', 'c', 'p')
+  if not s[1] then return -1 end
+  local w, cur, prev = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+  if w == taken then
+    cur = math.max(0, cur - cost)
+  elseif w == taken + 1 then
+    prev = math.max(0, prev - cost)
+  else
+    return -1
+  end
+  redis.call('HSET', key, 'c', cur, 'p', prev)
+  local into = now - window * p
+  local est
+  if w == window then est = prev * (p - into) / p + cur else est = cur * (p - into) / p end
+  return math.floor(rate - est)
+end
+
+if algorithm == 'sliding_log' then
+  -- `cost` entries of the time `at`, while they are in the log (entries of one time are
+  -- alike: which of them go is all the same).
+  if at <= now - p then return -1 end
+  local score = string.format('%.17g', at)
+  local mine = redis.call('ZRANGEBYSCORE', key, score, score, 'LIMIT', 0, cost)
+  if #mine == 0 then return -1 end
+  local i = 1
+  while i <= #mine do  -- (in chunks: unpack() takes a few thousand values at most)
+    redis.call('ZREM', key, unpack(mine, i, math.min(#mine, i + 999)))
+    i = i + 1000
+  end
+  return rate - redis.call('ZCOUNT', key, '(' .. string.format('%.17g', now - p), '+inf')
+end
+
+return -1  -- (concurrency: a lease is given back by release.lua)

@@ -1,0 +1,273 @@
+"""Refunds: what an allowed decision took goes back when its request did not go ahead (another
+rule refused it). On every algorithm and backend (memory and a real Redis), never more than
+the key still holds; windows moved on by the memory backend's own clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis
+
+from common.redis import create_redis
+from common.redis_server import RedisProcess
+from rate_limiter import (
+    Algorithm,
+    AsyncBackend,
+    FallbackBackend,
+    Limit,
+    MemoryBackend,
+    PrefetchBackend,
+    RateLimiter,
+    RedisBackend,
+    SyncRateLimiter,
+    SyncRedisBackend,
+)
+from rate_limiter.backends import state_key
+from tests.rate_limiter.test_algorithms import Clock
+from tests.support import ManualClock
+
+REFUNDED = [a for a in Algorithm if a is not Algorithm.CONCURRENCY]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[AsyncBackend]:
+    if request.param == "memory":
+        yield MemoryBackend()
+        return
+    client = create_redis(redis_url)
+    backend = RedisBackend(client)
+    await backend.load()
+    yield backend
+    await backend.aclose()
+    await client.aclose()
+
+
+@pytest.mark.parametrize("algorithm", REFUNDED)
+async def test_a_refund_gives_back_what_the_decision_took(
+    backend: AsyncBackend, algorithm: Algorithm
+) -> None:
+    limit = Limit(5, 3600, algorithm)
+    big = await backend.acquire("k", limit, 3)
+    await backend.acquire("k", limit, 2)
+    assert not (await backend.acquire("k", limit)).allowed
+    after = await backend.refund("k", limit, 3, big)
+    assert (after.allowed, after.remaining) == (True, 3)
+    assert [(await backend.acquire("k", limit)).allowed for _ in range(4)] == [True] * 3 + [False]
+    assert (await backend.acquire("other", limit, 5)).allowed  # (other keys untouched)
+
+
+async def test_a_refusal_and_a_lease_give_nothing_back(backend: AsyncBackend) -> None:
+    limit = Limit(2, 3600)
+    await backend.acquire("k", limit, 2)
+    refused = await backend.acquire("k", limit)
+    assert await backend.refund("k", limit, 1, refused) == refused
+    assert (await backend.acquire("k", limit, 0)).remaining == 0
+    leases = Limit(1, 3600, Algorithm.CONCURRENCY)
+    held = await backend.acquire("job", leases)
+    assert held.allowed and held.lease
+    assert await backend.refund("job", leases, 1, held) == held  # (leases are released)
+    assert not (await backend.acquire("job", leases)).allowed
+
+
+async def test_the_lua_and_python_refunds_agree(redis: Redis) -> None:
+    """The same costs, every third allowed decision refunded: the same verdicts and counts
+    from both twins."""
+    rb, mb = RedisBackend(redis), MemoryBackend()
+    costs = [1, 3, 2, 5, 1, 1, 4, 2, 1, 9, 2, 3]
+    for algorithm in REFUNDED:
+        limit = Limit(9, 3600, algorithm)
+        for i, cost in enumerate(costs):
+            r = await rb.acquire("twin", limit, cost)
+            m = await mb.acquire("twin", limit, cost)
+            assert (r.allowed, r.remaining) == (m.allowed, m.remaining), (algorithm, i)
+            if i % 3 == 2 and r.allowed:
+                r = await rb.refund("twin", limit, cost, r)
+                m = await mb.refund("twin", limit, cost, m)
+                assert r.remaining == m.remaining, (algorithm, i, "refund")
+    await rb.aclose()
+
+
+# --- never more than the key still holds (the memory backend's clock moved by the test) ---
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()  # (starts on a whole multiple of 10 s: a window's first instant)
+
+
+async def test_gcra_gives_back_only_what_has_not_been_repaid(clock: Clock) -> None:
+    backend = MemoryBackend(clock=clock)
+    limit = Limit(10, 1.0)  # one token every 100 ms, 10 at most
+    first = await backend.acquire("k", limit, 5)
+    clock.advance(0.3)  # 3 of the 5 repaid: others may have them now
+    assert (await backend.acquire("k", limit, 4)).remaining == 4
+    after = await backend.refund("k", limit, 5, first)
+    # Only the 2 still owed go back (5 would hand out again the 3 others already had).
+    assert after.remaining == 6
+    assert [(await backend.acquire("k", limit)).allowed for _ in range(7)] == [True] * 6 + [False]
+    clock.advance(1.0)
+    assert await backend.refund("k", limit, 1, first) == first  # all repaid: nothing goes back
+    assert (await backend.acquire("k", limit, 0)).remaining == 10
+
+
+async def test_a_fixed_window_gives_back_only_while_it_lasts(clock: Clock) -> None:
+    backend = MemoryBackend(clock=clock)
+    limit = Limit(5, 10, Algorithm.FIXED_WINDOW)
+    first = await backend.acquire("k", limit, 3)
+    clock.advance(10)  # the next window: the 3 no longer count
+    assert (await backend.acquire("k", limit, 4)).allowed
+    assert await backend.refund("k", limit, 3, first) == first  # (not from this window's 4)
+    assert [(await backend.acquire("k", limit)).allowed for _ in range(2)] == [True, False]
+
+
+async def test_a_sliding_window_gives_back_from_the_window_that_counted_them(
+    clock: Clock,
+) -> None:
+    backend = MemoryBackend(clock=clock)
+    limit = Limit(10, 10, Algorithm.SLIDING_WINDOW)
+    first = await backend.acquire("k", limit, 4)
+    clock.advance(10)
+    assert (await backend.acquire("k", limit, 2)).remaining == 4  # 4 (previous, all of it) + 2
+    clock.advance(5)  # the previous window weighs half: 2 + 2
+    assert (await backend.acquire("k", limit, 0)).remaining == 6
+    assert (await backend.refund("k", limit, 4, first)).remaining == 8  # its 4 leave it
+    assert [(await backend.acquire("k", limit)).allowed for _ in range(9)] == [True] * 8 + [False]
+    clock.advance(20)  # two windows on: they weigh nothing, nothing to give back
+    again = await backend.acquire("k", limit, 3)
+    assert await backend.refund("k", limit, 3, first) == first
+    assert (await backend.acquire("k", limit, 0)).remaining == again.remaining
+
+
+async def test_a_sliding_log_gives_back_its_own_entries_once(clock: Clock) -> None:
+    backend = MemoryBackend(clock=clock)
+    limit = Limit(5, 10, Algorithm.SLIDING_LOG)
+    first = await backend.acquire("k", limit, 2)
+    clock.advance(1)
+    assert (await backend.acquire("k", limit, 3)).remaining == 0
+    assert (await backend.refund("k", limit, 2, first)).remaining == 2
+    assert await backend.refund("k", limit, 2, first) == first  # already gone: nothing more
+    assert (await backend.acquire("k", limit, 0)).remaining == 2
+    clock.advance(10)  # all expired: nothing left to give back
+    later = await backend.acquire("k", limit, 5)
+    clock.advance(10)
+    assert await backend.refund("k", limit, 5, later) == later
+
+
+async def test_a_sliding_log_refund_on_redis_removes_entries_of_that_time_only(
+    redis: Redis,
+) -> None:
+    backend = RedisBackend(redis)
+    limit = Limit(6, 3600, Algorithm.SLIDING_LOG)
+    first = await backend.acquire("k", limit, 2)
+    await backend.acquire("k", limit, 3)
+    assert (await backend.refund("k", limit, 2, first)).remaining == 3
+    assert await backend.refund("k", limit, 2, first) == first  # already gone: nothing more
+    skey = state_key("k", Algorithm.SLIDING_LOG)
+    assert await redis.zcard(skey) == 3
+    assert await redis.zcount(skey, "-inf", first.at_us) == 0  # (the later call's 3 stay)
+    await backend.aclose()
+
+
+async def _at_window_start(redis: Redis, period: float) -> None:
+    """Wait, by Redis's clock, for the first tenth of a window of `period` seconds."""
+    sec, usec = await redis.time()
+    into = (sec + usec / 1e6) % period
+    if into > period / 10:
+        await asyncio.sleep(period - into + period / 100)
+
+
+async def test_the_lua_refunds_give_back_only_what_the_key_still_holds(redis: Redis) -> None:
+    """On Redis's own clock: GCRA tokens repaid meanwhile, a window gone by, a window rolled
+    over into the previous one."""
+    backend = RedisBackend(redis)
+    bucket = Limit(10, 1.0)  # one token every 100 ms
+    first = await backend.acquire("g", bucket, 5)
+    await asyncio.sleep(0.3)  # 3 of the 5 repaid: others may have them now
+    await backend.acquire("g", bucket, 4)
+    after = await backend.refund("g", bucket, 5, first)
+    # The debt is back to the 4 of the second call whatever the timing (5 back would make
+    # it about 1, and 9 remaining).
+    assert 4 <= after.remaining <= 6
+    fixed = Limit(5, 1.0, Algorithm.FIXED_WINDOW)
+    await _at_window_start(redis, 1.0)
+    first = await backend.acquire("f", fixed, 3)
+    await asyncio.sleep(1.0)  # the next window
+    await backend.acquire("f", fixed, 4)
+    assert await backend.refund("f", fixed, 3, first) == first  # (not from this window's 4)
+    sliding = Limit(10, 1.0, Algorithm.SLIDING_WINDOW)
+    await _at_window_start(redis, 1.0)
+    first = await backend.acquire("s", sliding, 4)
+    await asyncio.sleep(1.4)  # the next window's middle: the 4 weigh about half
+    assert (await backend.acquire("s", sliding, 2)).remaining in (5, 6)
+    assert (await backend.refund("s", sliding, 4, first)).remaining == 8  # they leave it
+    await backend.aclose()
+
+
+# --- the limiter, prefetching and the fallback ---------------------------------------------
+
+
+async def test_the_limiters_refund_through_their_backend(redis: Redis, redis_url: str) -> None:
+    limiter = RateLimiter(Limit.per_hour(2), RedisBackend(redis))
+    first = await limiter.acquire("k")
+    await limiter.acquire("k")
+    assert (await limiter.refund("k", first)).remaining == 1
+    assert (await limiter.acquire("k")).allowed
+    with sync_redis.Redis.from_url(redis_url) as client:
+        blocking = SyncRateLimiter(
+            Limit.per_hour(2, algorithm=Algorithm.FIXED_WINDOW), SyncRedisBackend(client)
+        )
+        taken = blocking.acquire("s", 2)
+        assert blocking.refund("s", taken, 2).remaining == 2
+        assert blocking.acquire("s", 2).allowed
+
+
+async def test_prefetched_units_go_back_into_the_batch_or_else_to_redis(redis: Redis) -> None:
+    primary = RedisBackend(redis)
+    clock = ManualClock()
+    backend = PrefetchBackend(primary, ttl=0.05, share=0.1, clock=clock)
+    limit = Limit(1000, 3600)
+    first = await backend.acquire("k", limit)  # a batch of one: nothing known yet
+    clock.now += 0.001
+    second = await backend.acquire("k", limit)  # a batch of 50, 49 left here
+    assert backend.fetches == 2
+    skey = state_key("k", Algorithm.GCRA)
+
+    async def debt_now() -> float:
+        return float(await redis.hget(skey, "d") or 0)
+
+    debt = await debt_now()
+    # Taken with the batch that is still here: back into it, spent here; Redis unchanged.
+    assert (await backend.refund("k", limit, 1, second)).remaining == second.remaining + 1
+    assert await debt_now() == debt
+    for _ in range(50):
+        assert (await backend.acquire("k", limit)).allowed
+    assert backend.fetches == 2
+    # Taken before it (the first batch): back to Redis.
+    await backend.refund("k", limit, 1, first)
+    assert await debt_now() < debt - 0.99
+    await primary.aclose()
+
+
+@pytest.mark.slow  # starts and stops its own redis-server
+async def test_the_fallback_refunds_where_the_decision_was_made(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    server = redis_factory()
+    redis = create_redis(server.url, timeout=0.2)
+    backend = FallbackBackend(RedisBackend(redis), retry_interval=60)
+    limit = Limit.per_hour(3)
+    try:
+        shared = await backend.acquire("k", limit)
+        assert not shared.degraded
+        server.stop()
+        local = await backend.acquire("k", limit, 3)
+        assert local.degraded and local.remaining == 0
+        assert (await backend.refund("k", limit, 3, local)).remaining == 3  # the local one's
+        # Redis down: the units it holds stay taken (no error; they come back with time).
+        assert await backend.refund("k", limit, 1, shared) == shared
+    finally:
+        await backend.primary.aclose()  # type: ignore[attr-defined]
+        await redis.aclose()
