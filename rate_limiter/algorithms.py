@@ -375,7 +375,8 @@ def refund(
         if back <= 0:
             return None, None
         d -= back
-        return {"d": d, "t": now}, math.floor(limit.capacity - d)
+        # (the subtraction leaves float noise: a billionth of a token is not a token less)
+        return {"d": d, "t": now}, math.floor(limit.capacity - d + 1e-9)
     window = now // p
     if algorithm is Algorithm.FIXED_WINDOW:
         if at // p != window or int(state["w"]) != window:

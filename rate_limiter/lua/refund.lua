@@ -28,7 +28,8 @@ if algorithm == 'gcra' then
   d = d - back
   -- (the key's expiry stays: it was set for a debt at least this large)
   redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now))
-  return math.floor(cap - d)
+  -- (the subtraction leaves float noise: a billionth of a token is not a token less)
+  return math.floor(cap - d + 1e-9)
 end
 
 if algorithm == 'fixed_window' then

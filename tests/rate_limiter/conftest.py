@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from common.redis import create_redis
+from rate_limiter import AsyncBackend, MemoryBackend, RedisBackend
 
 
 @pytest.fixture
@@ -15,4 +16,18 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     """An async client on the session's (emptied) Redis."""
     client = create_redis(redis_url)
     yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[AsyncBackend]:
+    """Each backend in turn: the process-local one, and Redis (the session's, emptied)."""
+    if request.param == "memory":
+        yield MemoryBackend()
+        return
+    client = create_redis(redis_url)
+    backend = RedisBackend(client)
+    await backend.load()
+    yield backend
+    await backend.aclose()
     await client.aclose()

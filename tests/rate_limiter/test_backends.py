@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis as sync_redis
@@ -14,18 +13,6 @@ from redis.asyncio import Redis
 from common.redis import create_redis
 from rate_limiter import Algorithm, AsyncBackend, Limit, MemoryBackend, RedisBackend
 from rate_limiter.backends.redis import load_sources
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[AsyncBackend]:
-    if request.param == "memory":
-        yield MemoryBackend()
-        return
-    client = create_redis(redis_url)
-    backend = RedisBackend(client)
-    await backend.load()
-    yield backend
-    await client.aclose()
 
 
 @pytest.mark.parametrize("algorithm", list(Algorithm))

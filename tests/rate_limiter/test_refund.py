@@ -5,7 +5,7 @@ the key still holds; windows moved on by the memory backend's own clock."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis as sync_redis
@@ -30,19 +30,6 @@ from tests.rate_limiter.test_algorithms import Clock
 from tests.support import ManualClock
 
 REFUNDED = [a for a in Algorithm if a is not Algorithm.CONCURRENCY]
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[AsyncBackend]:
-    if request.param == "memory":
-        yield MemoryBackend()
-        return
-    client = create_redis(redis_url)
-    backend = RedisBackend(client)
-    await backend.load()
-    yield backend
-    await backend.aclose()
-    await client.aclose()
 
 
 @pytest.mark.parametrize("algorithm", REFUNDED)
