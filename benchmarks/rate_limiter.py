@@ -9,13 +9,16 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
    heap frozen (`gc.freeze()`), in the suite's own wiring (`common.build_app` served by
    `common.server`, which freezes too), and on the bare app with opt-in prefetching;
 3. the same servers' CPU instructions per request, counted by callgrind (when valgrind is
-   installed).
+   installed);
+4. refunds: a user refused by a tight limit of its own retries 20 at a time while other
+   users ask a shared limit for 60% of it; how many of theirs are admitted, with refunds and
+   without, on each algorithm.
 
 Env: BENCH_SECONDS (per library figure and per middleware run, default 2.5),
 BENCH_CONCURRENCY (library tasks, default 32), BENCH_CONNECTIONS (HTTP connections, default
 32), BENCH_ROUNDS (pairs of runs per middleware figure, default 10), BENCH_PREFETCH_TTL
 (the prefetching server's ttl, default 0.05), BENCH_ONLY (library | middleware |
-instructions).
+instructions | refunds).
 """
 
 from __future__ import annotations
@@ -180,6 +183,65 @@ async def hot_key(redis: Any) -> None:
         if coalesce:
             ratios = f"  {rate / figures[False][0]:5.2f}x / {figures[False][2] / usec:5.2f}x less"
         print(f"  {label:<40} {rate:>9,.0f}/s  p99 {p99:6.2f} ms  {usec:5.2f} us{ratios}")
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+async def _retry_flood(redis_url: str, algorithm: Any, refunds: bool) -> tuple[int, int]:
+    """SECONDS of a refused user's retries (20 in flight, each checking its own limit of
+    1/min and the shared one of 100/s at once, as the service does) beside other users
+    asking the shared limit 60 times a second; (their requests admitted, made)."""
+    from common.redis import create_redis
+    from rate_limiter import Limit, RedisBackend
+    from rate_limiter.algorithms import gives_back
+
+    redis = create_redis(redis_url)
+    await redis.flushdb()
+    backend = RedisBackend(redis)
+    await backend.load()
+    shared, own, theirs = Limit(100, 1.0, algorithm), Limit(1, 60.0), Limit(1000, 1.0)
+    deadline = time.perf_counter() + SECONDS
+    admitted = made = 0
+
+    async def check(user: str, limit: Limit) -> bool:
+        mine, common = await asyncio.gather(
+            backend.acquire(user, limit), backend.acquire("tenant", shared)
+        )
+        if refunds and not mine.allowed and gives_back(shared, common, 1):
+            await backend.refund("tenant", shared, 1, common)
+        return mine.allowed and common.allowed
+
+    async def retrying() -> None:
+        while time.perf_counter() < deadline:
+            await check("refused", own)
+
+    async def others() -> None:
+        nonlocal admitted, made
+        while time.perf_counter() < deadline:
+            made += 1
+            admitted += await check(f"user{made}", theirs)
+            await asyncio.sleep(1 / 60)
+
+    await asyncio.gather(others(), *(retrying() for _ in range(20)))
+    await backend.aclose()
+    await redis.aclose()
+    return admitted, made
+
+
+async def refund_flood(redis_url: str) -> None:
+    from rate_limiter import Algorithm
+
+    print(
+        "Refunds: a refused user retrying 20 at a time; the other users' requests admitted"
+        " by a shared 100/s limit they ask 60 times a second"
+    )
+    for algorithm in (a for a in Algorithm if a is not Algorithm.CONCURRENCY):
+        figures = []
+        for refunds in (True, False):
+            admitted, made = await _retry_flood(redis_url, algorithm, refunds)
+            figures.append(f"{admitted:>4}/{made:<4} ({admitted / made:4.0%})")
+        print(f"  {algorithm.value:<16} with refunds {figures[0]}   without {figures[1]}")
 
 
 # --- middleware cost ---------------------------------------------------------------------
@@ -489,6 +551,8 @@ def main() -> None:
                 "Opt-in prefetching (PrefetchBackend: bound shifted by "
                 f"{PREFETCH_TTL * 1000:g} ms), bare app",
             )
+        if only in ("", "refunds"):
+            asyncio.run(refund_flood(url))
         if only in ("", "middleware", "instructions"):
             if shutil.which("valgrind"):
                 instructions(url)

@@ -144,8 +144,9 @@ class Limit:
 class Decision(NamedTuple):
     """The verdict on one request. `retry_after` is 0 when allowed and `math.inf` when the
     cost can never fit (above capacity). `reset_after` is when the key is back to full.
-    `at_us`: when it was decided, by the deciding backend's clock (Redis `TIME`), in µs:
-    what a refund needs to work out how much of the cost the key still holds.
+    `at_us` (when it was decided, by the deciding backend's clock: Redis `TIME`, in µs) and,
+    for GCRA, `position` (the key's running total of tokens taken, these included: where
+    they sit in its debt) are what a refund needs to work out how much the key still holds.
     (A named tuple: immutable and the cheapest thing to build on the hot path.)"""
 
     allowed: bool
@@ -156,6 +157,7 @@ class Decision(NamedTuple):
     lease: str | None = None
     degraded: bool = False
     at_us: int = 0
+    position: int = 0
 
     @classmethod
     def from_us(
@@ -166,21 +168,22 @@ class Decision(NamedTuple):
         reset_after_us: int,
         retry_after_us: int,
         at_us: int = 0,
+        position: int = 0,
         *,
         lease: str | None = None,
     ) -> Decision:
-        raw = (int(allowed), int(limit), int(remaining), reset_after_us, retry_after_us, at_us)
-        return decision_from_reply(raw, lease)
+        raw = (int(allowed), int(limit), int(remaining), reset_after_us, retry_after_us)
+        return decision_from_reply((*raw, at_us, position), lease)
 
 
 _new_tuple = tuple.__new__
 
 
 def decision_from_reply(reply: Sequence[int], lease: str | None = None) -> Decision:
-    """A decision from a script's reply (a `Raw` and the time it was decided): the one place
-    the microsecond figures become seconds. Built without the named tuple's Python-level
-    `__new__` (a frame per decision on the hot path)."""
-    allowed, limit, remaining, reset_after_us, retry_after_us, at_us = reply
+    """A decision from a script's reply (a `Raw`, the time it was decided and its position):
+    the one place the microsecond figures become seconds. Built without the named tuple's
+    Python-level `__new__` (a frame per decision on the hot path)."""
+    allowed, limit, remaining, reset_after_us, retry_after_us, at_us, position = reply
     return _new_tuple(  # type: ignore[no-any-return]
         Decision,
         (
@@ -192,6 +195,7 @@ def decision_from_reply(reply: Sequence[int], lease: str | None = None) -> Decis
             lease,
             False,
             at_us,
+            position,
         ),
     )
 
@@ -216,21 +220,23 @@ def gcra(
     keep what was already consumed: only the refill speed and the capacity change."""
     cap = limit.capacity
     t_us = limit.period_us / limit.rate
-    d = 0.0
+    d, a, created = 0.0, 0, now  # `a`: tokens taken in all (see `refund`), since `created`
     if state:
         d = max(0.0, float(state["d"]) - max(0, now - int(state["t"])) / t_us)
+        a, created = int(state.get("a", 0)), int(state.get("c", 0))
     if cost > cap:
         return None, (0, cap, math.floor(cap - d), _ceil(d * t_us), -1)
     if d + cost <= cap:
         if cost == 0:
             return None, (1, cap, math.floor(cap - d), _ceil(d * t_us), 0)
         d += cost
-        return {"d": d, "t": now}, (1, cap, math.floor(cap - d), _ceil(d * t_us), 0)
+        taken = {"d": d, "t": now, "a": a + cost, "c": created}
+        return taken, (1, cap, math.floor(cap - d), _ceil(d * t_us), 0)
     retry = _ceil((d + cost - cap) * t_us)
     new_state = None
     if limit.count_refused:
         d = min(float(cap), d + cost)
-        new_state = {"d": d, "t": now}
+        new_state = {"d": d, "t": now, "a": a + cost, "c": created}
     return new_state, (0, cap, math.floor(cap - d), _ceil(d * t_us), retry)
 
 
@@ -350,15 +356,18 @@ def release(state: State, lease: str) -> State:
 
 
 def refund(
-    state: State, now: int, limit: Limit, cost: int, at: int
+    state: State, now: int, limit: Limit, cost: int, at: int, position: int = 0
 ) -> tuple[State | None, int | None]:
     """Give back `cost` units that a decision allowed at `at` took for a request that then
     did not go ahead (another rule of its check refused it). Only what the key still holds
     of them goes back, never more, so the limit's bound holds whatever came in between.
     The new state and the remaining after it, or (None, None) when nothing goes back.
 
-    - gcra: the debt is repaid oldest first; the units are taken to have been the oldest
-      (the least they can still be owed): `cost` less what has been repaid since `at`.
+    - gcra: the debt is repaid oldest first, and the tokens taken after these (`a -
+      position` at most, `position` being the key's running total `a` just after the
+      decision) sit above them: what of the debt lies below those is these units', up to
+      `cost`. (Not "the cost less what was repaid since": on a busy key the units are near
+      the top of the debt and nothing of them is repaid yet.)
     - fixed_window: from the window's count, while that window lasts.
     - sliding_window: from the count of the window they were counted in, this one's or, once
       it has rolled over, the previous one's (which still weighs).
@@ -369,14 +378,17 @@ def refund(
         return None, None
     algorithm, p = limit.algorithm, limit.period_us
     if algorithm is Algorithm.GCRA:
+        a, created = int(state.get("a", 0)), int(state.get("c", 0))
+        if created > at or not cost <= position <= a:  # (another life of the key, or no receipt)
+            return None, None
         t_us = p / limit.rate
         d = max(0.0, float(state["d"]) - max(0, now - int(state["t"])) / t_us)
-        back = min(d, cost - max(0, now - at) / t_us)
+        back = min(cost, d - (a - position))
         if back <= 0:
             return None, None
         d -= back
         # (the subtraction leaves float noise: a billionth of a token is not a token less)
-        return {"d": d, "t": now}, math.floor(limit.capacity - d + 1e-9)
+        return {**state, "d": d, "t": now}, math.floor(limit.capacity - d + 1e-9)
     window = now // p
     if algorithm is Algorithm.FIXED_WINDOW:
         if at // p != window or int(state["w"]) != window:

@@ -49,8 +49,13 @@ class RateLimiter:
     async def refund(self, key: str, decision: Decision, cost: int = 1) -> Decision:
         """Give back what an allowed `decision` for `cost` took, when the work it admitted
         did not happen (another limit refused it, the call failed early): as much as the
-        key still holds, never more. The decision with the remaining after it."""
+        key still holds, never more. Once per decision, and with the cost it was made for
+        (a larger one, or a second refund, would give back other requests' units). A
+        concurrency decision's lease is released. The decision with the remaining after it."""
         _check_cost(cost)
+        if decision.lease:
+            await self.release(key, decision.lease)
+            return decision._replace(lease=None)
         return await self.backend.refund(key, self.limit, cost, decision)
 
     @asynccontextmanager
@@ -85,6 +90,9 @@ class SyncRateLimiter:
 
     def refund(self, key: str, decision: Decision, cost: int = 1) -> Decision:
         _check_cost(cost)
+        if decision.lease:
+            self.release(key, decision.lease)
+            return decision._replace(lease=None)
         return self.backend.refund_sync(key, self.limit, cost, decision)
 
     @contextmanager

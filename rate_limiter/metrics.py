@@ -30,7 +30,8 @@ class LimiterMetrics:
         )
         self.refunds = Counter(
             "rate_limiter_refunds_total",
-            "Decisions given back because another rule of the same check (or request) refused it.",
+            "Decisions that gave units back because another rule of the same check (or "
+            "request) refused it.",
             ["domain", "rule"],
             registry=registry,
         )

@@ -354,12 +354,14 @@ class RateLimitMiddleware:
         """Give back what the rules that allowed a refused request took (see
         `RateLimitService._give_back`); the decisions with the remaining after it."""
 
+        give_back = getattr(backend, "refund", None)  # (a backend from before refunds: none)
+
         async def refund(t: _Taken, cost: int) -> _Taken:
-            if not gives_back(t.rule.limit, t.decision, cost):
+            if give_back is None or not gives_back(t.rule.limit, t.decision, cost):
                 return t
             with contextlib.suppress(*BACKEND_FAILED):  # (the units come back with time)
-                after = await backend.refund(t.key, t.rule.limit, cost, t.decision)
-                if self.metrics is not None:
+                after = await give_back(t.key, t.rule.limit, cost, t.decision)
+                if self.metrics is not None and after is not t.decision:  # (something went back)
                     self.metrics.refunds.labels("http", t.rule.name).inc()
                 return t._replace(decision=after)
             return t

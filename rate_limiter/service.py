@@ -141,9 +141,11 @@ class RateLimitService:
                 if d.decision.lease:
                     await self.backend.release(d.key, d.limit, d.decision.lease)
                     return dataclasses.replace(d, decision=d.decision._replace(lease=None))
-                if gives_back(d.limit, d.decision, cost):
-                    after = await self.backend.refund(d.key, d.limit, cost, d.decision)
-                    if self.metrics:
+                # (a backend written before refunds existed has none: its units stay taken)
+                refund = getattr(self.backend, "refund", None)
+                if refund is not None and gives_back(d.limit, d.decision, cost):
+                    after = await refund(d.key, d.limit, cost, d.decision)
+                    if self.metrics and after is not d.decision:  # (something went back)
                         self.metrics.refunds.labels(domain, d.rule).inc()
                     return dataclasses.replace(d, decision=after)
             except GIVE_BACK_FAILED as exc:

@@ -49,7 +49,10 @@ class MemoryBackend:
                 # Nothing written, but under this limit (a slower rate, say) the state takes
                 # longer to refill than its expiry allows for: never forget it early.
                 self._states[skey] = (stored[0], now + raw[3] + US)
-        return Decision.from_us(*raw, now, lease=lease if raw[0] else None)
+            # (GCRA's running total of tokens taken: where this decision's sit in the debt)
+            kept = new_state if new_state is not None else state
+            position = int(kept.get("a", 0)) if limit.algorithm is Algorithm.GCRA else 0
+        return Decision.from_us(*raw, now, position, lease=lease if raw[0] else None)
 
     def release_sync(self, key: str, limit: Limit, lease: str) -> bool:
         if limit.algorithm is not Algorithm.CONCURRENCY:
@@ -77,7 +80,9 @@ class MemoryBackend:
             stored = self._states.get(skey)
             if not stored or stored[1] <= now:
                 return decision
-            after, remaining = refund(stored[0], now, limit, cost, decision.at_us)
+            after, remaining = refund(
+                stored[0], now, limit, cost, decision.at_us, decision.position
+            )
             if after is None or remaining is None:
                 return decision
             self._states[skey] = (after, stored[1])

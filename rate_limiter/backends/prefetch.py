@@ -117,6 +117,7 @@ class _Batch:
                     None,
                     False,
                     self.taken_us,  # (no later than Redis handed these tokens out)
+                    0,  # (no position in Redis's debt: see `PrefetchBackend.refund`)
                 ),
             )
         if now < self.refused_until and cost >= self.refused_cost:
@@ -250,9 +251,9 @@ class PrefetchBackend:
     async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
         """Units of a prefetched key go back into its batch, to be spent here, while the
         batch may still be spent and is no older than they are (every token is still spent
-        within `ttl` of being taken). Otherwise they go back to Redis, counted from the
-        decision's time (for a decision made here, its batch's: earlier than they were
-        really taken, so less goes back, never more)."""
+        within `ttl` of being taken). Otherwise a decision that Redis made goes back to
+        Redis; one made here from an expired batch gives nothing back (it has no position
+        in Redis's debt: its tokens are repaid with time, as the batch's unspent ones are)."""
         batch = self._batches.get((limit.spec, key))
         if (
             batch is not None

@@ -79,7 +79,7 @@ class _Group:
     the same instant would), and each caller gets its own decision.
 
     It waits in the connection's reply queue in place of a future (`ReplyWaiter`) and hands
-    the reply out in slices of six, one per member; a failure fails every member."""
+    the reply out in slices of seven, one per member; a failure fails every member."""
 
     __slots__ = ("costs", "key", "limit", "members")
 
@@ -95,8 +95,8 @@ class _Group:
         at = 0
         for member in self.members:
             if not member.done():
-                member.set_result(reply[at : at + 6])
-            at += 6
+                member.set_result(reply[at : at + 7])
+            at += 7
 
     def set_exception(self, exception: BaseException) -> None:
         for member in self.members:
@@ -303,7 +303,8 @@ class RedisBackend:
         remaining after it (unchanged when nothing went back)."""
         if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
             return decision
-        args = [limit.algorithm.value, limit.spec, cost, decision.at_us]
+        cost = min(cost, limit.capacity)  # (no decision ever took more)
+        args = [limit.algorithm.value, limit.spec, cost, decision.at_us, decision.position]
         remaining = int(await self._eval("refund", _keys(key, limit), args))
         return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
 
@@ -318,7 +319,9 @@ class RedisBackend:
             raise ValueError(f"only GCRA limits prefetch, not {limit.algorithm.value}")
         args = [limit.spec, cost, want, refund, taken_us]
         raw = await self._eval("gcra_prefetch", _keys(key, limit), args)
-        return decision_from_reply([*raw[:5], raw[6]]), int(raw[5]), int(raw[6])
+        # The request's tokens count as the batch's lowest: its position is where they end.
+        position = int(raw[7]) - int(raw[5]) + cost
+        return decision_from_reply([*raw[:5], raw[6], position]), int(raw[5]), int(raw[6])
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -365,7 +368,8 @@ class SyncRedisBackend:
         """As `RedisBackend.refund`."""
         if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
             return decision
-        args = [limit.algorithm.value, limit.spec, cost, decision.at_us]
+        cost = min(cost, limit.capacity)  # (no decision ever took more)
+        args = [limit.algorithm.value, limit.spec, cost, decision.at_us, decision.position]
         remaining = int(self._eval("refund", _keys(key, limit), args))
         return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
 

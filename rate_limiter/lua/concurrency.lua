@@ -3,7 +3,8 @@
 -- releasing frees its slots after the lease lifetime.
 -- KEYS[1]: zset of lease units
 -- ARGV: spec 'rate period_us capacity count_refused', cost, lease id
--- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us}.
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us, 0}
+-- (the position, 0: only gcra.lua keeps one).
 local key = KEYS[1]
 local spec = {}
 for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
@@ -21,10 +22,10 @@ if n > 0 then
   reset = tonumber(last[2]) - now
 end
 if cost > rate then
-  return {0, rate, rate - n, reset, -1, now}
+  return {0, rate, rate - n, reset, -1, now, 0}
 end
 if n + cost <= rate then
-  if cost == 0 or lease == '' then return {1, rate, rate - n, reset, 0, now} end
+  if cost == 0 or lease == '' then return {1, rate, rate - n, reset, 0, now, 0} end
   local score = string.format('%.17g', now + ttl)
   -- In chunks: unpack() takes a few thousand values at most, and a cost may be larger.
   local i = 1
@@ -40,7 +41,7 @@ if n + cost <= rate then
   -- Never shorten: leases taken under a longer lifetime (before a limit change) stay held.
   local want = math.ceil(ttl / 1000) + 1000
   if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
-  return {1, rate, rate - n - cost, ttl, 0, now}
+  return {1, rate, rate - n - cost, ttl, 0, now, 0}
 end
 local first = redis.call('ZRANGE', key, n + cost - rate - 1, n + cost - rate - 1, 'WITHSCORES')
-return {0, rate, rate - n, reset, tonumber(first[2]) - now, now}
+return {0, rate, rate - n, reset, tonumber(first[2]) - now, now, 0}

@@ -2,7 +2,8 @@
 -- KEYS[1]: hash {w = window index, c = count}
 -- ARGV: spec 'rate period_us capacity count_refused', cost [, cost ...]
 -- Several costs are decided one after another, as that many calls at the same instant would
--- be (see gcra.lua); one flat array of six figures per cost (as gcra.lua's).
+-- be (see gcra.lua); one flat array of seven figures per cost (as gcra.lua's;
+-- the position is 0: a window's refund needs only the time).
 local key = KEYS[1]
 local rate, period, cap, refused = string.match(ARGV[1], '^(%d+) (%d+) (%d+) ([01])$')
 rate, period = tonumber(rate), tonumber(period)
@@ -41,8 +42,8 @@ local out, n = {}, 0
 for i = 2, #ARGV do
   local allowed, reset_after, retry = decide(tonumber(ARGV[i]))
   out[n + 1], out[n + 2], out[n + 3] = allowed, rate, rate - count
-  out[n + 4], out[n + 5], out[n + 6] = reset_after, retry, now
-  n = n + 6
+  out[n + 4], out[n + 5], out[n + 6], out[n + 7] = reset_after, retry, now, 0
+  n = n + 7
 end
 if changed then
   redis.call('HSET', key, 'w', string.format('%.17g', window), 'c', count)

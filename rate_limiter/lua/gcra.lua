@@ -1,10 +1,12 @@
 -- GCRA in its token form (the twin of algorithms.gcra).
--- KEYS[1]: the key's hash {d = debt in tokens, t = last update in µs}
+-- KEYS[1]: the key's hash {d = debt in tokens, t = last update in µs, a = tokens taken in
+--          all while it has existed, c = when it was created, in µs}
 -- ARGV: spec 'rate period_us capacity count_refused', cost [, cost ...]
 -- Several costs (a hot key's requests, coalesced by the client) are decided one after
 -- another, exactly as that many calls at the same instant would be: one read, one write.
--- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us}
--- per cost, one after another in one flat array (`now_us`, Redis's time: what a refund needs).
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us,
+-- position} per cost, one after another in one flat array. `now_us` (Redis's time) and
+-- `position` (`a` after this cost: where its tokens sit in the debt) are what a refund needs.
 local key = KEYS[1]
 local rate, period, cap, refused = string.match(ARGV[1], '^(%d+) (%d+) (%d+) ([01])$')
 rate, period, cap = tonumber(rate), tonumber(period), tonumber(cap)
@@ -15,12 +17,13 @@ local T = period / rate
 
 local function ceil(x) if x > 0 then return math.ceil(x - 1e-9) end return 0 end
 
-local d = 0
-local s = redis.call('HMGET', key, 'd', 't')
+local d, a, created = 0, 0, now
+local s = redis.call('HMGET', key, 'd', 't', 'a', 'c')
 if s[1] then
   local elapsed = now - tonumber(s[2])
   if elapsed < 0 then elapsed = 0 end
   d = math.max(0, tonumber(s[1]) - elapsed / T)
+  a, created = tonumber(s[3]) or 0, tonumber(s[4]) or 0
 end
 
 local out, n, changed = {}, 0, false
@@ -30,14 +33,14 @@ local function decide(cost)
   end
   if d + cost <= cap then
     if cost > 0 then
-      d = d + cost
+      d, a = d + cost, a + cost
       changed = true
     end
     return 1, 0
   end
   local retry = ceil((d + cost - cap) * T)
   if count_refused then
-    d = math.min(cap, d + cost)
+    d, a = math.min(cap, d + cost), a + cost  -- (a counts the whole cost: see refund.lua)
     changed = true
   end
   return 0, retry
@@ -45,13 +48,15 @@ end
 for i = 2, #ARGV do
   local allowed, retry = decide(tonumber(ARGV[i]))
   out[n + 1], out[n + 2], out[n + 3] = allowed, cap, math.floor(cap - d)
-  out[n + 4], out[n + 5], out[n + 6] = ceil(d * T), retry, now
-  n = n + 6
+  out[n + 4], out[n + 5], out[n + 6], out[n + 7] = ceil(d * T), retry, now, a
+  n = n + 7
 end
 
 local ttl = ceil(d * T / 1000) + 1000
 if changed then
-  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now))
+  local t = string.format('%.17g', now)
+  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', t, 'a', string.format('%.17g', a))
+  if not s[1] then redis.call('HSET', key, 'c', t) end
   redis.call('PEXPIRE', key, ttl)
 elseif d > 0 and redis.call('PTTL', key) < ttl then
   -- Nothing written, but the key lives as long as its debt takes to repay at *this* rate:

@@ -3,27 +3,32 @@
 -- holds of it goes back, never more, so the limit's bound holds whatever came in between.
 -- KEYS[1]: the key's state, as the algorithm's own script keeps it
 -- ARGV: algorithm, spec 'rate period_us capacity count_refused', cost, at_us (the time the
---       decision's script ran, as it returned it)
+--       decision's script ran) and position (gcra: `a` after the decision), as it returned them
 -- Returns the remaining after the refund, or -1 when nothing went back.
 local key, algorithm = KEYS[1], ARGV[1]
 local rate, p, cap = string.match(ARGV[2], '^(%d+) (%d+) (%d+) [01]$')
 rate, p, cap = tonumber(rate), tonumber(p), tonumber(cap)
-local cost, at = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost, at, position = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if not rate or not cost or cost < 1 or not at then return -1 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local window = math.floor(now / p)
 
 if algorithm == 'gcra' then
-  -- The debt is repaid oldest first: count the units as the oldest (the least they can
-  -- still be owed), i.e. the cost less what has been repaid since they were taken.
-  local s = redis.call('HMGET', key, 'd', 't')
-  if not s[1] then return -1 end
+  -- The debt is repaid oldest first, and every token taken after these (`a - position` at
+  -- most: some may have been refunded since) sits above them. So of the debt, what lies
+  -- below those later tokens is these units', up to `cost`: the least they can still be
+  -- owed, whatever was repaid or refunded meanwhile and at whatever rate.
+  local s = redis.call('HMGET', key, 'd', 't', 'a', 'c')
+  if not s[1] or not s[3] or not position then return -1 end
+  local a, created = tonumber(s[3]), tonumber(s[4]) or 0
+  -- (a key that expired and came back is another bucket: its positions are not these)
+  if created > at or position > a or position < cost then return -1 end
   local T = p / rate
   local elapsed = now - tonumber(s[2])
   if elapsed < 0 then elapsed = 0 end
   local d = math.max(0, tonumber(s[1]) - elapsed / T)
-  local back = math.min(d, cost - math.max(0, now - at) / T)
+  local back = math.min(cost, d - (a - position))
   if back <= 0 then return -1 end
   d = d - back
   -- (the key's expiry stays: it was set for a debt at least this large)

@@ -2,7 +2,8 @@
 -- scored by its time, kept for one period. Exact; memory grows with the rate.
 -- KEYS[1]: zset of entries; KEYS[2]: sequence counter that makes entries unique
 -- ARGV: spec 'rate period_us capacity count_refused', cost
--- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us}.
+-- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), now_us, 0}
+-- (the position, 0: only gcra.lua keeps one).
 local key, seq = KEYS[1], KEYS[2]
 local spec = {}
 for field in string.gmatch(ARGV[1], '%S+') do spec[#spec + 1] = tonumber(field) end
@@ -47,15 +48,15 @@ local function add()
 end
 if cost > rate then
   keep()
-  return {0, rate, rate - n, reset, -1, now}
+  return {0, rate, rate - n, reset, -1, now, 0}
 end
 if n + cost <= rate then
   if cost == 0 then
     keep()
-    return {1, rate, rate - n, reset, 0, now}
+    return {1, rate, rate - n, reset, 0, now, 0}
   end
   add()
-  return {1, rate, rate - n - cost, p, 0, now}
+  return {1, rate, rate - n - cost, p, 0, now, 0}
 end
 local oldest = redis.call('ZRANGE', key, n + cost - rate - 1, n + cost - rate - 1, 'WITHSCORES')
 local retry = tonumber(oldest[2]) + p - now
@@ -65,4 +66,4 @@ if count_refused then
 else
   keep()
 end
-return {0, rate, math.max(0, rate - n), reset, retry, now}
+return {0, rate, math.max(0, rate - n), reset, retry, now, 0}

@@ -201,10 +201,10 @@ def test_memory_backend_sweeps_expired_keys(clock: Clock) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        [1, 10, 9, 100_000, 0, 1_700_000_000_000_000],
-        [0, 10, 0, 1_000_000, 250_000, 1],
-        [0, 5, -3, 0, -1, 0],  # never fits; a negative remaining shows as 0
-        [1, 10**9, 10**9 - 1, 1, 0, 2**53],
+        [1, 10, 9, 100_000, 0, 1_700_000_000_000_000, 12],
+        [0, 10, 0, 1_000_000, 250_000, 1, 0],
+        [0, 5, -3, 0, -1, 0, 0],  # never fits; a negative remaining shows as 0
+        [1, 10**9, 10**9 - 1, 1, 0, 2**53, 2**40],
     ],
 )
 def test_the_hot_path_builds_the_same_decision_as_from_us(raw: list[int]) -> None:

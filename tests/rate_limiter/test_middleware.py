@@ -12,7 +12,15 @@ from fastapi import FastAPI, WebSocket
 from prometheus_client import CollectorRegistry
 
 from common.redis import create_redis
-from rate_limiter import Algorithm, FallbackBackend, Limit, LimiterMetrics, RedisBackend
+from rate_limiter import (
+    Algorithm,
+    Decision,
+    FallbackBackend,
+    Limit,
+    LimiterMetrics,
+    MemoryBackend,
+    RedisBackend,
+)
 from rate_limiter.extractors import api_key, client_ip, route
 from rate_limiter.middleware import RateLimitMiddleware, RouteRule
 
@@ -182,6 +190,35 @@ async def test_a_refused_request_uses_up_no_other_rules_quota(redis_url: str) ->
         assert '"per-client";r=1;' in third[1].headers["ratelimit"]
     assert metrics.refunds.labels("http", "all-clients")._value.get() == 4
     assert metrics.refunds.labels("http", "per-client")._value.get() == 1
+
+
+class _BackendWithoutRefunds:
+    """A backend written against the interface as it was before refunds."""
+
+    name = "old"
+
+    def __init__(self) -> None:
+        self.inner = MemoryBackend()
+
+    async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        return await self.inner.acquire(key, limit, cost)
+
+    async def release(self, key: str, limit: Limit, lease: str) -> bool:
+        return await self.inner.release(key, limit, lease)
+
+    async def ping(self) -> None:
+        return None
+
+
+async def test_a_backend_without_refunds_still_refuses_cleanly(redis_url: str) -> None:
+    rules = [
+        RouteRule(Limit.per_hour(1), path="/open", name="tight"),
+        RouteRule(Limit.per_hour(5), path="/open", key=[route], name="shared"),
+    ]
+    app = make_app(redis_url, rules, backend=_BackendWithoutRefunds())
+    async with client(app) as c:
+        assert [(await c.get("/open")).status_code for _ in range(3)] == [200, 429, 429]
+        assert '"shared";r=1;' in (await c.get("/open")).headers["ratelimit"]  # (kept taken)
 
 
 async def test_cost_above_capacity_never_fits(redis_url: str) -> None:

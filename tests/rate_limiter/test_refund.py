@@ -16,6 +16,7 @@ from common.redis_server import RedisProcess
 from rate_limiter import (
     Algorithm,
     AsyncBackend,
+    Decision,
     FallbackBackend,
     Limit,
     MemoryBackend,
@@ -60,19 +61,23 @@ async def test_a_refusal_and_a_lease_give_nothing_back(backend: AsyncBackend) ->
 
 
 async def test_the_lua_and_python_refunds_agree(redis: Redis) -> None:
-    """The same costs, every third allowed decision refunded: the same verdicts and counts
-    from both twins."""
+    """The same costs; now and then the oldest allowed decision not refunded yet is: the same
+    verdicts and counts from both twins."""
     rb, mb = RedisBackend(redis), MemoryBackend()
-    costs = [1, 3, 2, 5, 1, 1, 4, 2, 1, 9, 2, 3]
+    costs = [1, 3, 2, 5, 1, 1, 4, 2, 1, 9, 2, 3, 1, 2]
     for algorithm in REFUNDED:
         limit = Limit(9, 3600, algorithm)
+        held: list[tuple[int, Decision, Decision]] = []
         for i, cost in enumerate(costs):
             r = await rb.acquire("twin", limit, cost)
             m = await mb.acquire("twin", limit, cost)
             assert (r.allowed, r.remaining) == (m.allowed, m.remaining), (algorithm, i)
-            if i % 3 == 2 and r.allowed:
-                r = await rb.refund("twin", limit, cost, r)
-                m = await mb.refund("twin", limit, cost, m)
+            if r.allowed:
+                held.append((cost, r, m))
+            if i % 3 == 2 and held:
+                was, r, m = held.pop(0)
+                r = await rb.refund("twin", limit, was, r)
+                m = await mb.refund("twin", limit, was, m)
                 assert r.remaining == m.remaining, (algorithm, i, "refund")
     await rb.aclose()
 
@@ -98,6 +103,51 @@ async def test_gcra_gives_back_only_what_has_not_been_repaid(clock: Clock) -> No
     clock.advance(1.0)
     assert await backend.refund("k", limit, 1, first) == first  # all repaid: nothing goes back
     assert (await backend.acquire("k", limit, 0)).remaining == 10
+
+
+async def test_gcra_gives_a_busy_keys_units_back_whole(clock: Clock) -> None:
+    """On a busy key a decision's tokens sit at the top of the debt, so none of them is repaid
+    when the refund comes a round trip later: all go back. A refused user retrying as fast as
+    tokens refill then takes nothing from anyone (counting the units as the oldest would have
+    lost half a token a retry here)."""
+    backend = MemoryBackend(clock=clock)
+    limit = Limit(10, 1.0)  # one token every 100 ms
+    await backend.acquire("busy", limit, 10)
+    await backend.acquire("quiet", limit, 10)  # the same, without the retries
+    clock.advance(0.05)
+    for _ in range(10):
+        clock.advance(0.05)
+        retry = await backend.acquire("busy", limit)  # takes the token that just came back
+        assert retry.allowed
+        clock.advance(0.05)  # the round trip to the rule that refuses it, and back
+        back = await backend.refund("busy", limit, 1, retry)
+        assert back.remaining == (await backend.acquire("quiet", limit, 0)).remaining
+    assert (await backend.acquire("busy", limit, 0)).remaining == 10
+
+
+async def test_gcra_never_gives_back_tokens_taken_after_a_decision(clock: Clock) -> None:
+    """A refund below a decision moves its tokens down the debt; counting them where they
+    were taken would then give back later tokens (here C's) once time repaid the rest."""
+    backend = MemoryBackend(clock=clock)
+    limit = Limit(10, 1.0, burst=15)
+    a, b, _ = [await backend.acquire("k", limit, 5) for _ in range(3)]
+    assert (await backend.refund("k", limit, 5, a)).remaining == 5
+    clock.advance(0.5)  # 5 repaid: all of B's, as they are the oldest now
+    assert await backend.refund("k", limit, 5, b) == b  # nothing of B's is owed
+    assert (await backend.acquire("k", limit, 0)).remaining == 10  # C's 5 still count
+
+
+async def test_gcra_refund_holds_when_the_rate_was_raised_meanwhile(clock: Clock) -> None:
+    backend = MemoryBackend(clock=clock)
+    slow = Limit(1, 1.0, burst=10)
+    first = await backend.acquire("k", slow, 5)
+    fast = Limit(100, 1.0, burst=10)  # a reload: 5 repaid in the next 50 ms
+    clock.advance(0.05)
+    assert (await backend.acquire("k", fast, 5)).remaining == 5
+    # `first`'s tokens were repaid at the new rate: the refund (with the limit it was decided
+    # under) finds nothing of them left (the time since and the old rate would say ~5).
+    assert await backend.refund("k", slow, 5, first) == first
+    assert (await backend.acquire("k", fast, 0)).remaining == 5
 
 
 async def test_a_fixed_window_gives_back_only_while_it_lasts(clock: Clock) -> None:
@@ -143,6 +193,17 @@ async def test_a_sliding_log_gives_back_its_own_entries_once(clock: Clock) -> No
     assert await backend.refund("k", limit, 5, later) == later
 
 
+async def test_a_gcra_receipt_from_an_earlier_life_of_the_key_gives_nothing(redis: Redis) -> None:
+    backend = RedisBackend(redis)
+    limit = Limit.per_hour(10)
+    old = await backend.acquire("k", limit, 5)
+    await redis.delete(state_key("k", Algorithm.GCRA))  # (as if it expired)
+    await backend.acquire("k", limit, 7)
+    assert await backend.refund("k", limit, 5, old) == old
+    assert (await backend.acquire("k", limit, 0)).remaining == 3
+    await backend.aclose()
+
+
 async def test_a_sliding_log_refund_on_redis_removes_entries_of_that_time_only(
     redis: Redis,
 ) -> None:
@@ -178,6 +239,18 @@ async def test_the_lua_refunds_give_back_only_what_the_key_still_holds(redis: Re
     # The debt is back to the 4 of the second call whatever the timing (5 back would make
     # it about 1, and 9 remaining).
     assert 4 <= after.remaining <= 6
+    # A busy key: each retry takes the token that just came back and returns it 30 ms later,
+    # all of it (the cost less the time since would lose 0.3 of a token each time).
+    await backend.acquire("busy", bucket, 10)
+    await backend.acquire("quiet", bucket, 10)
+    for _ in range(10):
+        await asyncio.sleep(0.07)
+        retry = await backend.acquire("busy", bucket)
+        await asyncio.sleep(0.03)
+        if retry.allowed:
+            await backend.refund("busy", bucket, 1, retry)
+    busy = (await backend.acquire("busy", bucket, 0)).remaining
+    assert busy >= (await backend.acquire("quiet", bucket, 0)).remaining - 1
     fixed = Limit(5, 1.0, Algorithm.FIXED_WINDOW)
     await _at_window_start(redis, 1.0)
     first = await backend.acquire("f", fixed, 3)
@@ -209,6 +282,14 @@ async def test_the_limiters_refund_through_their_backend(redis: Redis, redis_url
         taken = blocking.acquire("s", 2)
         assert blocking.refund("s", taken, 2).remaining == 2
         assert blocking.acquire("s", 2).allowed
+
+
+async def test_refunding_a_lease_releases_it(redis: Redis) -> None:
+    limiter = RateLimiter(Limit(1, 3600, Algorithm.CONCURRENCY), RedisBackend(redis))
+    held = await limiter.acquire("job")
+    assert held.lease and not (await limiter.acquire("job")).allowed
+    assert (await limiter.refund("job", held)).lease is None
+    assert (await limiter.acquire("job")).allowed
 
 
 async def test_prefetched_units_go_back_into_the_batch_or_else_to_redis(redis: Redis) -> None:
