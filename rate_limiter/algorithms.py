@@ -235,7 +235,7 @@ def gcra(
     retry = _ceil((d + cost - cap) * t_us)
     new_state = None
     if limit.count_refused:
-        d = min(float(cap), d + cost)
+        d = max(d, min(float(cap), d + cost))  # (never lower: the burst may have been lowered)
         new_state = {"d": d, "t": now, "a": a + cost, "c": created}
     return new_state, (0, cap, math.floor(cap - d), _ceil(d * t_us), retry)
 
@@ -387,14 +387,17 @@ def refund(
         if back <= 0:
             return None, None
         d -= back
+        if position == a:  # the newest tokens: as if never taken (positions stay tight)
+            a -= math.floor(back + 1e-9)
         # (the subtraction leaves float noise: a billionth of a token is not a token less)
-        return {**state, "d": d, "t": now}, math.floor(limit.capacity - d + 1e-9)
+        remaining = math.floor(limit.capacity - d + 1e-9)
+        return {**state, "d": d, "t": now, "a": a}, max(0, remaining)
     window = now // p
     if algorithm is Algorithm.FIXED_WINDOW:
         if at // p != window or int(state["w"]) != window:
             return None, None
         count = max(0, int(state["c"]) - cost)
-        return {"w": window, "c": count}, limit.rate - count
+        return {"w": window, "c": count}, max(0, limit.rate - count)
     if algorithm is Algorithm.SLIDING_WINDOW:
         w, cur, prev = int(state["w"]), int(state["c"]), int(state["p"])
         if window > at // p + 1:
@@ -408,7 +411,7 @@ def refund(
         into = now - window * p
         # (w == window - 1: the stored count is now the previous window's)
         est = prev * (p - into) / p + cur if w == window else cur * (p - into) / p
-        return {"w": w, "c": cur, "p": prev}, math.floor(limit.rate - est)
+        return {"w": w, "c": cur, "p": prev}, max(0, math.floor(limit.rate - est))
     if algorithm is Algorithm.SLIDING_LOG:
         log = [t for t in state.get("log", []) if t > now - p]
         mine = [i for i, t in enumerate(log) if t == at][:cost]
@@ -416,7 +419,7 @@ def refund(
             return None, None
         gone = set(mine)
         log = [t for i, t in enumerate(log) if i not in gone]
-        return {"log": log}, limit.rate - len(log)
+        return {"log": log}, max(0, limit.rate - len(log))
     return None, None
 
 

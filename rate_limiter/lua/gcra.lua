@@ -40,7 +40,8 @@ local function decide(cost)
   end
   local retry = ceil((d + cost - cap) * T)
   if count_refused then
-    d, a = math.min(cap, d + cost), a + cost  -- (a counts the whole cost: see refund.lua)
+    -- (never lower: a debt above a burst lowered since stays; a counts the whole cost)
+    d, a = math.max(d, math.min(cap, d + cost)), a + cost
     changed = true
   end
   return 0, retry

@@ -48,7 +48,7 @@ if cost <= cap then
   else
     retry = ceil((d + cost - cap) * T)
     if refused == '1' then  -- count_refused
-      d, a = math.min(cap, d + cost), a + cost
+      d, a = math.max(d, math.min(cap, d + cost)), a + cost  -- (as gcra.lua)
       changed = true
     end
   end

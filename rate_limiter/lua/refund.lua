@@ -4,7 +4,8 @@
 -- KEYS[1]: the key's state, as the algorithm's own script keeps it
 -- ARGV: algorithm, spec 'rate period_us capacity count_refused', cost, at_us (the time the
 --       decision's script ran) and position (gcra: `a` after the decision), as it returned them
--- Returns the remaining after the refund, or -1 when nothing went back.
+-- Returns the remaining after the refund (0 at least: a limit lowered since may leave the key
+-- over it), or -1 when nothing went back.
 local key, algorithm = KEYS[1], ARGV[1]
 local rate, p, cap = string.match(ARGV[2], '^(%d+) (%d+) (%d+) [01]$')
 rate, p, cap = tonumber(rate), tonumber(p), tonumber(cap)
@@ -31,10 +32,14 @@ if algorithm == 'gcra' then
   local back = math.min(cost, d - (a - position))
   if back <= 0 then return -1 end
   d = d - back
+  -- The newest tokens: as if never taken, so that refunds of the decisions below them (in
+  -- any order) still find them gone from above.
+  if position == a then a = a - math.floor(back + 1e-9) end
   -- (the key's expiry stays: it was set for a debt at least this large)
-  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now))
+  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now),
+    'a', string.format('%.17g', a))
   -- (the subtraction leaves float noise: a billionth of a token is not a token less)
-  return math.floor(cap - d + 1e-9)
+  return math.max(0, math.floor(cap - d + 1e-9))
 end
 
 if algorithm == 'fixed_window' then
@@ -44,7 +49,7 @@ if algorithm == 'fixed_window' then
   if not s[1] or tonumber(s[1]) ~= window then return -1 end
   local count = math.max(0, tonumber(s[2]) - cost)
   redis.call('HSET', key, 'c', count)
-  return rate - count
+  return math.max(0, rate - count)
 end
 
 if algorithm == 'sliding_window' then
@@ -66,7 +71,7 @@ if algorithm == 'sliding_window' then
   local into = now - window * p
   local est
   if w == window then est = prev * (p - into) / p + cur else est = cur * (p - into) / p end
-  return math.floor(rate - est)
+  return math.max(0, math.floor(rate - est))
 end
 
 if algorithm == 'sliding_log' then
@@ -81,7 +86,7 @@ if algorithm == 'sliding_log' then
     redis.call('ZREM', key, unpack(mine, i, math.min(#mine, i + 999)))
     i = i + 1000
   end
-  return rate - redis.call('ZCOUNT', key, '(' .. string.format('%.17g', now - p), '+inf')
+  return math.max(0, rate - redis.call('ZCOUNT', key, '(' .. string.format('%.17g', now - p), '+inf'))
 end
 
 return -1  -- (concurrency: a lease is given back by release.lua)

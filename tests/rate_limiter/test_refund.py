@@ -60,6 +60,24 @@ async def test_a_refusal_and_a_lease_give_nothing_back(backend: AsyncBackend) ->
     assert not (await backend.acquire("job", leases)).allowed
 
 
+async def test_refunds_in_any_order_give_everything_back(backend: AsyncBackend) -> None:
+    limit = Limit.per_hour(20)
+    taken = [await backend.acquire("k", limit) for _ in range(20)]
+    for decision in reversed(taken):  # newest first: each is the top of the debt in turn
+        await backend.refund("k", limit, 1, decision)
+    assert (await backend.acquire("k", limit, 0)).remaining == 20
+
+
+async def test_a_refund_over_a_lowered_limit_reports_none_remaining(
+    backend: AsyncBackend,
+) -> None:
+    wide = Limit.per_hour(10)
+    last = [await backend.acquire("k", wide) for _ in range(6)][-1]
+    assert last.remaining == 4
+    after = await backend.refund("k", Limit.per_hour(3), 1, last)  # 5 owed, 3 allowed now
+    assert after.remaining == 0  # (not "nothing went back", which would leave the 4)
+
+
 async def test_the_lua_and_python_refunds_agree(redis: Redis) -> None:
     """The same costs; now and then the oldest allowed decision not refunded yet is: the same
     verdicts and counts from both twins."""
@@ -148,6 +166,15 @@ async def test_gcra_refund_holds_when_the_rate_was_raised_meanwhile(clock: Clock
     # under) finds nothing of them left (the time since and the old rate would say ~5).
     assert await backend.refund("k", slow, 5, first) == first
     assert (await backend.acquire("k", fast, 0)).remaining == 5
+
+
+async def test_a_counted_refusal_never_lowers_a_debt_above_a_lowered_burst(clock: Clock) -> None:
+    backend = MemoryBackend(clock=clock)
+    await backend.acquire("k", Limit(10, 1.0, count_refused=True), 10)
+    lowered = Limit(10, 1.0, burst=5, count_refused=True)
+    assert not (await backend.acquire("k", lowered)).allowed  # (10 owed: kept, not cut to 5)
+    clock.advance(0.1)
+    assert not (await backend.acquire("k", lowered)).allowed  # 9 owed still
 
 
 async def test_a_fixed_window_gives_back_only_while_it_lasts(clock: Clock) -> None:
