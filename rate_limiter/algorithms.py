@@ -356,7 +356,13 @@ def release(state: State, lease: str) -> State:
 
 
 def refund(
-    state: State, now: int, limit: Limit, cost: int, at: int, position: int = 0
+    state: State,
+    now: int,
+    limit: Limit,
+    cost: int,
+    at: int,
+    position: int = 0,
+    shared: bool = False,
 ) -> tuple[State | None, int | None]:
     """Give back `cost` units that a decision allowed at `at` took for a request that then
     did not go ahead (another rule of its check refused it). Only what the key still holds
@@ -387,7 +393,7 @@ def refund(
         if back <= 0:
             return None, None
         d -= back
-        if position == a:  # the newest tokens: as if never taken (positions stay tight)
+        if position == a and not shared:  # the newest: as if never taken (see refund.lua)
             a -= math.floor(back + 1e-9)
         # (the subtraction leaves float noise: a billionth of a token is not a token less)
         remaining = math.floor(limit.capacity - d + 1e-9)

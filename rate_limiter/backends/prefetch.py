@@ -10,7 +10,8 @@ and spend them locally, asking again when they run out or expire. It is opt-in, 
   in Redis, atomically, and is spent less than `ttl` after it was taken; so over any span of
   time the admitted never exceed `capacity + rate x (span + ttl)`, whatever the number of
   processes (exact mode: `capacity + rate x span`). Unspent tokens are given back only as far
-  as their debt has not been repaid meanwhile, which keeps that bound (see the script).
+  as they are still owed, found by the batch's position in the debt as a refund finds a
+  decision's (see the script), which keeps that bound.
 - It may refuse a little early: tokens sitting unspent in another process's batch are not
   available here. At most `share` of the capacity per process and key, for at most `ttl`;
   they go back to Redis with that process's next batch for the key.
@@ -56,12 +57,21 @@ class Prefetching(Protocol):
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision: ...
 
     async def prefetch(
-        self, key: str, limit: Limit, cost: int, want: int, refund: int = 0, taken_us: int = 0
+        self,
+        key: str,
+        limit: Limit,
+        cost: int,
+        want: int,
+        refund: int = 0,
+        taken_us: int = 0,
+        refund_position: int = 0,
     ) -> tuple[Decision, int, int]: ...
 
     async def release(self, key: str, limit: Limit, lease: str) -> bool: ...
 
-    async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision: ...
+    async def refund(
+        self, key: str, limit: Limit, cost: int, decision: Decision, *, shared: bool = False
+    ) -> Decision: ...
 
     async def ping(self) -> None: ...
 
@@ -74,6 +84,7 @@ class _Batch:
         "asked",
         "denied",
         "expires",
+        "position",
         "refused_cost",
         "refused_until",
         "remaining",
@@ -88,6 +99,7 @@ class _Batch:
         self.tokens = 0  # taken from Redis, not spent yet
         self.expires = 0.0  # when they may no longer be spent (monotonic clock)
         self.taken_us = 0  # when Redis handed out the oldest of them (Redis clock)
+        self.position = 0  # and where they sit in its debt (below this; see refund.lua)
         self.remaining = 0  # Redis's remaining at the last answer, our tokens not included
         self.reset_at = 0.0
         self.refused_until = 0.0  # a refusal that holds for costs >= refused_cost until then
@@ -117,7 +129,7 @@ class _Batch:
                     None,
                     False,
                     self.taken_us,  # (no later than Redis handed these tokens out)
-                    0,  # (no position in Redis's debt: see `PrefetchBackend.refund`)
+                    self.position,
                 ),
             )
         if now < self.refused_until and cost >= self.refused_cost:
@@ -213,7 +225,7 @@ class PrefetchBackend:
             self.metrics.prefetch_fetches.inc()
         batch.denied = True  # (until it is known to have been allowed)
         decision, granted, taken_us = await self.primary.prefetch(
-            key, limit, cost, want, refund, batch.taken_us
+            key, limit, cost, want, refund, batch.taken_us, batch.position
         )
         batch.remaining = decision.remaining
         batch.reset_at = now + decision.reset_after
@@ -226,13 +238,16 @@ class PrefetchBackend:
         if granted > cost:
             # `now` is from before the call, so these expire `ttl` after Redis handed them
             # out at the latest. Tokens of a batch that came back meanwhile keep their own
-            # (earlier) expiry and time taken: the two are spent as one, by the older terms.
+            # (earlier) expiry, time taken and position (lower in the debt, so owed less
+            # surely): the two are spent and given back as one, by the older terms.
             expires = now + self.ttl
+            position = decision.position - cost + granted  # (the batch's top)
             if batch.tokens:
                 expires = min(expires, batch.expires)
                 taken_us = min(taken_us, batch.taken_us)
+                position = min(position, batch.position)
             batch.tokens += granted - cost
-            batch.expires, batch.taken_us = expires, taken_us
+            batch.expires, batch.taken_us, batch.position = expires, taken_us, position
         return decision._replace(remaining=min(decision.remaining + batch.tokens, limit.capacity))
 
     def _new_batch(self, ident: tuple[bytes, str], now: float) -> _Batch:
@@ -251,9 +266,9 @@ class PrefetchBackend:
     async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
         """Units of a prefetched key go back into its batch, to be spent here, while the
         batch may still be spent and is no older than they are (every token is still spent
-        within `ttl` of being taken). Otherwise a decision that Redis made goes back to
-        Redis; one made here from an expired batch gives nothing back (it has no position
-        in Redis's debt: its tokens are repaid with time, as the batch's unspent ones are)."""
+        within `ttl` of being taken). Otherwise they go back to Redis, by the decision's
+        position: for one made here, its batch's, which the batch's other decisions share
+        (so it must not be given up as the newest when it is: `shared`)."""
         batch = self._batches.get((limit.spec, key))
         if (
             batch is not None
@@ -264,7 +279,9 @@ class PrefetchBackend:
         ):
             batch.tokens += cost
             return decision._replace(remaining=min(decision.remaining + cost, limit.capacity))
-        return await self.primary.refund(key, limit, cost, decision)
+        wanted = self.default if limit.prefetch is None else limit.prefetch
+        shared = wanted and limit.algorithm is _GCRA
+        return await self.primary.refund(key, limit, cost, decision, shared=shared)
 
     async def ping(self) -> None:
         await self.primary.ping()

@@ -297,27 +297,40 @@ class RedisBackend:
             return bool(await self._eval("release", _keys(key, limit), [lease, cost]))
         return False
 
-    async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
+    async def refund(
+        self, key: str, limit: Limit, cost: int, decision: Decision, *, shared: bool = False
+    ) -> Decision:
         """Give back `cost` units that `decision` took for a request that did not go ahead
         (as much as the key still holds; see `algorithms.refund`). The decision with the
-        remaining after it (unchanged when nothing went back)."""
+        remaining after it (unchanged when nothing went back). `shared`: its position is
+        a prefetched batch's (see `PrefetchBackend.refund`)."""
         if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
             return decision
         cost = min(cost, limit.capacity)  # (no decision ever took more)
         args = [limit.algorithm.value, limit.spec, cost, decision.at_us, decision.position]
+        args.append(1 if shared else 0)
         remaining = int(await self._eval("refund", _keys(key, limit), args))
         return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
 
     async def prefetch(
-        self, key: str, limit: Limit, cost: int, want: int, refund: int = 0, taken_us: int = 0
+        self,
+        key: str,
+        limit: Limit,
+        cost: int,
+        want: int,
+        refund: int = 0,
+        taken_us: int = 0,
+        refund_position: int = 0,
     ) -> tuple[Decision, int, int]:
         """GCRA only: decide `cost` and, if it is allowed, take up to `want` tokens in all
         (at least `cost`), after giving back what is still owed of `refund` unspent tokens
-        taken at `taken_us` (Redis time). The decision, the tokens taken (0 when refused)
-        and Redis's time in µs. `PrefetchBackend` spends the surplus locally."""
+        of a batch taken at `taken_us` (Redis time) whose position was `refund_position`.
+        The decision, the tokens taken (0 when refused) and Redis's time in µs; the batch's
+        position is the decision's plus the surplus. `PrefetchBackend` spends the surplus
+        locally."""
         if limit.algorithm is not Algorithm.GCRA:
             raise ValueError(f"only GCRA limits prefetch, not {limit.algorithm.value}")
-        args = [limit.spec, cost, want, refund, taken_us]
+        args = [limit.spec, cost, want, refund, taken_us, refund_position]
         raw = await self._eval("gcra_prefetch", _keys(key, limit), args)
         # The request's tokens count as the batch's lowest: its position is where they end.
         position = int(raw[7]) - int(raw[5]) + cost

@@ -6,7 +6,8 @@
 --          do not share one bucket.
 -- ARGV: spec 'rate period_us capacity count_refused', cost, want (>= cost), refund (tokens
 --       of an earlier batch never spent, given back first so that others may have them),
---       refund_taken_us (when that batch was taken, by this clock)
+--       refund_taken_us (when that batch was taken, by this clock), refund_position (its
+--       position: `a` just after it, as this script returned it)
 -- Returns {allowed, limit, remaining, reset_after_us, retry_after_us (-1 = never), granted,
 --          now_us, position (`a` after the batch: its tokens sit just below it in the debt)}.
 -- (Its first lines repeat gcra.lua's: a Redis script cannot share code with another.)
@@ -14,7 +15,7 @@ local key = KEYS[1]
 local rate, period, cap, refused = string.match(ARGV[1], '^(%d+) (%d+) (%d+) ([01])$')
 rate, period, cap = tonumber(rate), tonumber(period), tonumber(cap)
 local cost, want, refund = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local taken = tonumber(ARGV[5])
+local taken, position = tonumber(ARGV[5]), tonumber(ARGV[6]) or 0
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local T = period / rate
@@ -22,19 +23,28 @@ local T = period / rate
 local function ceil(x) if x > 0 then return math.ceil(x - 1e-9) end return 0 end
 
 local d = 0
-local a = 0
-local s = redis.call('HMGET', key, 'd', 't', 'a')
+local a, created = 0, now
+local s = redis.call('HMGET', key, 'd', 't', 'a', 'c')
 if s[1] then
   local elapsed = now - tonumber(s[2])
   if elapsed < 0 then elapsed = 0 end
   d = math.max(0, tonumber(s[1]) - elapsed / T)
-  a = tonumber(s[3]) or 0
+  a, created = tonumber(s[3]) or 0, tonumber(s[4]) or 0
 end
 
--- Unspent tokens go back only as far as their debt has not been repaid since they were
--- taken: all of it would hand out, again, refill that other requests already had (take 5,
--- repay them over 5 s while others take the refill, give 5 back: 5 tokens too many).
-refund = math.max(0, refund - math.max(0, now - taken) / T)
+-- Unspent tokens go back only as far as they are still owed, as refund.lua works it out
+-- for a decision: the batch's tokens lie below its position, the tokens taken since above
+-- (`a - position` at most), and what of the debt lies below those is the batch's. (Not
+-- "what has not been repaid since they were taken": on a busy key none of the newest
+-- tokens is repaid yet. Nor all of them: that would hand out again refill that others had.)
+-- The spent ones count as the batch's lowest, so the unspent are owed first.
+-- (`a` is not lowered, as refund.lua does for a decision's: the batch's decisions made in
+-- the process share its position)
+if refund > 0 and s[3] and created <= taken and position <= a then
+  refund = math.max(0, math.min(refund, d - (a - position)))
+else
+  refund = 0  -- (a key that expired and came back is another bucket)
+end
 local changed = refund > 0
 d = math.max(0, d - refund)
 

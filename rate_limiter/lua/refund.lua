@@ -3,13 +3,16 @@
 -- holds of it goes back, never more, so the limit's bound holds whatever came in between.
 -- KEYS[1]: the key's state, as the algorithm's own script keeps it
 -- ARGV: algorithm, spec 'rate period_us capacity count_refused', cost, at_us (the time the
---       decision's script ran) and position (gcra: `a` after the decision), as it returned them
+--       decision's script ran) and position (gcra: `a` after the decision), as it returned
+--       them, and shared ('1': gcra, the position is a prefetched batch's, which several
+--       decisions share)
 -- Returns the remaining after the refund (0 at least: a limit lowered since may leave the key
 -- over it), or -1 when nothing went back.
 local key, algorithm = KEYS[1], ARGV[1]
 local rate, p, cap = string.match(ARGV[2], '^(%d+) (%d+) (%d+) [01]$')
 rate, p, cap = tonumber(rate), tonumber(p), tonumber(cap)
 local cost, at, position = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local shared = ARGV[6] == '1'
 if not rate or not cost or cost < 1 or not at then return -1 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -33,8 +36,9 @@ if algorithm == 'gcra' then
   if back <= 0 then return -1 end
   d = d - back
   -- The newest tokens: as if never taken, so that refunds of the decisions below them (in
-  -- any order) still find them gone from above.
-  if position == a then a = a - math.floor(back + 1e-9) end
+  -- any order) still find them gone from above. Not for a shared position: the others
+  -- sharing it would then find tokens taken later below them.
+  if position == a and not shared then a = a - math.floor(back + 1e-9) end
   -- (the key's expiry stays: it was set for a debt at least this large)
   redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now),
     'a', string.format('%.17g', a))

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from common.redis import create_redis
 from common.redis_server import RedisProcess
 from rate_limiter import Algorithm, FallbackBackend, Limit, PrefetchBackend, RedisBackend
+from rate_limiter.backends import state_key
 from tests.rate_limiter.factories import script_calls
 from tests.support import ManualClock as Clock
 
@@ -68,16 +69,56 @@ async def test_a_refund_gives_back_only_what_has_not_been_repaid_meanwhile(
     primary: RedisBackend,
 ) -> None:
     limit = Limit(10, 1.0)  # one token back every 100 ms
-    _, granted, taken_us = await primary.prefetch("k", limit, 1, 10)
+    first, granted, taken_us = await primary.prefetch("k", limit, 1, 10)
     assert granted == 10  # 1 spent, 9 held
+    position = first.position - 1 + granted  # (the batch's top)
     await asyncio.sleep(0.25)  # 2.5 tokens repaid...
     assert (await primary.acquire("k", limit, 2)).allowed  # ...and another client takes 2
-    decision, _, _ = await primary.prefetch("k", limit, 1, 1, refund=9, taken_us=taken_us)
-    # Of the 9 unspent, about 6.5 were still owed: what is left is about what it would be
-    # had they never been taken (1 + 2 + 1 spent, 6 or 7 remaining). Giving all 9 back
-    # would leave 9: the 2 the other client took would have been handed out twice.
+    decision, _, _ = await primary.prefetch(
+        "k", limit, 1, 1, refund=9, taken_us=taken_us, refund_position=position
+    )
+    # Of the batch's 10, about 7.5 were still owed (the spent one counts as the first
+    # repaid): what is left is about what it would be had the 9 never been taken (1 + 2 + 1
+    # spent, 6 or 7 remaining). Giving all 9 back would leave 9: the 2 the other client took
+    # would have been handed out twice.
     assert decision.allowed and decision.remaining <= 7
     assert decision.remaining >= 5
+
+
+async def test_unspent_tokens_of_a_busy_key_go_back_whole(primary: RedisBackend) -> None:
+    """A busy key's batch sits at the top of its debt: none of it is repaid when it comes
+    back, so all of it goes back (the time since would have lost 3 tokens here)."""
+    limit = Limit(10, 1.0, burst=100)  # one token every 100 ms
+    for key in ("busy", "quiet"):
+        await primary.acquire(key, limit, 50)  # a debt that takes 5 s to repay
+    first, granted, taken_us = await primary.prefetch("busy", limit, 1, 10)
+    assert granted == 10
+    await primary.acquire("quiet", limit, 1)  # the same, without the 9 held
+    await asyncio.sleep(0.3)  # 3 repaid: the oldest of the debt, not the batch's
+    position = first.position - 1 + granted
+    await primary.prefetch(
+        "busy", limit, 1, 1, refund=9, taken_us=taken_us, refund_position=position
+    )
+    await primary.acquire("quiet", limit, 1)
+    quiet = await _redis_remaining(primary, "quiet", limit)
+    assert await _redis_remaining(primary, "busy", limit) >= quiet - 1
+
+
+async def test_a_decision_from_an_expired_batch_is_refunded_to_redis(
+    redis: Redis, primary: RedisBackend
+) -> None:
+    clock = Clock()
+    backend = PrefetchBackend(primary, ttl=0.05, share=0.1, clock=clock)
+    limit = Limit(1000, 3600)
+    await backend.acquire("k", limit)  # a batch of one
+    clock.now += 0.001
+    await backend.acquire("k", limit)  # a batch of 50: 49 here
+    local = await backend.acquire("k", limit)
+    assert backend.fetches == 2
+    clock.now += 0.06  # expired: the refund cannot go back into it
+    debt = float(await redis.hget(state_key("k", Algorithm.GCRA), "d") or 0)
+    await backend.refund("k", limit, 1, local)
+    assert float(await redis.hget(state_key("k", Algorithm.GCRA), "d") or 0) < debt - 0.99
 
 
 async def test_a_busy_key_asks_redis_for_a_fraction_of_its_decisions(
