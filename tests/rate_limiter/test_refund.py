@@ -26,6 +26,7 @@ from rate_limiter import (
     SyncRateLimiter,
     SyncRedisBackend,
 )
+from rate_limiter.algorithms import gcra, refund
 from rate_limiter.backends import state_key
 from tests.rate_limiter.test_algorithms import Clock
 from tests.support import ManualClock
@@ -175,6 +176,20 @@ async def test_a_counted_refusal_never_lowers_a_debt_above_a_lowered_burst(clock
     assert not (await backend.acquire("k", lowered)).allowed  # (10 owed: kept, not cut to 5)
     clock.advance(0.1)
     assert not (await backend.acquire("k", lowered)).allowed  # 9 owed still
+
+
+def test_a_shared_batch_position_never_lowers_the_running_total() -> None:
+    """The decisions made from one prefetched batch share its position; one of them given
+    back as "the newest" would let a later one take tokens taken after the batch."""
+    limit = Limit(10, 1.0, burst=20)  # one token every 100 ms
+    batch = {"d": 10.0, "t": 0, "a": 10, "c": 0}  # 10 taken at 0 as one batch: position 10
+    state, _ = refund(batch, 0, limit, 1, 0, 10, shared=True)  # one of them comes back
+    assert state is not None and state["a"] == 10
+    state, _ = gcra(state, 0, limit, 5, None)  # then 5 more are taken, above the batch
+    assert state is not None
+    # 0.9 s on, the batch's other 9 are repaid and the 5 are all owed: another of the
+    # batch's coming back finds nothing (with the total lowered it would take one of the 5).
+    assert refund(state, 900_000, limit, 1, 0, 10, shared=True) == (None, None)
 
 
 async def test_a_fixed_window_gives_back_only_while_it_lasts(clock: Clock) -> None:
