@@ -373,7 +373,9 @@ def refund(
       position` at most, `position` being the key's running total `a` just after the
       decision) sit above them: what of the debt lies below those is these units', up to
       `cost`. (Not "the cost less what was repaid since": on a busy key the units are near
-      the top of the debt and nothing of them is repaid yet.)
+      the top of the debt and nothing of them is repaid yet.) When they are the newest
+      (`position == a`), `a` goes down with them, unless the position is `shared` (a
+      prefetched batch's, which its other decisions hold too).
     - fixed_window: from the window's count, while that window lasts.
     - sliding_window: from the count of the window they were counted in, this one's or, once
       it has rolled over, the previous one's (which still weighs).
