@@ -188,18 +188,22 @@ async def hot_key(redis: Any) -> None:
 # --- refunds ---------------------------------------------------------------------------
 
 
-async def _retry_flood(redis_url: str, algorithm: Any, refunds: bool) -> tuple[int, int]:
+async def _retry_flood(
+    redis_url: str, algorithm: Any, refunds: bool, prefetch: bool = False
+) -> tuple[int, int]:
     """SECONDS of a refused user's retries (20 in flight, each checking its own limit of
     1/min and the shared one of 100/s at once, as the service does) beside other users
-    asking the shared limit 60 times a second; (their requests admitted, made)."""
+    asking the shared limit 60 times a second; (their requests admitted, made). `prefetch`:
+    through a PrefetchBackend (the shared key's tokens taken in batches)."""
     from common.redis import create_redis
-    from rate_limiter import Limit, RedisBackend
+    from rate_limiter import AsyncBackend, Limit, PrefetchBackend, RedisBackend
     from rate_limiter.algorithms import gives_back
 
     redis = create_redis(redis_url)
     await redis.flushdb()
-    backend = RedisBackend(redis)
-    await backend.load()
+    primary = RedisBackend(redis)
+    await primary.load()
+    backend: AsyncBackend = PrefetchBackend(primary, share=0.1) if prefetch else primary
     shared, own, theirs = Limit(100, 1.0, algorithm), Limit(1, 60.0), Limit(1000, 1.0)
     deadline = time.perf_counter() + SECONDS
     admitted = made = 0
@@ -224,7 +228,7 @@ async def _retry_flood(redis_url: str, algorithm: Any, refunds: bool) -> tuple[i
             await asyncio.sleep(1 / 60)
 
     await asyncio.gather(others(), *(retrying() for _ in range(20)))
-    await backend.aclose()
+    await primary.aclose()
     await redis.aclose()
     return admitted, made
 
@@ -236,12 +240,14 @@ async def refund_flood(redis_url: str) -> None:
         "Refunds: a refused user retrying 20 at a time; the other users' requests admitted"
         " by a shared 100/s limit they ask 60 times a second"
     )
-    for algorithm in (a for a in Algorithm if a is not Algorithm.CONCURRENCY):
+    cases = [(a, False) for a in Algorithm if a is not Algorithm.CONCURRENCY]
+    for algorithm, prefetch in [*cases, (Algorithm.GCRA, True)]:
         figures = []
         for refunds in (True, False):
-            admitted, made = await _retry_flood(redis_url, algorithm, refunds)
+            admitted, made = await _retry_flood(redis_url, algorithm, refunds, prefetch)
             figures.append(f"{admitted:>4}/{made:<4} ({admitted / made:4.0%})")
-        print(f"  {algorithm.value:<16} with refunds {figures[0]}   without {figures[1]}")
+        title = f"{algorithm.value}{', prefetched' if prefetch else ''}"
+        print(f"  {title:<18} with refunds {figures[0]}   without {figures[1]}")
 
 
 # --- middleware cost ---------------------------------------------------------------------
