@@ -1,6 +1,6 @@
 -- GCRA in its token form (the twin of algorithms.gcra).
 -- KEYS[1]: the key's hash {d = debt in tokens, t = last update in µs, a = tokens taken in
---          all while it has existed, c = when it was created, in µs}
+--          all, c = since when positions count (its creation), u = a copy of t}
 -- ARGV: spec 'rate period_us capacity count_refused', cost [, cost ...]
 -- Several costs (a hot key's requests, coalesced by the client) are decided one after
 -- another, exactly as that many calls at the same instant would be: one read, one write.
@@ -18,12 +18,15 @@ local T = period / rate
 local function ceil(x) if x > 0 then return math.ceil(x - 1e-9) end return 0 end
 
 local d, a, created = 0, 0, now
-local s = redis.call('HMGET', key, 'd', 't', 'a', 'c')
+local s = redis.call('HMGET', key, 'd', 't', 'a', 'c', 'u')
 if s[1] then
   local elapsed = now - tonumber(s[2])
   if elapsed < 0 then elapsed = 0 end
   d = math.max(0, tonumber(s[1]) - elapsed / T)
   a, created = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+  -- `t` without its copy: a version of this script without positions wrote last (during a
+  -- rolling upgrade). It took tokens `a` does not count, so positions start over from now.
+  if s[5] ~= s[2] then created = now end
 end
 
 local out, n, changed = {}, 0, false
@@ -56,8 +59,9 @@ end
 local ttl = ceil(d * T / 1000) + 1000
 if changed then
   local t = string.format('%.17g', now)
-  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', t, 'a', string.format('%.17g', a))
-  if not s[1] then redis.call('HSET', key, 'c', t) end
+  local debt, total = string.format('%.17g', d), string.format('%.17g', a)
+  redis.call('HSET', key, 'd', debt, 't', t, 'a', total, 'u', t)
+  if created == now then redis.call('HSET', key, 'c', t) end
   redis.call('PEXPIRE', key, ttl)
 elseif d > 0 and redis.call('PTTL', key) < ttl then
   -- Nothing written, but the key lives as long as its debt takes to repay at *this* rate:

@@ -2,8 +2,8 @@
 -- allowed, up to `want` tokens taken in all (never fewer than the cost). The caller
 -- (PrefetchBackend) spends the rest locally, without asking again, until they expire.
 -- KEYS[1]: the same hash gcra.lua keeps {d = debt in tokens, t = last update in µs, a =
---          tokens taken in all, c = created in µs}: callers that prefetch and callers that
---          do not share one bucket.
+--          tokens taken in all, c = since when positions count, u = a copy of t}: callers
+--          that prefetch and callers that do not share one bucket.
 -- ARGV: spec 'rate period_us capacity count_refused', cost, want (>= cost), refund (tokens
 --       of an earlier batch never spent, given back first so that others may have them),
 --       refund_taken_us (when that batch was taken, by this clock), refund_position (its
@@ -24,12 +24,13 @@ local function ceil(x) if x > 0 then return math.ceil(x - 1e-9) end return 0 end
 
 local d = 0
 local a, created = 0, now
-local s = redis.call('HMGET', key, 'd', 't', 'a', 'c')
+local s = redis.call('HMGET', key, 'd', 't', 'a', 'c', 'u')
 if s[1] then
   local elapsed = now - tonumber(s[2])
   if elapsed < 0 then elapsed = 0 end
   d = math.max(0, tonumber(s[1]) - elapsed / T)
   a, created = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+  if s[5] ~= s[2] then created = now end  -- (a write without positions: see gcra.lua)
 end
 
 -- Unspent tokens go back only as far as they are still owed, as refund.lua works it out
@@ -67,8 +68,9 @@ end
 local ttl = ceil(d * T / 1000) + 1000
 if changed then
   local t = string.format('%.17g', now)
-  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', t, 'a', string.format('%.17g', a))
-  if not s[1] then redis.call('HSET', key, 'c', t) end
+  local debt, total = string.format('%.17g', d), string.format('%.17g', a)
+  redis.call('HSET', key, 'd', debt, 't', t, 'a', total, 'u', t)
+  if created == now then redis.call('HSET', key, 'c', t) end
   redis.call('PEXPIRE', key, ttl)
 elseif d > 0 and redis.call('PTTL', key) < ttl then
   redis.call('PEXPIRE', key, ttl)  -- (as in gcra.lua: never forget a debt early)

@@ -23,11 +23,13 @@ if algorithm == 'gcra' then
   -- most: some may have been refunded since) sits above them. So of the debt, what lies
   -- below those later tokens is these units', up to `cost`: the least they can still be
   -- owed, whatever was repaid or refunded meanwhile and at whatever rate.
-  local s = redis.call('HMGET', key, 'd', 't', 'a', 'c')
+  local s = redis.call('HMGET', key, 'd', 't', 'a', 'c', 'u')
   if not s[1] or not s[3] or not position then return -1 end
   local a, created = tonumber(s[3]), tonumber(s[4]) or 0
-  -- (a key that expired and came back is another bucket: its positions are not these)
-  if created > at or position > a or position < cost then return -1 end
+  -- A key that expired and came back is another bucket: its positions are not these. Nor
+  -- do they hold once a version without positions has written (`t` without its copy `u`;
+  -- the next acquire moves `c` past them for good).
+  if created > at or s[5] ~= s[2] or position > a or position < cost then return -1 end
   local T = p / rate
   local elapsed = now - tonumber(s[2])
   if elapsed < 0 then elapsed = 0 end
@@ -40,8 +42,9 @@ if algorithm == 'gcra' then
   -- sharing it would then find tokens taken later below them.
   if position == a and not shared then a = a - math.floor(back + 1e-9) end
   -- (the key's expiry stays: it was set for a debt at least this large)
-  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', string.format('%.17g', now),
-    'a', string.format('%.17g', a))
+  local t = string.format('%.17g', now)
+  redis.call('HSET', key, 'd', string.format('%.17g', d), 't', t, 'a', string.format('%.17g', a),
+    'u', t)
   -- (the subtraction leaves float noise: a billionth of a token is not a token less)
   return math.max(0, math.floor(cap - d + 1e-9))
 end

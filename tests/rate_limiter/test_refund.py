@@ -246,6 +246,26 @@ async def test_a_gcra_receipt_from_an_earlier_life_of_the_key_gives_nothing(redi
     await backend.aclose()
 
 
+async def test_a_write_by_a_version_without_positions_voids_the_earlier_ones(
+    redis: Redis,
+) -> None:
+    """During a rolling upgrade an instance of the version before refunds keeps the debt
+    but not the running total: positions handed out before its write no longer say what
+    lies above them, so they give nothing back; later ones count from after it."""
+    backend = RedisBackend(redis)
+    limit = Limit.per_hour(10)
+    first = await backend.acquire("k", limit, 3)
+    skey = state_key("k", Algorithm.GCRA)
+    sec, usec = await redis.time()
+    debt = float(await redis.hget(skey, "d") or 0)
+    await redis.hset(skey, mapping={"d": debt + 4, "t": sec * 1_000_000 + usec})  # (its 4)
+    assert await backend.refund("k", limit, 3, first) == first
+    later = await backend.acquire("k", limit, 1)
+    assert await backend.refund("k", limit, 3, first) == first  # (still void)
+    assert (await backend.refund("k", limit, 1, later)).remaining == 3  # 10 - 3 - 4
+    await backend.aclose()
+
+
 async def test_a_sliding_log_refund_on_redis_removes_entries_of_that_time_only(
     redis: Redis,
 ) -> None:
