@@ -28,13 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import structlog
-from redis.exceptions import RedisError
 
 from rate_limiter.algorithms import Decision, Limit, gives_back
 from rate_limiter.backends.base import AsyncBackend
-from rate_limiter.backends.fallback import BACKEND_DOWN
+from rate_limiter.backends.fallback import BACKEND_FAILED
 from rate_limiter.backends.memory import MemoryBackend
-from rate_limiter.errors import BackendError
 from rate_limiter.extractors import Extractor, RequestView, client_ip, parse_networks
 from rate_limiter.headers import limit_item, policy_item, retry_after_seconds, sf_string
 from rate_limiter.metrics import LimiterMetrics
@@ -49,7 +47,6 @@ BackendSource = AsyncBackend | Callable[[Any], AsyncBackend | None] | None
 log = structlog.get_logger("rate_limiter.middleware")
 STATE_ATTR = "rate_limit_backend"
 # Down, or failed one call: either way `fail_open` answers for that request only.
-BACKEND_FAILED: tuple[type[BaseException], ...] = (*BACKEND_DOWN, RedisError, BackendError)
 
 
 def _compile(path: str) -> re.Pattern[str]:

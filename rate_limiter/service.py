@@ -8,20 +8,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from redis.exceptions import RedisError
 
 from rate_limiter.algorithms import Algorithm, Decision, Limit, gives_back
 from rate_limiter.backends.base import AsyncBackend
-from rate_limiter.backends.fallback import BACKEND_DOWN
+from rate_limiter.backends.fallback import BACKEND_FAILED
 from rate_limiter.config import Block, Match, RuleSet
-from rate_limiter.errors import BackendError, InvalidCost, UnknownDomain
+from rate_limiter.errors import InvalidCost, UnknownDomain
 from rate_limiter.headers import Applied
 from rate_limiter.metrics import LimiterMetrics
 
 Entries = Sequence[tuple[str, str]]
 log = structlog.get_logger("rate_limiter.service")
-# What a give-back may fail with: it then leaves the units taken (they come back with time).
-GIVE_BACK_FAILED: tuple[type[BaseException], ...] = (*BACKEND_DOWN, RedisError, BackendError)
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,7 @@ class RateLimitService:
                     if self.metrics and after is not d.decision:  # (something went back)
                         self.metrics.refunds.labels(domain, d.rule).inc()
                     return dataclasses.replace(d, decision=after)
-            except GIVE_BACK_FAILED as exc:
+            except BACKEND_FAILED as exc:  # (the units stay taken: they come back with time)
                 log.warning("rate_limit_give_back_failed", rule=d.rule, error=str(exc)[:200])
             return d
 

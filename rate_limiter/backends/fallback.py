@@ -42,6 +42,9 @@ BACKEND_DOWN: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
 )
+# Down, or failed one call: what a caller without a failure policy of its own (the
+# middleware's fail_open, a refund that can stay undone) answers for that request only.
+BACKEND_FAILED: tuple[type[BaseException], ...] = (*BACKEND_DOWN, RedisError, BackendError)
 log = structlog.get_logger("rate_limiter.backend")
 
 

@@ -51,6 +51,23 @@ def _args(limit: Limit, cost: int, lease: str | None) -> list[Any]:
     return [limit.spec, cost]
 
 
+def _refund_args(
+    limit: Limit, cost: int, decision: Decision, shared: bool = False
+) -> list[Any] | None:
+    """refund.lua's arguments, or None when the decision took nothing to give back (refused,
+    a peek, or a lease, which is released instead)."""
+    if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
+        return None
+    cost = min(cost, limit.capacity)  # (no decision ever took more)
+    return [limit.algorithm.value, limit.spec, cost, decision.at_us, decision.position, int(shared)]
+
+
+def _refunded(decision: Decision, reply: Any) -> Decision:
+    """The decision with the remaining after its refund (unchanged when nothing went back)."""
+    remaining = int(reply)
+    return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
+
+
 def _sha(source: str) -> str:
     import hashlib
 
@@ -304,13 +321,10 @@ class RedisBackend:
         (as much as the key still holds; see `algorithms.refund`). The decision with the
         remaining after it (unchanged when nothing went back). `shared`: its position is
         a prefetched batch's (see `PrefetchBackend.refund`)."""
-        if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
+        args = _refund_args(limit, cost, decision, shared)
+        if args is None:
             return decision
-        cost = min(cost, limit.capacity)  # (no decision ever took more)
-        args = [limit.algorithm.value, limit.spec, cost, decision.at_us, decision.position]
-        args.append(1 if shared else 0)
-        remaining = int(await self._eval("refund", _keys(key, limit), args))
-        return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
+        return _refunded(decision, await self._eval("refund", _keys(key, limit), args))
 
     async def prefetch(
         self,
@@ -379,12 +393,10 @@ class SyncRedisBackend:
 
     def refund_sync(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
         """As `RedisBackend.refund`."""
-        if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
+        args = _refund_args(limit, cost, decision)
+        if args is None:
             return decision
-        cost = min(cost, limit.capacity)  # (no decision ever took more)
-        args = [limit.algorithm.value, limit.spec, cost, decision.at_us, decision.position]
-        remaining = int(self._eval("refund", _keys(key, limit), args))
-        return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
+        return _refunded(decision, self._eval("refund", _keys(key, limit), args))
 
     def ping(self) -> None:
         self.redis.ping()
