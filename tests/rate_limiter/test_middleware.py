@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
+import types
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
@@ -21,7 +24,7 @@ from rate_limiter import (
     MemoryBackend,
     RedisBackend,
 )
-from rate_limiter.extractors import api_key, client_ip, route
+from rate_limiter.extractors import RequestView, api_key, client_ip, route
 from rate_limiter.middleware import RateLimitMiddleware, RouteRule
 
 
@@ -323,3 +326,48 @@ async def test_requests_without_a_peer_address_share_one_limit(redis_url: str) -
             codes = [(await c.get("/open")).status_code for _ in range(3)]
             assert codes == [200, 200, 429]
             assert (await c.get("/open")).headers["ratelimit-policy"] == '"by-ip";q=2;w=3600'
+
+
+async def test_a_request_waiting_for_its_decision_keeps_little_alive(redis_url: str) -> None:
+    """While requests wait for Redis, the middleware's frame holds no closure cells, no
+    request view and no list of rules: what waiting requests keep alive is what makes the
+    cyclic GC run on a busy server (README, "Where wall-clock time goes")."""
+    rule = RouteRule(Limit.per_second(1000), path="/open", name="waiting")
+    app = make_app(redis_url, [rule])
+    admin = create_redis(redis_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("1.2.3.4", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.get("/open")).status_code == 200  # connected, scripts loaded
+            # Scripts wait while Redis is paused for writes: the requests are suspended
+            # at the middleware, waiting for their decisions, as on a busy server.
+            await admin.execute_command("CLIENT", "PAUSE", "5000", "WRITE")
+            try:
+                requests = [asyncio.create_task(c.get("/open")) for _ in range(8)]
+                code = RateLimitMiddleware.__call__.__code__
+
+                def waiting() -> list[Any]:
+                    return [
+                        o
+                        for o in gc.get_objects()
+                        if isinstance(o, types.CoroutineType)
+                        and o.cr_code is code
+                        and o.cr_await is not None
+                    ]
+
+                for _ in range(200):
+                    if len(waiting()) == 8:
+                        break
+                    await asyncio.sleep(0.01)
+                frames = waiting()
+                assert len(frames) == 8
+                held = [o for coro in frames for o in gc.get_referents(coro)]
+                assert held, "the frames' locals are visible to the GC"
+                assert rule in held  # (what the request still needs is there)
+                assert not [o for o in held if isinstance(o, types.CellType | RequestView | list)]
+                assert not [o for o in gc.get_objects() if isinstance(o, RequestView)]
+            finally:
+                await admin.execute_command("CLIENT", "UNPAUSE")
+            codes = [r.status_code for r in await asyncio.gather(*requests)]
+            assert codes == [200] * 8
+    await admin.aclose()
