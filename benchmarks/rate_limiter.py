@@ -7,7 +7,8 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
 2. the middleware's cost: requests/s of a protected route over the same route unprotected,
    through real uvicorn processes: on a bare FastAPI app, on the same app with its start-up
    heap frozen (`gc.freeze()`), in the suite's own wiring (`common.build_app` served by
-   `common.server`, which freezes too), and on the bare app with opt-in prefetching;
+   `common.server`, which freezes too), and on the bare app with opt-in prefetching; and
+   the cyclic GC's collections and time per request on the bare app, with and without it;
 3. the same servers' CPU instructions per request, counted by callgrind (when valgrind is
    installed);
 4. refunds: a user refused by a tight limit of its own retries 20 at a time while other
@@ -17,7 +18,7 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
 Env: BENCH_SECONDS (per library figure and per middleware run, default 2.5),
 BENCH_CONCURRENCY (library tasks, default 32), BENCH_CONNECTIONS (HTTP connections, default
 32), BENCH_ROUNDS (pairs of runs per middleware figure, default 10), BENCH_PREFETCH_TTL
-(the prefetching server's ttl, default 0.05), BENCH_ONLY (library | middleware |
+(the prefetching server's ttl, default 0.05), BENCH_ONLY (library | middleware | gc |
 instructions | refunds).
 """
 
@@ -411,6 +412,79 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
     print("  each pair: " + " ".join(f"{r:.2f}" for r in paired))
 
 
+# --- the cyclic GC's work per request ---------------------------------------------------
+
+
+def serve_gc(protected: bool, port: int, redis_url: str) -> None:
+    """The bare app counting the cyclic GC's collections and their time (`gc.callbacks`);
+    GET /_gc answers the counts since the last GET /_gc (the limiter's rule is on /ping)."""
+    import uvicorn
+
+    app = bare_app(protected, redis_url)
+    counts = {generation: [0, 0.0] for generation in (0, 1, 2)}
+    started = [0.0]
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            seen = counts[info["generation"]]
+            seen[0] += 1
+            seen[1] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(on_collection)
+
+    @app.get("/_gc")
+    async def collections() -> dict[str, list[float]]:
+        out = {str(generation): list(seen) for generation, seen in counts.items()}
+        for seen in counts.values():
+            seen[:] = [0, 0.0]
+        return out
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def gc_work(redis_url: str) -> None:
+    """The cyclic GC's collections and time per 10,000 requests on the bare app, with and
+    without the middleware, at 32 and 64 connections. A request waiting for its decision
+    keeps its objects alive across a loop turn; enough of them at once and the young
+    generation's threshold (700 tracked objects allocated and not yet freed) is crossed:
+    collections the unprotected route, answered within one turn, hardly ever causes."""
+    import httpx
+
+    from benchmarks import loadgen
+    from common.redis_server import free_port
+    from tests.support import wait_for
+
+    seconds = max(1, round(SECONDS * 3))
+    print(f"The cyclic GC on the bare app (gc.callbacks), {seconds}s of wrk per row")
+    print(f"  {'per 10,000 requests:':<36} {'young':>6}  {'middle':>6}  {'full':>6}  GC time")
+    for connections in (32, 64):
+        for protected in (False, True):
+            port = free_port()
+            command = [sys.executable, "-m", "benchmarks.rate_limiter", "--serve-gc"]
+            command += ["1" if protected else "0", str(port), redis_url]
+            proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
+                url = f"http://127.0.0.1:{port}"
+                loadgen.run(url, ["/ping"], seconds=1, connections=connections)  # warm-up
+                httpx.get(f"{url}/_gc")  # (counting from here)
+                res = loadgen.run(url, ["/ping"], seconds=seconds, connections=connections)
+                counts = httpx.get(f"{url}/_gc").json()
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            per = 10_000 / max(1, res.requests)
+            numbers = "  ".join(f"{counts[g][0] * per:>6.1f}" for g in ("0", "1", "2"))
+            spent = sum(counts[g][1] for g in ("0", "1", "2"))
+            title = f"{connections} connections, {'protected' if protected else 'unprotected'}"
+            print(
+                f"  {title:<36} {numbers}  {spent * 1000 * per:>6.1f} ms"
+                f" ({spent / seconds:.1%} of the run)"
+            )
+
+
 # --- instructions per request (deterministic) -------------------------------------------
 
 
@@ -529,6 +603,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-prefetch":
         serve(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4], prefetch=True)
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-gc":
+        serve_gc(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
         serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
         return
@@ -557,6 +634,8 @@ def main() -> None:
                 "Opt-in prefetching (PrefetchBackend: bound shifted by "
                 f"{PREFETCH_TTL * 1000:g} ms), bare app",
             )
+        if only in ("", "middleware", "gc"):
+            gc_work(url)
         if only in ("", "refunds"):
             asyncio.run(refund_flood(url))
         if only in ("", "middleware", "instructions"):
