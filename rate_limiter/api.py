@@ -73,12 +73,18 @@ async def rules(watcher: RulesDep) -> RulesRead:
     current = watcher.current
     domains = []
     for domain in sorted(current.domains.values(), key=lambda d: d.name):
+        nodes = _flatten(domain.descriptors)
         rows = [
             RuleRead(descriptor=path, **node.rule.as_dict())
-            for path, node in _flatten(domain.descriptors)
+            for path, node in nodes
             if node.rule is not None
         ]
-        domains.append(DomainRead(domain=domain.name, source=domain.source, rules=rows))
+        allowlisted = [path for path, node in nodes if node.rule is None and not node.children]
+        domains.append(
+            DomainRead(
+                domain=domain.name, source=domain.source, rules=rows, allowlisted=allowlisted
+            )
+        )
     return RulesRead(
         path=str(watcher.path),
         loaded_at=current.loaded_at,

@@ -118,6 +118,8 @@ def rules(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
             what += f" replaces {', '.join(r['replaces'])}" if r.get("replaces") else ""
             what += " [shadow]" if r["shadow_mode"] else ""
             typer.echo(f"  {r['descriptor']:<40} {what}   ({r['name']})")
+        for path in domain.get("allowlisted", ()):
+            typer.echo(f"  {path:<40} no limit (allowlist entry)")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ class DomainRead(BaseModel):
     domain: str
     source: str
     rules: list[RuleRead]
+    # Descriptors with neither a rate_limit nor nested descriptors (Envoy's allowlist
+    # entries): a check whose entries end there is limited by nothing below them.
+    allowlisted: list[str]
 
 
 class RulesRead(BaseModel):

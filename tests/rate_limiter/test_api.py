@@ -147,6 +147,35 @@ async def test_rules_endpoint(rules: Path, redis_url: str) -> None:
     assert by_name["api.ip"]["shadow_mode"] is True
     assert by_name["api.vip"]["unlimited"] is True
     assert by_name["api.user"]["source"].endswith("rules.yaml:4")
+    assert domain["allowlisted"] == []
+
+
+ALLOWLIST = """\
+domain: api
+descriptors:
+  - key: ip
+    rate_limit: {unit: hour, requests_per_unit: 1}
+  - key: ip
+    value: 10.0.0.1
+  - key: user
+    descriptors:
+      - key: route
+        value: /health
+      - key: route
+        rate_limit: {unit: hour, requests_per_unit: 1}
+"""
+
+
+async def test_rules_endpoint_lists_allowlist_entries(tmp_path: Path, redis_url: str) -> None:
+    """Envoy's allowlist entries (no rate_limit, nothing nested) are listed, so that an
+    operator can see why a value is not limited; a node with nested descriptors is not one."""
+    async with client_for(write_rules(tmp_path, ALLOWLIST), redis_url) as client:
+        [domain] = (await client.get("/api/rules")).json()["domains"]
+        assert domain["allowlisted"] == ["ip=10.0.0.1", "user=* > route=/health"]
+        assert [r["descriptor"] for r in domain["rules"]] == ["ip=*", "user=* > route=*"]
+        for ip, refused in [("10.0.0.1", False)] * 2 + [("10.0.0.2", False), ("10.0.0.2", True)]:
+            body = (await client.post("/api/check", json=check_body(("ip", ip)))).json()
+            assert body["allowed"] is not refused
 
 
 BAD_REQUESTS = [

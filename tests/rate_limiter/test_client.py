@@ -22,6 +22,8 @@ descriptors:
   - key: address
     value: 198.51.100.7
     rate_limit: {unit: day, requests_per_unit: 0}
+  - key: address
+    value: 198.51.100.8
 """
 
 
@@ -56,6 +58,7 @@ def test_check_usage_and_rules(
     assert "user=*" in listed.output and "2/hour sliding_log   (" in listed.output
     assert "5000/second gcra prefetch   (api.tenant)" in listed.output
     assert "0/day (refuses every request)   (api.address_198.51.100.7)" in listed.output
+    assert "address=198.51.100.8" in listed.output and "no limit (allowlist entry)" in listed.output
 
     unknown = runner.invoke(app, ["check", "nope", "user=x", *url])
     assert unknown.exit_code == 2 and "404" in unknown.output
