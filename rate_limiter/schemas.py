@@ -96,7 +96,8 @@ class DomainRead(BaseModel):
     source: str
     rules: list[RuleRead]
     # Descriptors with neither a rate_limit nor nested descriptors (Envoy's allowlist
-    # entries): a check whose entries end there is limited by nothing below them.
+    # entries): a value there escapes the rule its bare key has at that level; only rules
+    # above it on the path (none, at the top) still apply.
     allowlisted: list[str]
 
 
