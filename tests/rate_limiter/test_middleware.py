@@ -28,10 +28,12 @@ from rate_limiter.extractors import RequestView, api_key, client_ip, route
 from rate_limiter.middleware import RateLimitMiddleware, RouteRule
 
 
-def make_app(redis_url: str, rules: list[RouteRule], **kwargs: Any) -> FastAPI:
+def make_app(
+    redis_url: str, rules: list[RouteRule], *, redis_timeout: float = 0.5, **kwargs: Any
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = create_redis(redis_url)
+        redis = create_redis(redis_url, timeout=redis_timeout)
         backend = RedisBackend(redis)
         app.state.rate_limit_backend = FallbackBackend(backend)
         yield
@@ -333,7 +335,9 @@ async def test_a_request_waiting_for_its_decision_keeps_little_alive(redis_url: 
     request view and no list of rules: what waiting requests keep alive is what makes the
     cyclic GC run on a busy server (README, "Where wall-clock time goes")."""
     rule = RouteRule(Limit.per_second(1000), path="/open", name="waiting")
-    app = make_app(redis_url, [rule])
+    # (a patient client: the requests are held on purpose, and a slow machine's GC scans
+    # below must not outlast the connection's 0.5 s watchdog)
+    app = make_app(redis_url, [rule], redis_timeout=30)
     admin = create_redis(redis_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("1.2.3.4", 1))
