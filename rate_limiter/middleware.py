@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from rate_limiter.algorithms import Decision, Limit, gives_back
-from rate_limiter.backends.base import AsyncBackend
+from rate_limiter.algorithms import Decision, Limit
+from rate_limiter.backends.base import AsyncBackend, refund_refused
 from rate_limiter.backends.fallback import BACKEND_FAILED
 from rate_limiter.backends.memory import MemoryBackend
 from rate_limiter.extractors import Extractor, RequestView, client_ip, parse_networks
@@ -367,13 +367,9 @@ class RateLimitMiddleware:
         """Give back what the rules that allowed a refused request took (see
         `RateLimitService._give_back`); the decisions with the remaining after it."""
 
-        give_back = getattr(backend, "refund", None)  # (a backend from before refunds: none)
-
         async def refund(t: _Taken, cost: int) -> _Taken:
-            if give_back is None or not gives_back(t.rule.limit, t.decision, cost):
-                return t
             with contextlib.suppress(*BACKEND_FAILED):  # (the units come back with time)
-                after = await give_back(t.key, t.rule.limit, cost, t.decision)
+                after = await refund_refused(backend, t.key, t.rule.limit, cost, t.decision)
                 if self.metrics is not None and after is not t.decision:  # (something went back)
                     self.metrics.refunds.labels("http", t.rule.name).inc()
                 return t._replace(decision=after)

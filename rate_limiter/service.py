@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from rate_limiter.algorithms import Algorithm, Decision, Limit, gives_back
-from rate_limiter.backends.base import AsyncBackend
+from rate_limiter.algorithms import Algorithm, Decision, Limit
+from rate_limiter.backends.base import AsyncBackend, refund_refused
 from rate_limiter.backends.fallback import BACKEND_FAILED
 from rate_limiter.config import Block, Match, RuleSet
 from rate_limiter.errors import InvalidCost, UnknownDomain
@@ -138,13 +138,10 @@ class RateLimitService:
                 if d.decision.lease:
                     await self.backend.release(d.key, d.limit, d.decision.lease)
                     return dataclasses.replace(d, decision=d.decision._replace(lease=None))
-                # (a backend written before refunds existed has none: its units stay taken)
-                refund = getattr(self.backend, "refund", None)
-                if refund is not None and gives_back(d.limit, d.decision, cost):
-                    after = await refund(d.key, d.limit, cost, d.decision)
-                    if self.metrics and after is not d.decision:  # (something went back)
-                        self.metrics.refunds.labels(domain, d.rule).inc()
-                    return dataclasses.replace(d, decision=after)
+                after = await refund_refused(self.backend, d.key, d.limit, cost, d.decision)
+                if self.metrics and after is not d.decision:  # (something went back)
+                    self.metrics.refunds.labels(domain, d.rule).inc()
+                return dataclasses.replace(d, decision=after)
             except BACKEND_FAILED as exc:  # (the units stay taken: they come back with time)
                 log.warning("rate_limit_give_back_failed", rule=d.rule, error=str(exc)[:200])
             return d

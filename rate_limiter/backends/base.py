@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Protocol
 
-from rate_limiter.algorithms import Algorithm, Decision, Limit
+from rate_limiter.algorithms import Algorithm, Decision, Limit, gives_back
 
 KEY_PREFIX = "rl"
 
@@ -66,6 +66,20 @@ class AsyncBackend(Protocol):
         ...
 
     async def ping(self) -> None: ...
+
+
+async def refund_refused(
+    backend: AsyncBackend, key: str, limit: Limit, cost: int, decision: Decision
+) -> Decision:
+    """What a check refused by another rule gives back of `decision` (`gives_back` says
+    whether it owes anything): the decision after the refund, or the same object when
+    nothing went back (nothing owed, or a backend written before refunds existed, which
+    has no `refund`: its units stay taken). Backend failures propagate."""
+    refund = getattr(backend, "refund", None)
+    if refund is None or not gives_back(limit, decision, cost):
+        return decision
+    after: Decision = await refund(key, limit, cost, decision)
+    return after
 
 
 class SyncBackend(Protocol):
