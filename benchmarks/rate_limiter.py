@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2.5"))
@@ -353,6 +353,25 @@ def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     serve_app(app, settings)
 
 
+@contextlib.contextmanager
+def _server(mode: str, protected: bool, redis_url: str) -> Iterator[int]:
+    """One benchmark server (`python -m benchmarks.rate_limiter <mode>`) for the block,
+    answering on the port it yields; stopped after."""
+    from common.redis_server import free_port
+    from tests.support import wait_for
+
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.rate_limiter", mode]
+    command += ["1" if protected else "0", str(port), redis_url]
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(port), timeout=20)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def middleware(redis_url: str, mode: str, title: str) -> None:
     """Requests/s of GET /ping unprotected and protected. Both servers are started once and
     loaded in turn, ROUNDS pairs of short runs (the order swapped every pair): this machine's
@@ -360,21 +379,12 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
     drift. The median of the pairs' ratios is the figure; the best of each side is shown
     beside it (noise only ever slows a run down)."""
     from benchmarks import loadgen
-    from common.redis_server import free_port
-    from tests.support import wait_for
 
     tool = "wrk" if loadgen.have_wrk() else "the built-in generator"
     seconds = max(1, round(SECONDS))  # wrk takes whole seconds
     print(f"{title}, {CONNECTIONS} connections, load by {tool}, {ROUNDS} pairs of {seconds}s")
-    ports: dict[bool, int] = {}
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for protected in (False, True):
-            ports[protected] = port = free_port()
-            command = [sys.executable, "-m", "benchmarks.rate_limiter", mode]
-            command += ["1" if protected else "0", str(port), redis_url]
-            procs.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
-            wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
+    with contextlib.ExitStack() as servers:
+        ports = {p: servers.enter_context(_server(mode, p, redis_url)) for p in (False, True)}
 
         def load(protected: bool, seconds: int) -> loadgen.Result:
             return loadgen.run(
@@ -394,10 +404,6 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
                 if protected not in best or res.rps > best[protected].rps:
                     best[protected] = res
             paired.append(this_round[True] / this_round[False])
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
     base, limited = best[False], best[True]
     row("unprotected route (best run)", base.rps, base.p99_ms)
     row("protected route (gcra, Redis; best run)", limited.rps, limited.p99_ms)
@@ -453,28 +459,18 @@ def gc_work(redis_url: str) -> None:
     import httpx
 
     from benchmarks import loadgen
-    from common.redis_server import free_port
-    from tests.support import wait_for
 
     seconds = max(1, round(SECONDS * 3))
     print(f"The cyclic GC on the bare app (gc.callbacks), {seconds}s of wrk per row")
     print(f"  {'per 10,000 requests:':<36} {'young':>6}  {'middle':>6}  {'full':>6}  GC time")
     for connections in (32, 64):
         for protected in (False, True):
-            port = free_port()
-            command = [sys.executable, "-m", "benchmarks.rate_limiter", "--serve-gc"]
-            command += ["1" if protected else "0", str(port), redis_url]
-            proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-            try:
-                wait_for(lambda p=port: _answers(p), timeout=20)  # type: ignore[misc]
+            with _server("--serve-gc", protected, redis_url) as port:
                 url = f"http://127.0.0.1:{port}"
                 loadgen.run(url, ["/ping"], seconds=1, connections=connections)  # warm-up
                 httpx.get(f"{url}/_gc")  # (counting from here)
                 res = loadgen.run(url, ["/ping"], seconds=seconds, connections=connections)
                 counts = httpx.get(f"{url}/_gc").json()
-            finally:
-                proc.terminate()
-                proc.wait(10)
             per = 10_000 / max(1, res.requests)
             numbers = "  ".join(f"{counts[g][0] * per:>6.1f}" for g in ("0", "1", "2"))
             spent = sum(counts[g][1] for g in ("0", "1", "2"))
