@@ -18,8 +18,9 @@ In one run, on one Redis (a private one unless REDIS_URL is given):
 Env: BENCH_SECONDS (per library figure and per middleware run, default 2.5),
 BENCH_CONCURRENCY (library tasks, default 32), BENCH_CONNECTIONS (HTTP connections, default
 32), BENCH_ROUNDS (pairs of runs per middleware figure, default 10), BENCH_PREFETCH_TTL
-(the prefetching server's ttl, default 0.05), BENCH_ONLY (library | middleware | gc |
-instructions | refunds).
+(the prefetching server's ttl, default 0.05), BENCH_PIN (0: the middleware and GC sections'
+servers share the CPUs with the load and Redis; by default each has a CPU of its own),
+BENCH_ONLY (library | middleware | gc | instructions | refunds).
 """
 
 from __future__ import annotations
@@ -353,10 +354,54 @@ def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     serve_app(app, settings)
 
 
+def _cpu_split() -> tuple[set[int], set[int]] | None:
+    """The CPUs for the server under test (one) and for everything else (the load generator
+    and Redis), or None on a machine with one CPU or when BENCH_PIN=0."""
+    if os.environ.get("BENCH_PIN", "1") == "0" or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def _pinning_note() -> str:
+    split = _cpu_split()
+    if split is None:
+        return "Servers below: not pinned (one CPU, or BENCH_PIN=0)"
+    return (
+        f"Servers below: each on CPU {min(split[0])}; the load generator and the private Redis"
+        f" on CPU {','.join(map(str, sorted(split[1])))} (BENCH_PIN=0 to let them share)"
+    )
+
+
+@contextlib.contextmanager
+def pinned(redis: Any = None) -> Iterator[None]:
+    """For the block, this process (and so the load generator it starts) and the private
+    Redis run on the CPUs `_cpu_split` leaves them, and `_server` puts each server on a CPU of
+    its own: the server is measured as on a machine of its own, not sharing a core with its
+    load or with Redis (on two cores the scheduler moving the three about was most of the
+    pairs' spread). As before everywhere else."""
+    split = _cpu_split()
+    if split is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    pids = [0] + ([redis.proc.pid] if redis is not None else [])
+    for pid in pids:
+        os.sched_setaffinity(pid, split[1])
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(OSError):  # (Redis may have gone)
+                os.sched_setaffinity(pid, before)
+
+
 @contextlib.contextmanager
 def _server(mode: str, protected: bool, redis_url: str) -> Iterator[int]:
     """One benchmark server (`python -m benchmarks.rate_limiter <mode>`) for the block,
-    answering on the port it yields; stopped after."""
+    answering on the port it yields; stopped after. Inside `pinned`, on a CPU of its own."""
     from common.redis_server import free_port
     from tests.support import wait_for
 
@@ -364,6 +409,10 @@ def _server(mode: str, protected: bool, redis_url: str) -> Iterator[int]:
     command = [sys.executable, "-m", "benchmarks.rate_limiter", mode]
     command += ["1" if protected else "0", str(port), redis_url]
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    split = _cpu_split()
+    if split is not None and os.sched_getaffinity(0) == split[1]:  # (inside `pinned`)
+        # Before the server has started any thread: those it starts inherit it.
+        os.sched_setaffinity(proc.pid, split[0])
     try:
         wait_for(lambda: _answers(port), timeout=20)
         yield port
@@ -616,22 +665,25 @@ def main() -> None:
         only = os.environ.get("BENCH_ONLY", "")
         if only in ("", "library"):
             asyncio.run(library(url))
-        if only in ("", "middleware"):
-            middleware(url, "--serve", "Middleware on a bare FastAPI app")
-            middleware(url, "--serve-frozen", "The same bare app after gc.freeze()")
-            middleware(
-                url,
-                "--serve-suite",
-                "Middleware in the suite's app wiring (common.build_app, access log on)",
-            )
-            middleware(
-                url,
-                "--serve-prefetch",
-                "Opt-in prefetching (PrefetchBackend: bound shifted by "
-                f"{PREFETCH_TTL * 1000:g} ms), bare app",
-            )
         if only in ("", "middleware", "gc"):
-            gc_work(url)
+            print(_pinning_note())
+        with pinned(server):
+            if only in ("", "middleware"):
+                middleware(url, "--serve", "Middleware on a bare FastAPI app")
+                middleware(url, "--serve-frozen", "The same bare app after gc.freeze()")
+                middleware(
+                    url,
+                    "--serve-suite",
+                    "Middleware in the suite's app wiring (common.build_app, access log on)",
+                )
+                middleware(
+                    url,
+                    "--serve-prefetch",
+                    "Opt-in prefetching (PrefetchBackend: bound shifted by "
+                    f"{PREFETCH_TTL * 1000:g} ms), bare app",
+                )
+            if only in ("", "middleware", "gc"):
+                gc_work(url)
         if only in ("", "refunds"):
             asyncio.run(refund_flood(url))
         if only in ("", "middleware", "instructions"):
