@@ -175,10 +175,12 @@ def _adding_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
     """`send`, with the draft headers added to the response's start (an accepted WebSocket
     carries them too, as its handshake's response)."""
 
-    async def send_with_headers(message: Message) -> None:
+    def send_with_headers(message: Message) -> Awaitable[None]:
+        # A plain function handing back `send`'s awaitable: no coroutine of its own per
+        # message (two per response).
         if message["type"] in ("http.response.start", "websocket.accept"):
             message["headers"] = [*message.get("headers", ()), *headers]
-        await send(message)
+        return send(message)
 
     return send_with_headers
 

@@ -303,11 +303,21 @@ class PipelinedConnection:
     def send_to(self, packed: bytes, waiter: ReplyWaiter) -> None:
         """`send`, with the reply handed to `waiter` instead of a new future. The connection
         must be `ready` (else the waiter fails at once, as on a lost connection)."""
-        if not self.ready or self._loop is None or self._loop.is_closed():
+        if self.put(packed, waiter):
+            self._schedule_flush()
+
+    def put(self, packed: bytes, waiter: ReplyWaiter) -> bool:
+        """`send_to` without the end-of-turn write: the caller calls `flush()` once it has
+        queued all it has (one write, and no write scheduled to find nothing left). False
+        when the connection is not ready (the waiter has failed)."""
+        loop = self._loop
+        if not self.ready or loop is None or loop.is_closed():
             if not waiter.done():  # (a future whose caller was cancelled is done)
                 waiter.set_exception(RedisConnectionError("not connected to Redis"))
-            return
-        self._queue(self._loop, packed, waiter)
+            return False
+        self._waiting.append(waiter)
+        self._outbox.append(packed)
+        return True
 
     def _queue(self, loop: asyncio.AbstractEventLoop, packed: bytes, waiter: ReplyWaiter) -> None:
         """In the outbox, its waiter in line for the reply; written at the end of the turn."""
@@ -316,6 +326,12 @@ class PipelinedConnection:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self.flush)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            assert self._loop is not None
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
 
     async def execute(self, *args: Any) -> Any:
         if not self.ready:

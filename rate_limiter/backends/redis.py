@@ -276,10 +276,10 @@ class RedisBackend:
             if len(group.costs) == 1:  # (many keys, one request each: the usual case)
                 # The member's own future takes the reply: no group in between.
                 packed = self._command(group.key, group.limit, group.costs[0])
-                lean.send_to(packed, group.members[0])
+                lean.put(packed, group.members[0])
             else:
-                lean.send_to(self._pack(group.key, group.limit, group.costs), group)
-        lean.flush()
+                lean.put(self._pack(group.key, group.limit, group.costs), group)
+        lean.flush()  # (all of them in one write, now)
 
     def _command(self, key: str, limit: Limit, cost: int) -> bytes:
         """The packed EVALSHA for (key, limit, cost), from the cache when it was made before.
