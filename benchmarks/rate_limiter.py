@@ -20,7 +20,8 @@ BENCH_CONCURRENCY (library tasks, default 32), BENCH_CONNECTIONS (HTTP connectio
 32), BENCH_ROUNDS (pairs of runs per middleware figure, default 10), BENCH_PREFETCH_TTL
 (the prefetching server's ttl, default 0.05), BENCH_PIN (0: the middleware and GC sections'
 servers share the CPUs with the load and Redis; by default each has a CPU of its own),
-BENCH_ONLY (library | middleware | gc | instructions | refunds).
+BENCH_ONLY (library | middleware | gc | instructions | refunds | breakdown: where a protected
+request's instructions go, stage by stage; only run when asked for).
 """
 
 from __future__ import annotations
@@ -346,6 +347,14 @@ def serve(
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def serve_stage(stage: str, port: int, redis_url: str) -> None:
+    """`serve` for one of the breakdown's stages (`stage_app`)."""
+    import uvicorn
+
+    app = stage_app(stage, redis_url)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 def serve_suite(protected: bool, port: int, redis_url: str) -> None:
     """The suite's wiring served by common.server, the way every service runs."""
     from common.server import serve as serve_app
@@ -555,9 +564,10 @@ async def _send_requests(port: int, requests: int) -> None:
     await asyncio.gather(*(connection(share + (i < extra)) for i in range(CONNECTIONS)))
 
 
-def _server_instructions(mode: str, protected: bool, requests: int, redis_url: str) -> int:
+def _server_instructions(mode: str, arg: str, requests: int, redis_url: str) -> int:
     """The instructions a whole server process (uvicorn, the app, the limiter) executes from
-    start to exit when sent 100 warm-up requests and then `requests` more."""
+    start to exit when sent 100 warm-up requests and then `requests` more. `arg`: the
+    server's first argument ("1" protected, "0" not; a stage for `--serve-stage`)."""
     import signal
     import tempfile
 
@@ -567,7 +577,7 @@ def _server_instructions(mode: str, protected: bool, requests: int, redis_url: s
     port = free_port()
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "benchmarks.rate_limiter", mode]
-    command += ["1" if protected else "0", str(port), redis_url]
+    command += [arg, str(port), redis_url]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(
             command,
@@ -614,7 +624,9 @@ def instructions(redis_url: str) -> None:
     }
     jobs = [(mode, p, n) for mode in modes for p in (False, True) for n in (few, many)]
     with ThreadPoolExecutor(2) as pool:  # two cores: two valgrinds at a time
-        totals = pool.map(lambda j: _server_instructions(j[0], j[1], j[2], redis_url), jobs)
+        totals = pool.map(
+            lambda j: _server_instructions(j[0], "1" if j[1] else "0", j[2], redis_url), jobs
+        )
         counts = dict(zip(jobs, totals, strict=True))
     for mode, title in modes.items():
         per = {
@@ -625,6 +637,81 @@ def instructions(redis_url: str) -> None:
             f"  {title:<24} unprotected {per[False]:>9,.0f}  protected {per[True]:>9,.0f}"
             f"  (+{per[True] - per[False]:,.0f})  ratio {per[False] / per[True]:.3f}"
         )
+
+
+STAGES = {
+    "app": "bare FastAPI app",
+    "layer": "+ a pure-ASGI layer passing requests on",
+    "headers": "+ the two draft headers on every response",
+    "local": "+ the limiter's own work (answered in-process)",
+    "redis": "+ the decision from Redis (as deployed)",
+}
+
+
+def stage_app(stage: str, redis_url: str) -> Any:
+    """The bare app with one more part of a protected request's cost at each stage
+    (`STAGES`): `layer` a middleware that only passes the request on; `headers` one that
+    also adds the limiter's two draft headers (the same values, made once); `local` the
+    limiter's middleware deciding with a backend that answers at once (everything the
+    middleware itself does); `redis` the limiter as `bare_app` has it."""
+    from rate_limiter import Decision, Limit
+    from rate_limiter.headers import limit_item
+    from rate_limiter.middleware import RateLimitMiddleware, RouteRule, _adding_headers
+
+    if stage in ("app", "redis"):
+        return bare_app(stage == "redis", redis_url)
+    app = bare_app(False, redis_url)
+    rule = RouteRule(Limit.per_second(10**9), path="/ping")  # (bare_app's rule)
+    decision = Decision(True, rule.limit.capacity, rule.limit.capacity - 1, 1e-9, 0.0)
+
+    class Passing:
+        def __init__(self, app: Any, headers: list[tuple[bytes, bytes]]) -> None:
+            self.app, self.headers = app, headers
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if self.headers and scope["type"] == "http":
+                send = _adding_headers(send, self.headers)
+            await self.app(scope, receive, send)
+
+    class Answering:
+        name = "answering"
+
+        async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+            return decision
+
+    if stage == "layer":
+        app.add_middleware(Passing, headers=[])
+    elif stage == "headers":
+        current = limit_item(rule.quoted_name, decision).encode()
+        app.add_middleware(
+            Passing, headers=[(b"ratelimit-policy", rule.policy_bytes), (b"ratelimit", current)]
+        )
+    elif stage == "local":
+        app.add_middleware(RateLimitMiddleware, rules=[rule], backend=Answering())
+    else:
+        raise SystemExit(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    return app
+
+
+def breakdown(redis_url: str) -> None:
+    """Where a protected request's instructions go (BENCH_ONLY=breakdown): callgrind's count
+    per request (as in `instructions`) at each stage of `STAGES`, each one's own share."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    few, many = 4 * CONNECTIONS, 20 * CONNECTIONS
+    print(f"Where a protected request's instructions go (callgrind, {many - few} requests)")
+    jobs = [(stage, n) for stage in STAGES for n in (few, many)]
+    with ThreadPoolExecutor(2) as pool:
+        totals = pool.map(
+            lambda j: _server_instructions("--serve-stage", j[0], j[1], redis_url), jobs
+        )
+        counts = dict(zip(jobs, totals, strict=True))
+    previous = None
+    for stage, title in STAGES.items():
+        per = (counts[(stage, many)] - counts[(stage, few)]) / (many - few)
+        step = "" if previous is None else f"  ({per - previous:+,.0f})"
+        print(f"  {title:<48} {per:>9,.0f}{step}")
+        previous = per
 
 
 def _answers(port: int, timeout: float = 0.5) -> bool:
@@ -650,6 +737,9 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-gc":
         serve_gc(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-stage":
+        serve_stage(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
         serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
@@ -686,11 +776,13 @@ def main() -> None:
                 gc_work(url)
         if only in ("", "refunds"):
             asyncio.run(refund_flood(url))
-        if only in ("", "middleware", "instructions"):
-            if shutil.which("valgrind"):
-                instructions(url)
-            else:
+        if only in ("", "middleware", "instructions", "breakdown"):
+            if not shutil.which("valgrind"):
                 print("Instructions per request: skipped (valgrind is not installed)")
+            elif only == "breakdown":
+                breakdown(url)
+            else:
+                instructions(url)
     finally:
         if server:
             server.stop()
