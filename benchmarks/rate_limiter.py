@@ -384,13 +384,18 @@ def _pinning_note() -> str:
     )
 
 
+# The CPU `_server` puts its server on, inside `pinned`.
+_server_cpus: set[int] | None = None
+
+
 @contextlib.contextmanager
 def pinned(redis: Any = None) -> Iterator[None]:
     """For the block, this process (and so the load generator it starts) and the private
     Redis run on the CPUs `_cpu_split` leaves them, and `_server` puts each server on a CPU of
-    its own: the server is measured as on a machine of its own, not sharing a core with its
-    load or with Redis (on two cores the scheduler moving the three about was most of the
-    pairs' spread). As before everywhere else."""
+    its own: the server is measured as on a machine of its own, its core doing neither its
+    load's work nor Redis's (which a deployed server's does not either). As before
+    everywhere else."""
+    global _server_cpus
     split = _cpu_split()
     if split is None:
         yield
@@ -399,9 +404,11 @@ def pinned(redis: Any = None) -> Iterator[None]:
     pids = [0] + ([redis.proc.pid] if redis is not None else [])
     for pid in pids:
         os.sched_setaffinity(pid, split[1])
+    _server_cpus = split[0]
     try:
         yield
     finally:
+        _server_cpus = None
         for pid in pids:
             with contextlib.suppress(OSError):  # (Redis may have gone)
                 os.sched_setaffinity(pid, before)
@@ -418,10 +425,9 @@ def _server(mode: str, protected: bool, redis_url: str) -> Iterator[int]:
     command = [sys.executable, "-m", "benchmarks.rate_limiter", mode]
     command += ["1" if protected else "0", str(port), redis_url]
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    split = _cpu_split()
-    if split is not None and os.sched_getaffinity(0) == split[1]:  # (inside `pinned`)
+    if _server_cpus is not None:
         # Before the server has started any thread: those it starts inherit it.
-        os.sched_setaffinity(proc.pid, split[0])
+        os.sched_setaffinity(proc.pid, _server_cpus)
     try:
         wait_for(lambda: _answers(port), timeout=20)
         yield port

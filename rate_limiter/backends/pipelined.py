@@ -300,16 +300,12 @@ class PipelinedConnection:
         self._queue(loop, packed, future)
         return future
 
-    def send_to(self, packed: bytes, waiter: ReplyWaiter) -> None:
-        """`send`, with the reply handed to `waiter` instead of a new future. The connection
-        must be `ready` (else the waiter fails at once, as on a lost connection)."""
-        if self.put(packed, waiter):
-            self._schedule_flush()
-
     def put(self, packed: bytes, waiter: ReplyWaiter) -> bool:
-        """`send_to` without the end-of-turn write: the caller calls `flush()` once it has
-        queued all it has (one write, and no write scheduled to find nothing left). False
-        when the connection is not ready (the waiter has failed)."""
+        """Queue one command already in RESP form, its reply to be handed to `waiter`
+        (instead of a new future), without a write of its own: the caller calls `flush()`
+        once it has put all it has (one write, and none scheduled to find nothing left).
+        False when the connection is not ready: the waiter has failed, as on a lost
+        connection."""
         loop = self._loop
         if not self.ready or loop is None or loop.is_closed():
             if not waiter.done():  # (a future whose caller was cancelled is done)
@@ -326,12 +322,6 @@ class PipelinedConnection:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self.flush)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            assert self._loop is not None
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
 
     async def execute(self, *args: Any) -> Any:
         if not self.ready:
