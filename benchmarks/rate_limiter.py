@@ -338,20 +338,19 @@ def serve(
     """The server side: one uvicorn process serving the bare app. `frozen`: the start-up
     heap moved out of the cyclic GC's sight first (`gc.freeze()`, as `common.server` does
     for every service). `prefetch`: the limiter takes tokens in batches (opt-in mode)."""
-    import uvicorn
 
     app = bare_app(protected, redis_url, prefetch)
     if frozen:
         gc.collect()
         gc.freeze()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    _run(app, port)
 
 
-def serve_stage(stage: str, port: int, redis_url: str) -> None:
-    """`serve` for one of the breakdown's stages (`stage_app`)."""
+def _run(app: Any, port: int) -> None:
+    """Serve `app` on loopback until interrupted, as every benchmark server does (no
+    access log: its formatting would be counted as the app's)."""
     import uvicorn
 
-    app = stage_app(stage, redis_url)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -488,7 +487,6 @@ def middleware(redis_url: str, mode: str, title: str) -> None:
 def serve_gc(protected: bool, port: int, redis_url: str) -> None:
     """The bare app counting the cyclic GC's collections and their time (`gc.callbacks`);
     GET /_gc answers the counts since the last GET /_gc (the limiter's rule is on /ping)."""
-    import uvicorn
 
     app = bare_app(protected, redis_url)
     counts = {generation: [0, 0.0] for generation in (0, 1, 2)}
@@ -511,7 +509,7 @@ def serve_gc(protected: bool, port: int, redis_url: str) -> None:
             seen[:] = [0, 0.0]
         return out
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    _run(app, port)
 
 
 def gc_work(redis_url: str) -> None:
@@ -609,17 +607,34 @@ def _server_instructions(mode: str, arg: str, requests: int, redis_url: str) -> 
     return int(found[-1].split()[-1])
 
 
+# Each count is the difference of a server sent FEW requests and one sent MANY.
+FEW, MANY = 4 * CONNECTIONS, 20 * CONNECTIONS
+COUNTED = MANY - FEW
+
+
+def _per_request(servers: list[tuple[str, str]], redis_url: str) -> dict[tuple[str, str], float]:
+    """Instructions per request of each (mode, first argument) server: the difference of
+    two servers' totals, so start-up and shutdown cancel out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(mode, arg, n) for mode, arg in servers for n in (FEW, MANY)]
+    with ThreadPoolExecutor(2) as pool:  # two cores: two valgrinds at a time
+        totals = pool.map(lambda j: _server_instructions(j[0], j[1], j[2], redis_url), jobs)
+        counts = dict(zip(jobs, totals, strict=True))
+    return {
+        (mode, arg): (counts[(mode, arg, MANY)] - counts[(mode, arg, FEW)]) / COUNTED
+        for mode, arg in servers
+    }
+
+
 def instructions(redis_url: str) -> None:
     """CPU instructions per request with and without the middleware, counted by callgrind
     in the real server process: the same for the same code whatever else the machine is
     doing. Each figure is the difference of two servers' totals (sent a few hundred requests
     and a few hundred more), so start-up and shutdown cancel out. It counts work, not time:
     system calls' time in the kernel and cache misses are not in it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    few, many = 4 * CONNECTIONS, 20 * CONNECTIONS
     print(
-        f"Instructions per request (callgrind, whole server process, {many - few} requests,"
+        f"Instructions per request (callgrind, whole server process, {COUNTED} requests,"
         f" {CONNECTIONS} connections)"
     )
     modes = {
@@ -628,17 +643,9 @@ def instructions(redis_url: str) -> None:
         "--serve-suite": "suite's wiring",
         "--serve-prefetch": "bare app, prefetching",
     }
-    jobs = [(mode, p, n) for mode in modes for p in (False, True) for n in (few, many)]
-    with ThreadPoolExecutor(2) as pool:  # two cores: two valgrinds at a time
-        totals = pool.map(
-            lambda j: _server_instructions(j[0], "1" if j[1] else "0", j[2], redis_url), jobs
-        )
-        counts = dict(zip(jobs, totals, strict=True))
+    counts = _per_request([(mode, arg) for mode in modes for arg in ("0", "1")], redis_url)
     for mode, title in modes.items():
-        per = {
-            p: (counts[(mode, p, many)] - counts[(mode, p, few)]) / (many - few)
-            for p in (False, True)
-        }
+        per = {p: counts[(mode, "1" if p else "0")] for p in (False, True)}
         print(
             f"  {title:<24} unprotected {per[False]:>9,.0f}  protected {per[True]:>9,.0f}"
             f"  (+{per[True] - per[False]:,.0f})  ratio {per[False] / per[True]:.3f}"
@@ -702,19 +709,11 @@ def stage_app(stage: str, redis_url: str) -> Any:
 def breakdown(redis_url: str) -> None:
     """Where a protected request's instructions go (BENCH_ONLY=breakdown): callgrind's count
     per request (as in `instructions`) at each stage of `STAGES`, each one's own share."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    few, many = 4 * CONNECTIONS, 20 * CONNECTIONS
-    print(f"Where a protected request's instructions go (callgrind, {many - few} requests)")
-    jobs = [(stage, n) for stage in STAGES for n in (few, many)]
-    with ThreadPoolExecutor(2) as pool:
-        totals = pool.map(
-            lambda j: _server_instructions("--serve-stage", j[0], j[1], redis_url), jobs
-        )
-        counts = dict(zip(jobs, totals, strict=True))
+    print(f"Where a protected request's instructions go (callgrind, {COUNTED} requests)")
+    counts = _per_request([("--serve-stage", stage) for stage in STAGES], redis_url)
     previous = None
     for stage, title in STAGES.items():
-        per = (counts[(stage, many)] - counts[(stage, few)]) / (many - few)
+        per = counts[("--serve-stage", stage)]
         step = "" if previous is None else f"  ({per - previous:+,.0f})"
         print(f"  {title:<48} {per:>9,.0f}{step}")
         previous = per
@@ -745,7 +744,7 @@ def main() -> None:
         serve_gc(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-stage":
-        serve_stage(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        _run(stage_app(sys.argv[2], sys.argv[4]), int(sys.argv[3]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-suite":
         serve_suite(sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4])

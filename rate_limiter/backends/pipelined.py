@@ -300,20 +300,18 @@ class PipelinedConnection:
         self._queue(loop, packed, future)
         return future
 
-    def put(self, packed: bytes, waiter: ReplyWaiter) -> bool:
+    def put(self, packed: bytes, waiter: ReplyWaiter) -> None:
         """Queue one command already in RESP form, its reply to be handed to `waiter`
         (instead of a new future), without a write of its own: the caller calls `flush()`
         once it has put all it has (one write, and none scheduled to find nothing left).
-        False when the connection is not ready: the waiter has failed, as on a lost
-        connection."""
+        On a connection that is not ready the waiter fails at once, as on a lost one."""
         loop = self._loop
         if not self.ready or loop is None or loop.is_closed():
             if not waiter.done():  # (a future whose caller was cancelled is done)
                 waiter.set_exception(RedisConnectionError("not connected to Redis"))
-            return False
+            return
         self._waiting.append(waiter)
         self._outbox.append(packed)
-        return True
 
     def _queue(self, loop: asyncio.AbstractEventLoop, packed: bytes, waiter: ReplyWaiter) -> None:
         """In the outbox, its waiter in line for the reply; written at the end of the turn."""
