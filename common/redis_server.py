@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -75,11 +76,17 @@ class RedisProcess:
     """A private redis-server child process; `stop()` and `start()` again on the same port."""
 
     def __init__(
-        self, *, port: int | None = None, data_dir: Path | None = None, appendonly: bool = False
+        self,
+        *,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        appendonly: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         self.appendonly = appendonly
+        self.args = list(args)  # more redis-server options (a cluster node's)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,6 +102,7 @@ class RedisProcess:
             "--appendonly", "yes" if self.appendonly else "no",
             "--protected-mode", "no",
             "--loglevel", "warning",
+            *self.args,
         ]  # fmt: skip
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +122,13 @@ class RedisProcess:
             self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing written, connections dropped without goodbye."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     def __enter__(self) -> RedisProcess:
         return self.start()
 
@@ -131,7 +146,7 @@ def _recorded_port(folder: Path) -> int | None:
     return None
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         # As redis-server binds: connections to the old server in TIME_WAIT do not count.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -188,7 +203,7 @@ def ensure_shared_redis(data_dir: Path, *, timeout: float = 10.0) -> str:
             return f"redis://127.0.0.1:{port}/0"
         if port is None:
             port = free_port()
-        elif not _port_free(port):
+        elif not port_free(port):
             raise RedisLaunchError(
                 f"the shared Redis's port {port} (recorded in {folder / 'redis.port'}) is "
                 "taken by another process: stop that process, or delete the file to pick a "

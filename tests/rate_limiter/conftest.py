@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
-from common.redis import create_redis
+from common.redis import AnyRedis, create_redis
 from rate_limiter import AsyncBackend, MemoryBackend, RedisBackend
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[AnyRedis]:
     """An async client on the session's (emptied) Redis."""
     client = create_redis(redis_url)
     yield client
