@@ -39,8 +39,8 @@ async def test_a_cluster_url_gives_the_cluster_client_and_every_slot_works(
         keys = [f"{{k{i}}}" for i in range(30)]
         for key in keys:
             await client.set(key, 1)
-        assert [int(v) for v in [await client.get(k) for k in keys]] == [1] * 30
-        nodes = {client.get_node_from_key(k).port for k in keys}
+        assert [await client.get(k) for k in keys] == [b"1"] * 30
+        nodes = {getattr(client.get_node_from_key(k), "port", None) for k in keys}
         assert len(nodes) == 3
         (tmp_path / "incr.lua").write_text(SCRIPT)
         script = load_script(client, tmp_path / "incr.lua")
@@ -61,7 +61,7 @@ async def test_the_switch_makes_a_plain_node_url_a_cluster(
     try:
         for i in range(10):
             await client.set(f"{{s{i}}}", i)  # every slot found from one startup node
-        assert int(await client.get("{s9}")) == 9
+        assert await client.get("{s9}") == b"9"
     finally:
         await client.aclose()
 
@@ -94,6 +94,6 @@ async def test_a_dead_startup_node_is_skipped(tmp_path: Path) -> None:
         try:
             for i in range(10):
                 await client.set(f"{{d{i}}}", i)
-            assert int(await client.get("{d9}")) == 9
+            assert await client.get("{d9}") == b"9"
         finally:
             await client.aclose()
