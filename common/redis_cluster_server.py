@@ -140,6 +140,29 @@ class RedisClusterProcess:
 
         _until("cluster_state ok, every replica in sync", healthy, timeout)
 
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """Until every replica has every write its primary had when this was called
+        (replication is asynchronous: a primary killed before that loses the rest)."""
+        targets: list[tuple[RedisProcess, int]] = []
+        for node in self.nodes:
+            if node.proc is not None:
+                with self.client(node) as c:
+                    info = c.info("replication")
+                    if info["role"] == "master":
+                        for i in range(int(info["connected_slaves"])):
+                            port = int(info[f"slave{i}"]["port"])
+                            replica = next(n for n in self.nodes if n.port == port)
+                            targets.append((replica, int(info["master_repl_offset"])))
+
+        def caught_up() -> bool:
+            for replica, offset in targets:
+                with self.client(replica) as c:
+                    if int(c.info("replication")["slave_repl_offset"]) < offset:
+                        return False
+            return True
+
+        _until("every replica caught up with its primary", caught_up, timeout)
+
     def primary_for(self, key: str) -> RedisProcess:
         """The node that serves `key`'s slot now."""
         for node in self.nodes:
