@@ -107,6 +107,13 @@ def test_the_limiter_stays_exact_across_a_failover(
     assert all(r["allowed"] and not r["decisions"][0]["degraded"] for r in before)
     cluster.wait_replicated()
     key = _key_with(cluster, "exact")
+    # A user whose key the same primary serves: once it is decided from Redis again, each
+    # instance's client has the new slot map for "exact" too.
+    probe = next(
+        f"probe{i}"
+        for i in range(500)
+        if cluster.primary_for(key.replace("exact", f"probe{i}")) is cluster.primary_for(key)
+    )
 
     def steady(client: httpx.Client, i: int) -> httpx.Response:
         base = (a.url, b.url)[i % 2]
@@ -117,7 +124,7 @@ def test_the_limiter_stays_exact_across_a_failover(
         assert cluster.primary_for(key) is not victim
         wait_for(lambda: _redis_up(a.url) and _redis_up(b.url), timeout=20)
         # Both decide from Redis again, not locally.
-        wait_for(lambda: not any(check(u, "probe")["decisions"][0]["degraded"] for u in urls))
+        wait_for(lambda: not any(check(u, probe)["decisions"][0]["degraded"] for u in urls))
     assert set(traffic.statuses) == {200}  # verdicts throughout, never an error
     assert traffic.slowest < 2.0  # and soon: the client fails fast, the service decides
 
