@@ -62,7 +62,6 @@ class Traffic:
     def __init__(self, send: Callable[[httpx.Client, int], httpx.Response]) -> None:
         self.send = send
         self.statuses: list[int] = []
-        self.slowest = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
 
@@ -70,9 +69,7 @@ class Traffic:
         with httpx.Client(timeout=10) as client:
             i = 0
             while not self._stop.is_set():
-                started = time.monotonic()
                 self.statuses.append(self.send(client, i).status_code)
-                self.slowest = max(self.slowest, time.monotonic() - started)
                 i += 1
                 time.sleep(0.01)
 
@@ -126,7 +123,6 @@ def test_the_limiter_stays_exact_across_a_failover(
         # Both decide from Redis again, not locally.
         wait_for(lambda: not any(check(u, probe)["decisions"][0]["degraded"] for u in urls))
     assert set(traffic.statuses) == {200}  # verdicts throughout, never an error
-    assert traffic.slowest < 2.0  # and soon: the client fails fast, the service decides
 
     after = [check((a.url, b.url)[i % 2], "exact") for i in range(40)]
     assert not any(r["decisions"][0]["degraded"] for r in after)
@@ -179,7 +175,6 @@ def test_the_shortener_keeps_redirecting_and_counting_across_a_failover(
         metric = "url_shortener_redis_up 1.0"
         wait_for(lambda: all(metric in httpx.get(f"{u}/metrics").text for u in urls))
     assert set(traffic.statuses) == {302}  # redirected throughout (from SQL meanwhile)
-    assert traffic.slowest < 2.0
     assert cluster.primary_for(f"{{l:{limited}}}") is not victim
 
     # Exactly 30 visits in all: the 10 counted before the kill were kept.
