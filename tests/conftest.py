@@ -90,7 +90,9 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
     """One real Redis Cluster for the session: three primaries, one replica each, on ports
     the OS picked (~2 s to make). Tests that kill nodes make their own (`RedisClusterProcess`)."""
-    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+    # Nothing is killed here: a long node timeout, so a starved node is never failed over.
+    folder = tmp_path_factory.mktemp("redis-cluster")
+    cluster = RedisClusterProcess(folder, node_timeout_ms=15_000).start()
     yield cluster
     cluster.stop()
 

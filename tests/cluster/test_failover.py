@@ -34,7 +34,8 @@ ADMIN = {"x-api-key": "test-admin-key"}
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisClusterProcess]:
-    with RedisClusterProcess(tmp_path / "cluster") as made:
+    # A primary silent for 2 s is failed over: quick, yet not tripped by a busy machine.
+    with RedisClusterProcess(tmp_path / "cluster", node_timeout_ms=2000) as made:
         yield made
 
 
@@ -119,9 +120,11 @@ def test_the_limiter_stays_exact_across_a_failover(
     with Traffic(steady) as traffic:
         victim = cluster.fail_over(key)
         assert cluster.primary_for(key) is not victim
-        wait_for(lambda: _redis_up(a.url) and _redis_up(b.url), timeout=20)
+        wait_for(lambda: _redis_up(a.url) and _redis_up(b.url), timeout=30)
         # Both decide from Redis again, not locally.
-        wait_for(lambda: not any(check(u, probe)["decisions"][0]["degraded"] for u in urls))
+        wait_for(
+            lambda: not any(check(u, probe)["decisions"][0]["degraded"] for u in urls), timeout=30
+        )
     assert set(traffic.statuses) == {200}  # verdicts throughout, never an error
 
     after = [check((a.url, b.url)[i % 2], "exact") for i in range(40)]
@@ -171,9 +174,9 @@ def test_the_shortener_keeps_redirecting_and_counting_across_a_failover(
 
     with Traffic(redirect) as traffic:
         victim = cluster.fail_over(f"{{l:{limited}}}")
-        wait_for(lambda: _redis_up(a.url) and _redis_up(b.url), timeout=20)
+        wait_for(lambda: _redis_up(a.url) and _redis_up(b.url), timeout=30)
         metric = "url_shortener_redis_up 1.0"
-        wait_for(lambda: all(metric in httpx.get(f"{u}/metrics").text for u in urls))
+        wait_for(lambda: all(metric in httpx.get(f"{u}/metrics").text for u in urls), timeout=30)
     assert set(traffic.statuses) == {302}  # redirected throughout (from SQL meanwhile)
     assert cluster.primary_for(f"{{l:{limited}}}") is not victim
 
