@@ -105,3 +105,23 @@ class ServiceProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def migrations_match_models(url: str, package: str, metadata: Any) -> list[Any]:
+    """Upgrade the (empty) database at `url` to head through `package`'s migrations and
+    return what autogenerate still finds against `metadata`: [] when they agree."""
+    import asyncio
+
+    from common.db import create_engine
+    from common.migrations import differences, upgrade
+
+    async def run() -> list[Any]:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine, package)
+            async with engine.connect() as conn:
+                return await conn.run_sync(differences, metadata)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
