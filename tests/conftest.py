@@ -7,11 +7,13 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as sync_redis
 
 from common.redis_server import RedisProcess
+from tests.browser import browsers
 from tests.support import ServiceProcess
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -83,3 +85,16 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield start
     for proc in procs:
         proc.stop()
+
+
+@pytest.fixture
+def browser_factory() -> Iterator[Callable[[], Any]]:
+    """Independent headless Chromium sessions (tests/browser.py); all closed after the test."""
+    with browsers() as make:
+        yield make
+
+
+@pytest.fixture
+def browser(browser_factory: Callable[[], Any]) -> Any:
+    """One headless Chromium session (a Selenium WebDriver)."""
+    return browser_factory()
