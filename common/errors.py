@@ -2,11 +2,16 @@
 
 Services raise their own small domain exceptions (no HTTP in them); each app maps them to a
 status once, with `install_problem_handlers(app, {NotFound: 404, ...})`.
+
+One builder, `problem_body`, makes every problem's JSON: the exception handlers here answer with
+`problem(...)` (a `JSONResponse`), pure ASGI middleware (the body limit, the rate limiter) with
+`problem_message(...)`, the bytes and headers of the same document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -36,6 +41,24 @@ def _slug(title: str) -> str:
     return title.lower().replace(" ", "-").replace("'", "")
 
 
+# Titles for statuses whose phrase changed between Python versions (before 3.13: 413 "Request
+# Entity Too Large", 422 "Unprocessable Entity"): a problem's `type` must not depend on them.
+_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def problem_body(
+    status: int, detail: str | None = None, *, title: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The RFC 9457 document: `type` (`about:blank#<slug of the title>`), `title`, `status`,
+    `detail` when given, then any extension members."""
+    title = title or _TITLES.get(status) or HTTPStatus(status).phrase
+    body: dict[str, Any] = {"type": f"about:blank#{_slug(title)}", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return body
+
+
 def problem(
     status: int,
     detail: str | None = None,
@@ -45,14 +68,40 @@ def problem(
     **extra: Any,
 ) -> JSONResponse:
     """Build a problem+json response."""
-    title = title or HTTPStatus(status).phrase
-    body: dict[str, Any] = {"type": f"about:blank#{_slug(title)}", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    body.update(extra)
     return JSONResponse(
-        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE
+        problem_body(status, detail, title=title, **extra),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_CONTENT_TYPE,
     )
+
+
+def problem_message(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    **extra: Any,
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The same document for pure ASGI code: its body, encoded as `JSONResponse` encodes it, and
+    the raw response headers (content type and length first, then `headers`)."""
+    body = json.dumps(
+        problem_body(status, detail, title=title, **extra),
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode()
+    return body, [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+
+
+def too_large_detail(max_bytes: int) -> str:
+    """The one 413 problem's detail, whether the length was declared or the body streamed."""
+    return f"The request body is larger than {max_bytes} bytes."
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
