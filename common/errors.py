@@ -117,6 +117,32 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """The `Allow` of a 405: every method of the route template the path matched, as the
+    schema documents it plus the app's own routes outside it (`HEAD /{code}`, `/docs`).
+    Starlette names the methods of one route only, while a resource may be several routes
+    (`GET /{code}` and `POST /{code}`)."""
+    template = getattr(request.scope.get("route"), "path", None)
+    if template is None:
+        return None
+    documented = request.app.openapi().get("paths", {}).get(template, {})
+    methods = {m.upper() for m in documented}
+    for route in request.app.routes:
+        if getattr(route, "path", None) == template:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(m for m in _METHODS if m in methods) or None
+
+
 def status_for(exc: DomainError, statuses: Mapping[type[DomainError], int]) -> int:
     """The HTTP status a domain exception maps to (400 when unmapped)."""
     return next((s for cls, s in statuses.items() if isinstance(exc, cls)), 400)
@@ -142,6 +168,11 @@ def install_problem_handlers(
         errors = _validation_errors(exc)
         if any(e["type"] == "json_invalid" for e in errors):
             return problem(400, "The request body is not valid JSON.", title="Malformed JSON")
+        whole_body = [e for e in errors if e["loc"] == ["body"]]
+        if any(e["type"] == "missing" for e in whole_body):
+            return problem(400, "This request needs a JSON body.", title="Malformed JSON")
+        if whole_body and not _is_json(request.headers.get("content-type", "")):
+            return problem(415, "Send the body as application/json.")
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(p for p in first["loc"] if p not in ("body",)) or "request"
         return problem(422, f"{where}: {first['msg']}", title="Validation failed", errors=errors)
@@ -149,7 +180,13 @@ def install_problem_handlers(
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem(exc.status_code, detail, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only; the
+            # path may have several (GET /{code} and POST /{code} are two routes).
+            allow = _allowed_methods(request)
+            headers = {**(headers or {}), **({"Allow": allow} if allow else {})}
+        return problem(exc.status_code, detail, headers=headers)
 
     async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("database_unavailable", path=request.url.path, error=str(exc)[:200])
