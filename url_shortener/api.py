@@ -196,7 +196,7 @@ async def create_key(body: KeyCreate, keys: KeysDep, owner: OwnerDep) -> KeyCrea
 
 @api.delete("/keys/{key_id}", status_code=204, tags=["keys"], responses=problem_responses(403, 404))
 async def revoke_key(
-    key_id: Annotated[int, Path(ge=1)], keys: KeysDep, owner: OwnerDep
+    key_id: Annotated[int, Path(ge=1, le=2**63 - 1)], keys: KeysDep, owner: OwnerDep
 ) -> Response:
     await keys.revoke(key_id, owner=owner)
     return Response(status_code=204)

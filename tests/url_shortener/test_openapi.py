@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
+from tests.url_shortener.conftest import ADMIN
+
 
 def test_redirects_document_their_real_statuses(app: FastAPI) -> None:
     paths = app.openapi()["paths"]
@@ -34,3 +36,10 @@ async def test_405_names_every_method_of_the_path(client: httpx.AsyncClient) -> 
     ):
         resp = await client.request("PUT", path)
         assert resp.status_code == 405 and resp.headers["allow"] == allow, path
+
+
+async def test_a_key_id_past_sql_integers_is_422_not_500(client: httpx.AsyncClient) -> None:
+    """Found by `make fuzz`: the id reached SQL, which cannot hold it (a 500)."""
+    resp = await client.delete("/api/keys/671765406519877029467692912215064576", headers=ADMIN)
+    assert resp.status_code == 422, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
