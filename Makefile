@@ -18,7 +18,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
-.PHONY: help install test lint format bench clean stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: help install test fuzz lint format bench clean stop-redis $(RUN) $(BENCH) $(LOAD)
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -35,6 +35,10 @@ $(STAMP): pyproject.toml
 
 test: install ## Run the whole test suite (real Redis, SQLite, and PostgreSQL if TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: install ## The contract test with many more examples per operation, from a random seed
+	CONTRACT_EXAMPLES=$${CONTRACT_EXAMPLES:-300} CONTRACT_SEED=$${CONTRACT_SEED-} CONTRACT_TIMEOUT=$${CONTRACT_TIMEOUT:-1800} \
+	  $(PY) -m pytest tests/contract -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .

@@ -64,6 +64,8 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     otel_exporter_otlp_endpoint: str | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Seconds a connection may take to send a request's headers (common.server closes it then).
+    header_timeout: float = Field(default=10.0, gt=0)
 
     @classmethod
     def settings_customise_sources(
