@@ -18,7 +18,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
-.PHONY: help install test fuzz lint format bench clean stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -62,8 +62,11 @@ $(LOAD): load-%: install ## Locust, headless, against a running service; HTML re
 	$(VENV)/bin/locust -f $*/locustfile.py --headless -u $(LOAD_USERS) -r 10 -t $(LOAD_TIME) \
 	  --html reports/$*.html
 
-stop-redis: install ## Stop the shared local Redis that run-* started (its data stays in .data/redis)
-	$(PY) -c "from pathlib import Path; from common.redis_server import stop_shared_redis as s; print('stopped' if s(Path('.data')) else 'not running')"
+start-redis: install ## Start the shared local Redis (as run-* does) at its recorded address
+	$(PY) -m common.redis_server start
+
+stop-redis: install ## Stop the shared local Redis; returns once it has exited (data stays in .data/redis)
+	$(PY) -m common.redis_server stop
 
 clean: ## Remove caches (keeps .venv and .data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache reports
