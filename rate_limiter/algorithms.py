@@ -133,13 +133,6 @@ class Limit:
     def per_day(cls, rate: int, **kwargs: Any) -> Limit:
         return cls(rate, 86400.0, **kwargs)
 
-    def describe(self) -> str:
-        return (
-            f"{self.rate}/{self.period:g}s {self.algorithm.value}"
-            + (f" burst {self.burst}" if self.burst else "")
-            + (" prefetch" if self.prefetch else "")
-        )
-
 
 class Decision(NamedTuple):
     """The verdict on one request. `retry_after` is 0 when allowed and `math.inf` when the

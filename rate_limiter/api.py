@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from rate_limiter.config import Node
 from rate_limiter.deps import RulesDep, ServiceDep
 from rate_limiter.errors import InvalidRequest
 from rate_limiter.headers import rate_limit_headers
+from rate_limiter.rules import Node
 from rate_limiter.schemas import (
     CheckRequest,
     CheckResponse,

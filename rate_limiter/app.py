@@ -21,7 +21,6 @@ from rate_limiter.backends import (
     PrefetchBackend,
     RedisBackend,
 )
-from rate_limiter.config import RulesWatcher
 from rate_limiter.errors import (
     BackendError,
     InvalidCost,
@@ -31,6 +30,7 @@ from rate_limiter.errors import (
     UnknownDomain,
 )
 from rate_limiter.metrics import LimiterMetrics
+from rate_limiter.rules_watcher import RulesWatcher
 from rate_limiter.service import RateLimitService
 from rate_limiter.settings import RateLimiterSettings
 

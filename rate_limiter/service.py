@@ -12,10 +12,10 @@ import structlog
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 from rate_limiter.backends.base import AsyncBackend, refund_refused
 from rate_limiter.backends.fallback import BACKEND_FAILED
-from rate_limiter.config import Block, Match, RuleSet
 from rate_limiter.errors import InvalidCost, UnknownDomain
 from rate_limiter.headers import Applied
 from rate_limiter.metrics import LimiterMetrics
+from rate_limiter.rules import Block, Match, RuleSet
 
 Entries = Sequence[tuple[str, str]]
 log = structlog.get_logger("rate_limiter.service")

@@ -1,5 +1,5 @@
-"""Rules in Envoy ratelimit's own YAML format, extended with `algorithm`, `burst`,
-`count_refused` and `prefetch`.
+"""The YAML parser: rule files in Envoy ratelimit's format, extended with `algorithm`,
+`burst`, `count_refused` and `prefetch`.
 
     domain: api
     descriptors:
@@ -22,32 +22,25 @@ a descriptor with neither `rate_limit` nor nested descriptors (no limit: an allo
 `share_threshold` (every value a wildcard matches shares one counter), and the metrics-only
 `detailed_metric` and `value_to_metric` (accepted).
 
-Files are read with yaml's node API so every error names its file and line. A request's
-descriptor entries are walked down the tree like Envoy does; unlike Envoy, every node on the
-path that has a `rate_limit` applies (not only the last), so one descriptor can carry a
-per-key limit and a per-key-and-route limit at once.
+Files are read with yaml's node API so every error names its file and line.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import math
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import structlog
 import yaml
 from yaml.constructor import SafeConstructor
 
-from rate_limiter.algorithms import MAX_RATE, UNITS, Algorithm, Decision, Limit
+from rate_limiter.algorithms import MAX_RATE, UNITS, Algorithm, Limit
 from rate_limiter.errors import RulesError
+from rate_limiter.rules import Block, Domain, Node, Rule, RuleSet
 
-log = structlog.get_logger("rate_limiter.config")
+log = structlog.get_logger("rate_limiter.rules_yaml")
 
 # Envoy reads requests_per_unit as a uint32; burst is held to the same.
 MAX_REQUESTS = MAX_RATE
@@ -77,147 +70,6 @@ RATE_LIMIT_KEYS = {
     "prefetch",
     "replaces",
 }
-
-
-@dataclass(frozen=True)
-class Block:
-    """Envoy's `requests_per_unit: 0`: every request is refused (a blocklist entry). The
-    service decides it itself; no backend keeps a counter for it."""
-
-    period: float
-    capacity: int = 0  # (the draft headers show q=0)
-
-    def decision(self) -> Decision:
-        # Never fits: no Retry-After, since waiting does not help; the window is the unit.
-        return Decision(False, 0, 0, self.period, math.inf)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One `rate_limit` block, resolved."""
-
-    name: str
-    limit: Limit | None  # None when unlimited or blocking
-    unit: str | None
-    requests_per_unit: int | None
-    shadow_mode: bool = False
-    source: str = ""
-    line: int = 0
-    block: Block | None = None  # requests_per_unit: 0
-    replaces: tuple[str, ...] = ()  # names of rules this one drops from a check
-
-    @property
-    def unlimited(self) -> bool:
-        return self.limit is None and self.block is None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "unit": self.unit,
-            "requests_per_unit": self.requests_per_unit,
-            "algorithm": self.limit.algorithm.value if self.limit else None,
-            "blocks": self.block is not None,
-            "replaces": list(self.replaces),
-            "burst": self.limit.burst if self.limit else None,
-            "count_refused": self.limit.count_refused if self.limit else False,
-            "prefetch": self.limit.prefetch if self.limit else None,
-            "shadow_mode": self.shadow_mode,
-            "unlimited": self.unlimited,
-            "source": f"{self.source}:{self.line}",
-        }
-
-
-@dataclass
-class Node:
-    key: str
-    value: str | None  # None: any value, each its own limit; "x*": prefix match
-    rule: Rule | None
-    children: list[Node] = field(default_factory=list)
-    # share_threshold (wildcard values only): every value it matches counts on one counter
-    share: bool = False
-
-    def matches(self, key: str, value: str) -> bool:
-        if key != self.key:
-            return False
-        if self.value is None:
-            return True
-        if self.value.endswith("*"):
-            return value.startswith(self.value[:-1])
-        return value == self.value
-
-
-@dataclass(frozen=True)
-class Match:
-    rule: Rule
-    key: str  # the storage key: domain plus the entries down to this node
-
-
-@dataclass
-class Domain:
-    name: str
-    descriptors: list[Node]
-    source: str
-
-    def match(self, entries: Sequence[tuple[str, str]]) -> list[Match]:
-        """The rules on the entries' path, outermost first; [] when an `unlimited` rule is on it."""
-        found: list[Match] = []
-        level = self.descriptors
-        parts = [quote(self.name, safe="")]
-        for key, value in entries:
-            node = _pick(level, key, value)
-            if node is None:
-                break
-            if node.share and node.value is not None:
-                # Every value the wildcard matches, on one counter: the prefix and a raw
-                # `*` (which no quoted value contains, so no request value can name it).
-                counted = quote(node.value[:-1], safe="") + "*"
-            else:
-                counted = quote(value, safe="")
-            parts.append(f"{quote(key, safe='')}={counted}")
-            if node.rule is not None:
-                found.append(Match(node.rule, "|".join(parts)))
-            level = node.children
-        if any(m.rule.replaces for m in found):
-            # Envoy's `replaces`: a rule in the check drops the rules it names from it (an
-            # unlimited one too).
-            replaced = {name for m in found for name in m.rule.replaces}
-            found = [m for m in found if m.rule.name not in replaced]
-        if any(m.rule.unlimited for m in found):
-            return []  # an unlimited rule on the path exempts the request from all of them
-        return found
-
-    def rules(self) -> Iterable[Rule]:
-        stack = list(self.descriptors)
-        while stack:
-            node = stack.pop(0)
-            if node.rule:
-                yield node.rule
-            stack[:0] = node.children
-
-
-def _pick(level: list[Node], key: str, value: str) -> Node | None:
-    """Envoy's precedence: an exact value, then a prefix wildcard, then the bare key."""
-    exact = [n for n in level if n.value is not None and not n.value.endswith("*")]
-    prefix = [n for n in level if n.value is not None and n.value.endswith("*")]
-    bare = [n for n in level if n.value is None]
-    for group in (exact, sorted(prefix, key=lambda n: -len(n.value or "")), bare):
-        for node in group:
-            if node.matches(key, value):
-                return node
-    return None
-
-
-@dataclass
-class RuleSet:
-    domains: dict[str, Domain]
-    fingerprint: str = ""
-    loaded_at: float = field(default_factory=time.time)
-
-    def get(self, name: str) -> Domain | None:
-        return self.domains.get(name)
-
-
-# --- parsing -----------------------------------------------------------------------------
 
 
 class _Parser:
@@ -557,50 +409,3 @@ def load_rules(path: Path) -> RuleSet:
             )
         domains[domain.name] = domain
     return RuleSet(domains, _digest(contents))
-
-
-class RulesWatcher:
-    """Holds the current rules and swaps in a new set when the files change.
-
-    A bad edit is logged and kept out: the previous rules stay in force. The swap is one
-    reference assignment, so requests in flight are never dropped."""
-
-    def __init__(self, path: Path, *, interval: float = 1.0) -> None:
-        self.path = path
-        self.interval = interval
-        self.current = load_rules(path)
-        self.last_error: str | None = None
-        self.reloads = 0
-
-    def reload_if_changed(self) -> bool:
-        try:
-            fp = fingerprint(self.path)
-        except OSError as exc:
-            self.last_error = f"{self.path}: {exc}"
-            return False
-        if fp == self.current.fingerprint:
-            return False
-        try:
-            rules = load_rules(self.path)
-        except RulesError as exc:
-            if self.last_error != exc.detail:
-                log.error("rules_rejected", error=exc.detail)
-            self.last_error = exc.detail
-            return False
-        self.current = rules
-        self.last_error = None
-        self.reloads += 1
-        log.info("rules_reloaded", path=str(self.path), domains=sorted(rules.domains))
-        return True
-
-    async def watch(self) -> None:
-        """Poll forever; nothing a file holds can stop it (the last good rules stay)."""
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await asyncio.to_thread(self.reload_if_changed)
-            except Exception as exc:  # a bug, not a bad file: log it and keep watching
-                detail = f"{self.path}: cannot reload: {type(exc).__name__}: {exc}"
-                if self.last_error != detail:
-                    log.exception("rules_reload_failed", error=detail)
-                self.last_error = detail
