@@ -15,7 +15,9 @@ from rate_limiter.settings import RateLimiterSettings
 def main() -> None:
     settings = RateLimiterSettings()
     try:
-        load_rules(settings.rules)  # refuse bad rules with their line, before any traceback
+        load_rules(
+            settings.rules, merge_domains=settings.merge_domain_config
+        )  # refuse bad rules with their line, before any traceback
     except RulesError as exc:
         print(f"rate_limiter: invalid rules: {exc.detail}", file=sys.stderr)
         sys.exit(2)

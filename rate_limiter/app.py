@@ -27,7 +27,6 @@ from rate_limiter.errors import (
     InvalidRequest,
     RateLimited,
     RulesError,
-    UnknownDomain,
 )
 from rate_limiter.metrics import LimiterMetrics
 from rate_limiter.rules_watcher import RulesWatcher
@@ -35,7 +34,6 @@ from rate_limiter.service import RateLimitService
 from rate_limiter.settings import RateLimiterSettings
 
 ERRORS = {
-    UnknownDomain: 404,
     InvalidCost: 422,
     InvalidRequest: 422,
     RulesError: 422,
@@ -53,7 +51,11 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        watcher = RulesWatcher(settings.rules, interval=settings.rules_reload_interval)
+        watcher = RulesWatcher(
+            settings.rules,
+            interval=settings.rules_reload_interval,
+            merge_domains=settings.merge_domain_config,
+        )
         redis = None
         primary: RedisBackend | None = None
         backend: AsyncBackend

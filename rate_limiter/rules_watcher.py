@@ -19,10 +19,11 @@ class RulesWatcher:
     A bad edit is logged and kept out: the previous rules stay in force. The swap is one
     reference assignment, so requests in flight are never dropped."""
 
-    def __init__(self, path: Path, *, interval: float = 1.0) -> None:
+    def __init__(self, path: Path, *, interval: float = 1.0, merge_domains: bool = False) -> None:
         self.path = path
         self.interval = interval
-        self.current = load_rules(path)
+        self.merge_domains = merge_domains
+        self.current = load_rules(path, merge_domains=merge_domains)
         self.last_error: str | None = None
         self.reloads = 0
 
@@ -35,7 +36,7 @@ class RulesWatcher:
         if fp == self.current.fingerprint:
             return False
         try:
-            rules = load_rules(self.path)
+            rules = load_rules(self.path, merge_domains=self.merge_domains)
         except RulesError as exc:
             if self.last_error != exc.detail:
                 log.error("rules_rejected", error=exc.detail)

@@ -38,7 +38,7 @@ from yaml.constructor import SafeConstructor
 
 from rate_limiter.algorithms import MAX_RATE, UNITS, Algorithm, Limit
 from rate_limiter.errors import RulesError
-from rate_limiter.rules import Block, Domain, Node, Rule, RuleSet
+from rate_limiter.rules import ApplyLimits, Block, Domain, Level, Node, Rule, RuleSet
 
 log = structlog.get_logger("rate_limiter.rules_yaml")
 
@@ -47,8 +47,13 @@ MAX_REQUESTS = MAX_RATE
 # Descriptor levels in a file (a check carries at most 32 entries: deeper ones never match).
 MAX_DEPTH = 32
 MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
+# Scalars Envoy's key check refuses wherever they stand (outside `metadata`): its YAML library
+# reads them as neither a string, an integer nor a boolean.
+NOT_STRINGS = {"tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"}
 
-DOMAIN_KEYS = {"domain", "descriptors"}
+# `apply_limits` and a file-wide `algorithm` are this project's; the rest is Envoy's.
+DOMAIN_KEYS = {"domain", "descriptors", "apply_limits", "algorithm"}
 DESCRIPTOR_KEYS = {
     "key",
     "value",
@@ -58,6 +63,8 @@ DESCRIPTOR_KEYS = {
     "detailed_metric",
     "value_to_metric",
     "share_threshold",
+    "quota_mode",
+    "metadata",
 }
 RATE_LIMIT_KEYS = {
     "unit",
@@ -76,6 +83,8 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
         self.constructor = SafeConstructor()
+        self.every_level = False
+        self.algorithm: Algorithm | None = None  # the file's own default, if it names one
         self._merged: dict[tuple[int, str], dict[str, yaml.Node]] = {}
 
     def error(self, node: yaml.Node | None, message: str) -> RulesError:
@@ -122,7 +131,9 @@ class _Parser:
         return done
 
     def key_name(self, k: yaml.Node, allowed: set[str], what: str) -> str:
-        name = str(self.scalar(k, str, "a key"))
+        if not isinstance(k, yaml.ScalarNode) or k.tag != STR_TAG:
+            raise self.error(k, f"a key in {what} must be a string, got {_shown(k)}")
+        name = str(k.value)
         if name not in allowed:
             expected = ", ".join(sorted(allowed))
             raise self.error(k, f"unknown key {name!r} in {what} (expected one of: {expected})")
@@ -133,6 +144,8 @@ class _Parser:
             expected = {int: "an integer", bool: "true or false"}.get(kind, "a string")
             raise self.error(node, f"{what} must be {expected}")
         if kind is str:
+            if node.tag in NOT_STRINGS:
+                raise self.error(node, f"{what} must be a string, got {node.value!r}")
             return str(node.value)
         try:
             value = self.constructor.construct_object(node)
@@ -163,27 +176,45 @@ class _Parser:
         domain = self.scalar(top["domain"], str, "domain").strip()
         if not domain:
             raise self.error(top["domain"], "domain must not be empty")
-        nodes = self.descriptors(top.get("descriptors"), domain, [])
-        found = Domain(domain, nodes, self.source)
-        names = {rule.name for rule in found.rules()}
-        for rule in found.rules():
-            unknown = [name for name in rule.replaces if name not in names]
-            if unknown:  # (Envoy accepts it too; most likely a typo, so say so)
-                log.warning(
-                    "rules_replaces_unknown_rule",
-                    rule=rule.name,
-                    replaces=unknown,
-                    source=f"{self.source}:{rule.line}",
-                )
+        apply_limits = ApplyLimits.LAST_ENTRY
+        if "apply_limits" in top:
+            raw = self.scalar(top["apply_limits"], str, "apply_limits")
+            try:
+                apply_limits = ApplyLimits(raw)
+            except ValueError:
+                names = ", ".join(a.value for a in ApplyLimits)
+                raise self.error(
+                    top["apply_limits"], f"unknown apply_limits {raw!r} (expected one of: {names})"
+                ) from None
+        self.every_level = apply_limits is ApplyLimits.EVERY_LEVEL
+        if "algorithm" in top:
+            self.algorithm = self.algorithm_of(top["algorithm"])
+        found = Domain(domain, Level(), self.source, apply_limits)
+        self.descriptors(top.get("descriptors"), domain, [], found.descriptors)
+        warn_unknown_replaces(found)
         return found
 
-    def descriptors(self, node: yaml.Node | None, domain: str, path: list[str]) -> list[Node]:
+    def algorithm_of(self, node: yaml.Node) -> Algorithm:
+        raw = self.scalar(node, str, "algorithm")
+        try:
+            return Algorithm.parse(raw)
+        except ValueError:
+            names = ", ".join(a.value for a in Algorithm)
+            raise self.error(
+                node, f"unknown algorithm {raw!r} (expected one of: {names})"
+            ) from None
+
+    def flag(self, d: dict[str, yaml.Node], name: str) -> bool:
+        return bool(self.scalar(d[name], bool, name)) if name in d else False
+
+    def descriptors(
+        self, node: yaml.Node | None, domain: str, path: list[str], level: Level
+    ) -> Level:
+        """The nodes of `node` added to `level` (a merged domain's level may hold some)."""
         if node is None:
-            return []
+            return level
         if len(path) >= MAX_DEPTH:
             raise self.error(node, f"descriptors nest more than {MAX_DEPTH} levels deep")
-        out: list[Node] = []
-        seen: dict[tuple[str, str | None], int] = {}
         for item in self.sequence(node, "descriptors"):
             d = self.mapping(item, DESCRIPTOR_KEYS, "a descriptor")
             if "key" not in d:
@@ -194,30 +225,40 @@ class _Parser:
             value = self.scalar(d["value"], str, "value") if "value" in d else None
             if value == "" or (value is not None and d["value"].tag.endswith(":null")):
                 value = None  # (`value: ""` or `value: ~` is no value, as in Envoy)
-            ident = (key, value)
-            if ident in seen:
-                raise self.error(
-                    item, f"duplicate descriptor {key}={value or '*'} (first at line {seen[ident]})"
-                )
-            seen[ident] = item.start_mark.line + 1
             here = [*path, f"{key}_{value}" if value is not None else key]
-            shadow = (
-                self.scalar(d["shadow_mode"], bool, "shadow_mode") if "shadow_mode" in d else False
-            )
+            there = level.by_key.get(here[-1])
+            if there is not None:
+                # (Envoy joins key and value with `_` to index them: `a_b` and `a`=`b` collide.)
+                raise self.error(
+                    item,
+                    f"duplicate descriptor composite key {'.'.join([domain, *here])!r}"
+                    f" (as {there.key}={there.value or '*'} above)",
+                )
+            shadow = self.flag(d, "shadow_mode")
             for metrics_only in ("detailed_metric", "value_to_metric"):
-                if metrics_only in d:  # (how Envoy names its statistics: accepted, checked)
-                    self.scalar(d[metrics_only], bool, metrics_only)
-            share = False
-            if "share_threshold" in d:
-                share = self.scalar(d["share_threshold"], bool, "share_threshold")
-                if share and not (value or "").endswith("*"):
-                    raise self.error(
-                        d["share_threshold"],
-                        "share_threshold applies to a wildcard value (one ending in '*')",
-                    )
+                self.flag(d, metrics_only)  # (how Envoy names its statistics: checked)
+            share = self.flag(d, "share_threshold")
+            if share and "*" not in (value or ""):
+                raise self.error(
+                    d["share_threshold"],
+                    "share_threshold applies to a wildcard value (one containing '*')",
+                )
+            metadata = None
+            if "metadata" in d:  # (returned to Envoy as it is written; not checked further)
+                if not isinstance(d["metadata"], yaml.MappingNode):
+                    raise self.error(d["metadata"], "metadata must be a mapping")
+                metadata = self.constructor.construct_object(d["metadata"], deep=True)
             rule = None
             if "rate_limit" in d:
-                rule = self.rate_limit(d["rate_limit"], domain, here, shadow)
+                rule = self.rate_limit(
+                    d["rate_limit"],
+                    domain,
+                    here,
+                    shadow=shadow,
+                    quota_mode=self.flag(d, "quota_mode"),
+                    detailed_metric=self.flag(d, "detailed_metric"),
+                    metadata=metadata,
+                )
             elif shadow:  # (Envoy ignores it; most likely a misplaced line, so say so)
                 log.warning(
                     "rules_shadow_mode_without_rate_limit",
@@ -225,16 +266,41 @@ class _Parser:
                 )
             # (Neither a rate_limit nor nested descriptors: no limit for what it matches, an
             # allowlist entry in Envoy's format.)
-            children = self.descriptors(d.get("descriptors"), domain, here)
-            out.append(Node(key, value, rule, children, share))
-        return out
+            built = Node(
+                key, value, rule, share=share, value_to_metric=self.flag(d, "value_to_metric")
+            )
+            level.add(built)
+            self.descriptors(d.get("descriptors"), domain, here, built.children)
+        return level
 
-    def rate_limit(self, node: yaml.Node, domain: str, path: list[str], shadow: bool) -> Rule:
+    def rate_limit(
+        self,
+        node: yaml.Node,
+        domain: str,
+        path: list[str],
+        *,
+        shadow: bool,
+        quota_mode: bool,
+        detailed_metric: bool,
+        metadata: Any,
+    ) -> Rule:
         r = self.mapping(node, RATE_LIMIT_KEYS, "rate_limit")
         line = node.start_mark.line + 1
-        name = self.scalar(r["name"], str, "name") if "name" in r else ".".join([domain, *path])
+        stat_key = ".".join([domain, *path])
+        name = self.scalar(r["name"], str, "name") if "name" in r else stat_key
         replaces = self.replaces(r["replaces"], name) if "replaces" in r else ()
-        unlimited = self.scalar(r["unlimited"], bool, "unlimited") if "unlimited" in r else False
+        unlimited = self.flag(r, "unlimited")
+        common: dict[str, Any] = {
+            "shadow_mode": shadow,
+            "source": self.source,
+            "line": line,
+            "replaces": replaces,
+            "replaceable": "name" in r or self.every_level,
+            "quota_mode": quota_mode,
+            "stat_key": stat_key,
+            "detailed_metric": detailed_metric,
+            "metadata": metadata,
+        }
         if unlimited:
             # (requests_per_unit is ignored beside `unlimited: true`, as Envoy ignores it,
             # but it must still be one)
@@ -243,16 +309,16 @@ class _Parser:
                 raise self.error(node, f"an unlimited rule takes no {', '.join(sorted(extra))}")
             if "requests_per_unit" in r:
                 self.requests_per_unit(r["requests_per_unit"])
-            return Rule(name, None, None, None, shadow, self.source, line, replaces=replaces)
-        for needed in ("unit", "requests_per_unit"):
-            if needed not in r:
-                raise self.error(node, f"rate_limit needs '{needed}'")
+            return Rule(name, None, None, None, **common)
+        if "unit" not in r:
+            raise self.error(node, "rate_limit needs 'unit'")
         unit = self.scalar(r["unit"], str, "unit").lower()
         if unit not in UNITS:
             raise self.error(
                 r["unit"], f"unknown unit {unit!r} (expected one of: {', '.join(UNITS)})"
             )
-        rpu = self.requests_per_unit(r["requests_per_unit"])
+        # (Envoy reads a missing requests_per_unit as 0: every request refused)
+        rpu = self.requests_per_unit(r["requests_per_unit"]) if "requests_per_unit" in r else 0
         if rpu == 0:
             extra = set(r) & {"algorithm", "burst", "count_refused", "prefetch"}
             if extra:
@@ -262,17 +328,8 @@ class _Parser:
                     + ", ".join(sorted(extra)),
                 )
             block = Block(float(UNITS[unit]))
-            return Rule(name, None, unit, 0, shadow, self.source, line, block, replaces)
-        algorithm = Algorithm.GCRA
-        if "algorithm" in r:
-            raw = self.scalar(r["algorithm"], str, "algorithm")
-            try:
-                algorithm = Algorithm.parse(raw)
-            except ValueError:
-                names = ", ".join(a.value for a in Algorithm)
-                raise self.error(
-                    r["algorithm"], f"unknown algorithm {raw!r} (expected one of: {names})"
-                ) from None
+            return Rule(name, None, unit, 0, block=block, **common)
+        algorithm, count_refused = self.counting(r)
         burst = None
         if "burst" in r:
             burst = self.scalar(r["burst"], int, "burst")
@@ -280,11 +337,6 @@ class _Parser:
                 raise self.error(r["burst"], f"burst must be between 1 and {MAX_REQUESTS}")
             if algorithm is not Algorithm.GCRA:
                 raise self.error(r["burst"], "burst applies to the gcra (token bucket) algorithm")
-        count_refused = (
-            self.scalar(r["count_refused"], bool, "count_refused")
-            if "count_refused" in r
-            else False
-        )
         prefetch = None
         if "prefetch" in r:
             prefetch = self.scalar(r["prefetch"], bool, "prefetch")
@@ -296,7 +348,26 @@ class _Parser:
             limit = Limit(rpu, float(UNITS[unit]), algorithm, burst, count_refused, prefetch)
         except ValueError as exc:  # (what Limit itself refuses: the per-unit algorithms' bound)
             raise self.error(r["requests_per_unit"], str(exc)) from None
-        return Rule(name, limit, unit, rpu, shadow, self.source, line, replaces=replaces)
+        return Rule(name, limit, unit, rpu, **common)
+
+    def counting(self, r: dict[str, yaml.Node]) -> tuple[Algorithm, bool]:
+        """The rule's algorithm and whether refused requests count. Named (on the rule or
+        for the whole file): as named, refusals not counted unless `count_refused`. Named
+        nowhere: Envoy's counting, a fixed window aligned to the unit that counts every hit
+        (or GCRA when the rule uses `burst` or `prefetch`, which only GCRA has)."""
+        if "algorithm" in r:
+            algorithm: Algorithm | None = self.algorithm_of(r["algorithm"])
+        elif self.algorithm is not None:
+            algorithm = self.algorithm
+        elif "burst" in r or "prefetch" in r:
+            algorithm = Algorithm.GCRA
+        else:
+            algorithm = None
+        if "count_refused" in r:
+            count_refused = self.scalar(r["count_refused"], bool, "count_refused")
+        else:
+            count_refused = algorithm is None
+        return algorithm or Algorithm.FIXED_WINDOW, count_refused
 
     def requests_per_unit(self, node: yaml.Node) -> int:
         rpu: int = self.scalar(node, int, "requests_per_unit")
@@ -383,8 +454,10 @@ def fingerprint(path: Path) -> str:
     return _digest((file, file.read_bytes()) for file in rule_files(path))
 
 
-def load_rules(path: Path) -> RuleSet:
-    """A file, or every *.yaml/*.yml in a folder (one domain each).
+def load_rules(path: Path, *, merge_domains: bool = False) -> RuleSet:
+    """A file, or every *.yaml/*.yml in a folder. A domain named by two files is refused, or
+    with `merge_domains` (Envoy's MERGE_DOMAIN_CONFIG) their top-level descriptors are
+    joined, a descriptor both define being refused.
 
     Each file is read once: the rules and their fingerprint come from the same bytes, so an
     edit landing during a reload is seen by the next poll instead of being taken as loaded."""
@@ -400,12 +473,46 @@ def load_rules(path: Path) -> RuleSet:
             raise RulesError(f"{file}: cannot read: {exc}", file=str(file), line=0) from None
         contents.append((file, data))
         domain = parse_text(text, str(file))
-        if domain.name in domains:
-            first = domains[domain.name].source
-            raise RulesError(
-                f"{file}:1: domain {domain.name!r} is already defined in {first}",
-                file=str(file),
-                line=1,
+        if domain.name not in domains:
+            domains[domain.name] = domain
+            continue
+        first = domains[domain.name]
+        if not merge_domains:
+            raise _file_error(file, f"domain {domain.name!r} is already defined in {first.source}")
+        if first.apply_limits is not domain.apply_limits:
+            raise _file_error(
+                file,
+                f"domain {domain.name!r} is merged with {first.source}, which applies limits"
+                f" at {first.apply_limits.value} (this file: {domain.apply_limits.value})",
             )
-        domains[domain.name] = domain
+        for node in domain.descriptors.nodes:
+            if first.descriptors.add(node) is not None:
+                raise _file_error(
+                    file,
+                    f"duplicate descriptor composite key '{domain.name}.{node.final_key}'"
+                    f" (also in {first.source})",
+                )
+        first.source = f"{first.source}, {file}"
     return RuleSet(domains, _digest(contents))
+
+
+def _file_error(file: Path, message: str) -> RulesError:
+    return RulesError(f"{file}:1: {message}", file=str(file), line=1)
+
+
+def warn_unknown_replaces(domain: Domain) -> None:
+    names = {rule.name for rule in domain.rules()}
+    for rule in domain.rules():
+        unknown = [name for name in rule.replaces if name not in names]
+        if unknown:  # (Envoy accepts it, and another descriptor's file may hold it; say so)
+            log.warning(
+                "rules_replaces_unknown_rule",
+                rule=rule.name,
+                replaces=unknown,
+                source=f"{rule.source}:{rule.line}",
+            )
+
+
+def _shown(node: yaml.Node) -> str:
+    kind = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+    return repr(node.value) if isinstance(node, yaml.ScalarNode) else kind

@@ -21,6 +21,9 @@ class RateLimiterSettings(ServiceSettings):
     # A YAML file, or a folder of them (one domain each).
     rules: Path = EXAMPLE_RULES
     rules_reload_interval: float = Field(default=1.0, gt=0)
+    # Several files may define one domain (Envoy's MERGE_DOMAIN_CONFIG): their top-level
+    # descriptors are joined. Off, as in Envoy: a second file for a domain is refused.
+    merge_domain_config: bool = False
     # When Redis is unreachable: decide locally (degraded), allow all, or refuse all.
     on_backend_error: Literal["local", "open", "closed"] = "local"
     backend_retry_interval: float = Field(default=0.5, gt=0)

@@ -16,6 +16,8 @@ from rate_limiter.settings import RateLimiterSettings
 
 RULES = """\
 domain: api
+apply_limits: every_level
+algorithm: gcra
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 5}

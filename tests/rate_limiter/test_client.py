@@ -60,8 +60,9 @@ def test_check_usage_and_rules(
     assert "0/day (refuses every request)   (api.address_198.51.100.7)" in listed.output
     assert "address=198.51.100.8" in listed.output and "no limit (allowlist entry)" in listed.output
 
+    # An unknown domain has no rules: allowed, as Envoy answers OK.
     unknown = runner.invoke(app, ["check", "nope", "user=x", *url])
-    assert unknown.exit_code == 2 and "404" in unknown.output
+    assert unknown.exit_code == 0 and "no rule applies" in unknown.output
     bad = runner.invoke(app, ["check", "api", "user", *url])
     assert bad.exit_code == 2 and "key=value" in bad.output
     down = runner.invoke(app, ["rules", "--url", "http://127.0.0.1:9"])

@@ -35,7 +35,9 @@ def test_envoy_files_load_unchanged() -> None:
     [match] = domain.match([("database", "users")])
     assert match.rule.limit is not None
     assert match.rule.limit.rate == 500 and match.rule.limit.period == 1
-    assert match.rule.limit.algorithm is Algorithm.GCRA
+    # No `algorithm`: counted as Envoy counts, a fixed window that counts refused hits too.
+    assert match.rule.limit.algorithm is Algorithm.FIXED_WINDOW
+    assert match.rule.limit.count_refused
     assert match.rule.name == "mongo_cps.database_users"
     assert domain.match([("database", "other")]) == []
 
@@ -114,7 +116,9 @@ def test_envoy_blocklists_allowlists_replaces_and_shared_thresholds() -> None:
     bulk = domain.match([("user", "u"), ("route", "/bulk")])
     assert [m.rule.name for m in bulk] == ["edge.user.route_/bulk"]
     assert bulk[0].rule.as_dict()["replaces"] == ["per_user"]
-    assert [m.rule.name for m in domain.match([("user", "u"), ("route", "/x")])] == ["per_user"]
+    assert [m.rule.name for m in domain.match([("user", "u")])] == ["per_user"]
+    # (Envoy's walk: /x matches nothing below the user, so nothing applies at all.)
+    assert domain.match([("user", "u"), ("route", "/x")]) == []
     # share_threshold: every value the wildcard matches counts on one counter...
     eu, us = domain.match([("tenant", "acme-eu")]), domain.match([("tenant", "acme-us")])
     assert eu[0].key == us[0].key
@@ -244,8 +248,10 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 5}
 """)
     [shared] = domain.match([("user", "team-a")])
-    [literal] = domain.match([("user", "team*")])  # matches the sibling `team**` rule
-    assert literal.rule is not shared.rule and literal.key != shared.key
+    # A literal `team*` is the wildcard's own index (Envoy looks `key_value` up first), but it
+    # counts on a counter of its own, not the one every matched value shares.
+    [literal] = domain.match([("user", "team*")])
+    assert literal.rule is shared.rule and literal.key != shared.key
 
 
 def test_prefetch_may_also_be_refused_per_rule() -> None:
@@ -295,7 +301,7 @@ BAD = [
      "requests_per_unit must be an integer"),
     (f"{HEAD}    rate_limt: {{unit: second}}\n", 4, "unknown key 'rate_limt'"),
     ("domain: d\ndescriptors:\n  - value: x\n    rate_limit: {}\n", 3, "needs a 'key'"),
-    (rl("{unit: second}"), 4, "needs 'requests_per_unit'"),
+    (rl("{requests_per_unit: 5}"), 4, "needs 'unit'"),
     (rl("{unit: second, requests_per_unit: 1, algorithm: magic}"), 4,
      "unknown algorithm 'magic'"),
     (rl("{unit: second, requests_per_unit: -1}"), 4, "between 0 and 4294967295"),
@@ -322,7 +328,7 @@ BAD = [
     (rl("{unit: second, requests_per_unit: 5, algorithm: fixed_window, burst: 9}"), 4,
      "burst applies to the gcra"),
     (rl("{unit: second, requests_per_unit: 1}") + "  - key: a\n    rate_limit: {}\n", 5,
-     "duplicate descriptor a=* (first at line 3)"),
+     "duplicate descriptor composite key 'd.a' (as a=* above)"),
     (f"{HEAD}    shadow_mode: maybe\n    rate_limit: {{unit: second, requests_per_unit: 1}}\n",
      4, "shadow_mode must be true or false"),
     ("descriptors: []\n", 1, "missing 'domain'"),
