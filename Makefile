@@ -18,7 +18,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
-.PHONY: help install test lint format bench clean stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: help install test lint format bench clean stop-redis protos-rate_limiter experiment-rate_limiter $(RUN) $(BENCH) $(LOAD)
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -63,3 +63,8 @@ stop-redis: install ## Stop the shared local Redis that run-* started (its data 
 
 clean: ## Remove caches (keeps .venv and .data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache reports
+
+protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from rate_limiter/envoy_api/*.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
+	  rate_limiter/envoy_api/base.proto rate_limiter/envoy_api/ratelimit.proto rate_limiter/envoy_api/rls.proto
+	rm -f rate_limiter/envoy_api/base_pb2_grpc.py rate_limiter/envoy_api/ratelimit_pb2_grpc.py

@@ -21,6 +21,7 @@ from rate_limiter.backends import (
     PrefetchBackend,
     RedisBackend,
 )
+from rate_limiter.envoy_grpc import EnvoyRateLimitServicer, start_grpc_server
 from rate_limiter.errors import (
     BackendError,
     InvalidCost,
@@ -94,10 +95,20 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
             near_limit_ratio=settings.near_limit_ratio,
             max_cost=settings.max_cost,
         )
+        grpc_server = None
+        if settings.grpc:
+            servicer = EnvoyRateLimitServicer(
+                app.state.service, response_headers=settings.limit_response_headers
+            )
+            grpc_server, app.state.grpc_port = await start_grpc_server(
+                servicer, host=settings.host, port=settings.grpc_port
+            )
         watch = asyncio.create_task(watcher.watch())
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch

@@ -48,7 +48,7 @@ def settings(rules: Path, redis_url: str | None, **extra: Any) -> RateLimiterSet
         log_format="json",
         rules_reload_interval=0.05,
         backend_retry_interval=0.2,
-        **extra,
+        **{"grpc_port": 0, **extra},
     )
 
 

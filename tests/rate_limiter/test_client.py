@@ -33,7 +33,8 @@ def test_check_usage_and_rules(
 ) -> None:
     rules = write_rules(tmp_path, RULES)
     svc = service_factory("rate_limiter", {"RATE_LIMITER_RULES": str(rules),
-                                           "RATE_LIMITER_REDIS_URL": redis_url})  # fmt: skip
+                                           "RATE_LIMITER_REDIS_URL": redis_url,
+                                           "RATE_LIMITER_GRPC_PORT": "0"})  # fmt: skip
     runner = CliRunner()
     url = ["--url", svc.url]
 
