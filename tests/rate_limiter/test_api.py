@@ -557,3 +557,17 @@ async def test_a_check_takes_several_descriptors_as_envoys_do(
             'ratelimit_service_rate_limit_total_hits{domain="rl",key1="category_account",key2=""}'
             " 2.0" in metrics
         )
+
+
+async def test_a_refused_lease_says_retry_in_a_second_not_at_its_expiry(
+    rules: Path, redis_url: str
+) -> None:
+    """A slot frees when its holder releases it (unforeseeable), not only when the lease
+    expires a minute later: the refusal asks for a retry in a second."""
+    async with client_for(rules, redis_url) as client:
+        held = (await client.post("/api/check", json=check_body(("job", "j")))).json()
+        assert held["allowed"] and held["decisions"][0]["lease"]
+        refused = await client.post("/api/check", json=check_body(("job", "j")))
+        assert not refused.json()["allowed"]
+        assert refused.headers["Retry-After"] == "1"
+        assert 0 < refused.json()["decisions"][0]["retry_after"] <= 1
