@@ -1,6 +1,7 @@
-"""Command-line client: python -m rate_limiter.client check|rules|usage ...
+"""Command-line client: python -m rate_limiter.client check|release|rules|usage ...
 
     python -m rate_limiter.client check api api_key=k1 route="POST /api/links" --cost 2
+    python -m rate_limiter.client release api upload_user=u1 --lease 3f2a...e1.1
     python -m rate_limiter.client usage api api_key=k1
     python -m rate_limiter.client rules
 
@@ -60,6 +61,7 @@ def _show(body: dict[str, Any]) -> None:
             f"  {d['rule']}: {'allowed' if d['allowed'] else 'refused'}{flags}, "
             f"{d['remaining']}/{d['limit']} left, full in {d['reset_after']:.3f}s"
             + ("" if d["allowed"] else f", {wait}")
+            + (f", lease {d['lease']}" if d.get("lease") else "")
         )
 
 
@@ -76,6 +78,25 @@ def check(
     result = _call("POST", url, "/api/check", json=body).json()
     typer.echo(json.dumps(result, indent=2)) if as_json else _show(result)
     raise typer.Exit(0 if result["allowed"] else 1)
+
+
+@app.command()
+def release(
+    domain: str,
+    descriptors: Annotated[list[str], typer.Argument(help="key=value entries, as checked.")],
+    lease: Annotated[str, typer.Option(help="The lease id the check handed out.")],
+    url: UrlOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give back a concurrency lease taken by `check` (exit 1 when nothing held it)."""
+    body = {"domain": domain, "descriptors": _entries(descriptors), "lease": lease}
+    result = _call("POST", url, "/api/release", json=body).json()
+    released = result["released"]
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(f"released from {released} rule(s)" if released else "nothing held that lease")
+    raise typer.Exit(0 if released else 1)
 
 
 @app.command()

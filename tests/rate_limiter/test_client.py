@@ -24,6 +24,8 @@ descriptors:
     rate_limit: {unit: day, requests_per_unit: 0}
   - key: address
     value: 198.51.100.8
+  - key: upload
+    rate_limit: {unit: minute, requests_per_unit: 1, algorithm: concurrency}
 """
 
 
@@ -60,6 +62,17 @@ def test_check_usage_and_rules(
     assert "5000/second gcra prefetch   (api.tenant)" in listed.output
     assert "0/day (refuses every request)   (api.address_198.51.100.7)" in listed.output
     assert "address=198.51.100.8" in listed.output and "no limit (allowlist entry)" in listed.output
+
+    # A concurrency lease: taken by check, shown, given back by release.
+    held = runner.invoke(app, ["check", "api", "upload=u1", *url])
+    assert held.exit_code == 0 and ", lease " in held.output
+    lease = held.output.rsplit(", lease ", 1)[1].split()[0]
+    assert runner.invoke(app, ["check", "api", "upload=u1", *url]).exit_code == 1
+    freed = runner.invoke(app, ["release", "api", "upload=u1", "--lease", lease, *url])
+    assert freed.exit_code == 0 and "released from 1 rule(s)" in freed.output
+    again = runner.invoke(app, ["release", "api", "upload=u1", "--lease", lease, *url])
+    assert again.exit_code == 1 and "nothing held that lease" in again.output
+    assert runner.invoke(app, ["check", "api", "upload=u1", *url]).exit_code == 0
 
     # An unknown domain has no rules: allowed, as Envoy answers OK.
     unknown = runner.invoke(app, ["check", "nope", "user=x", *url])
