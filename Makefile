@@ -68,3 +68,6 @@ protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
 	  rate_limiter/envoy_api/base.proto rate_limiter/envoy_api/ratelimit.proto rate_limiter/envoy_api/rls.proto
 	rm -f rate_limiter/envoy_api/base_pb2_grpc.py rate_limiter/envoy_api/ratelimit_pb2_grpc.py
+
+experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
+	$(PY) -m rate_limiter.experiment
