@@ -8,7 +8,7 @@ from common.redis_server import ensure_shared_redis
 from common.server import serve
 from rate_limiter.app import create_app
 from rate_limiter.errors import RulesError
-from rate_limiter.rules_yaml import load_rules
+from rate_limiter.rules_files import load_rules
 from rate_limiter.settings import RateLimiterSettings
 
 

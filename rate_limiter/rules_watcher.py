@@ -8,7 +8,7 @@ from pathlib import Path
 import structlog
 
 from rate_limiter.errors import RulesError
-from rate_limiter.rules_yaml import fingerprint, load_rules
+from rate_limiter.rules_files import fingerprint, load_rules
 
 log = structlog.get_logger("rate_limiter.rules_watcher")
 

@@ -1,5 +1,7 @@
-"""The YAML parser: rule files in Envoy ratelimit's format, extended with `algorithm`,
-`burst`, `count_refused` and `prefetch`.
+"""The YAML parser: rule files in Envoy ratelimit's format, meaning what they mean in Envoy,
+extended with `algorithm`, `burst`, `count_refused` and `prefetch` (in a `rate_limit`) and
+`apply_limits` and `algorithm` (at the top of a file), each changing behaviour only in a
+file that uses it.
 
     domain: api
     descriptors:
@@ -17,19 +19,18 @@
             rate_limit: {unit: hour, requests_per_unit: 1000}
 
 All of Envoy's keys work as Envoy defines them: `replaces` (a rule that drops another named
-rule from the same check), `requests_per_unit: 0` (refuse every request: a blocklist entry),
-a descriptor with neither `rate_limit` nor nested descriptors (no limit: an allowlist entry),
-`share_threshold` (every value a wildcard matches shares one counter), and the metrics-only
-`detailed_metric` and `value_to_metric` (accepted).
+rule from a request's checks), `requests_per_unit: 0` (refuse every request: a blocklist
+entry), a descriptor with neither `rate_limit` nor nested descriptors (no limit: an
+allowlist entry), `share_threshold` (every value a wildcard matches shares one counter),
+`quota_mode`, `metadata`, and `detailed_metric` and `value_to_metric` (stats names). A rule
+naming no algorithm counts as Envoy's does: a fixed window aligned to the unit, refused hits
+counted. What Envoy refuses is refused here, with the file and line.
 
 Files are read with yaml's node API so every error names its file and line.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -38,7 +39,7 @@ from yaml.constructor import SafeConstructor
 
 from rate_limiter.algorithms import MAX_RATE, UNITS, Algorithm, Limit
 from rate_limiter.errors import RulesError
-from rate_limiter.rules import ApplyLimits, Block, Domain, Level, Node, Rule, RuleSet
+from rate_limiter.rules import ApplyLimits, Block, Domain, Level, Node, Rule
 
 log = structlog.get_logger("rate_limiter.rules_yaml")
 
@@ -432,72 +433,6 @@ def _yaml_error(exc: yaml.YAMLError, text: str, source: str) -> RulesError:
     else:
         problem = str(exc) or problem
     return RulesError(f"{source}:{line}: invalid YAML: {problem}", file=source, line=line)
-
-
-def rule_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    return [path]
-
-
-def _digest(contents: Iterable[tuple[Path, bytes]]) -> str:
-    digest = hashlib.sha256()
-    for file, data in contents:
-        digest.update(str(file).encode())
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def fingerprint(path: Path) -> str:
-    """What the files hold now; compared with the fingerprint of the rules in force."""
-    return _digest((file, file.read_bytes()) for file in rule_files(path))
-
-
-def load_rules(path: Path, *, merge_domains: bool = False) -> RuleSet:
-    """A file, or every *.yaml/*.yml in a folder. A domain named by two files is refused, or
-    with `merge_domains` (Envoy's MERGE_DOMAIN_CONFIG) their top-level descriptors are
-    joined, a descriptor both define being refused.
-
-    Each file is read once: the rules and their fingerprint come from the same bytes, so an
-    edit landing during a reload is seen by the next poll instead of being taken as loaded."""
-    if not path.exists():
-        raise RulesError(f"{path}: no such file or folder", file=str(path), line=0)
-    domains: dict[str, Domain] = {}
-    contents: list[tuple[Path, bytes]] = []
-    for file in rule_files(path):
-        try:
-            data = file.read_bytes()
-            text = data.decode()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RulesError(f"{file}: cannot read: {exc}", file=str(file), line=0) from None
-        contents.append((file, data))
-        domain = parse_text(text, str(file))
-        if domain.name not in domains:
-            domains[domain.name] = domain
-            continue
-        first = domains[domain.name]
-        if not merge_domains:
-            raise _file_error(file, f"domain {domain.name!r} is already defined in {first.source}")
-        if first.apply_limits is not domain.apply_limits:
-            raise _file_error(
-                file,
-                f"domain {domain.name!r} is merged with {first.source}, which applies limits"
-                f" at {first.apply_limits.value} (this file: {domain.apply_limits.value})",
-            )
-        for node in domain.descriptors.nodes:
-            if first.descriptors.add(node) is not None:
-                raise _file_error(
-                    file,
-                    f"duplicate descriptor composite key '{domain.name}.{node.final_key}'"
-                    f" (also in {first.source})",
-                )
-        first.source = f"{first.source}, {file}"
-    return RuleSet(domains, _digest(contents))
-
-
-def _file_error(file: Path, message: str) -> RulesError:
-    return RulesError(f"{file}:1: {message}", file=str(file), line=1)
 
 
 def warn_unknown_replaces(domain: Domain) -> None:

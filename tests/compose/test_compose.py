@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from common.settings import SHARED_FIELDS, ServiceSettings
-from rate_limiter.rules_yaml import load_rules
+from rate_limiter.rules_files import load_rules
 from rate_limiter.settings import RateLimiterSettings
 from url_shortener.settings import UrlShortenerSettings
 

@@ -18,7 +18,8 @@ from rate_limiter import MemoryBackend, RulesError
 from rate_limiter.algorithms import Algorithm
 from rate_limiter.metrics import LimiterMetrics
 from rate_limiter.rules import RuleSet
-from rate_limiter.rules_yaml import load_rules, parse_text
+from rate_limiter.rules_files import load_rules
+from rate_limiter.rules_yaml import parse_text
 from rate_limiter.service import Descriptor, RateLimitService
 
 # An instant 10 s into a minute (and into an hour), in µs.

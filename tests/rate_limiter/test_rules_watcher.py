@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rate_limiter import rules_yaml
+from rate_limiter import rules_files
 from rate_limiter.rules import Domain
+from rate_limiter.rules_files import fingerprint
 from rate_limiter.rules_watcher import RulesWatcher
-from rate_limiter.rules_yaml import fingerprint
 from tests.rate_limiter.test_rules_yaml import ENVOY_FILE
 
 
@@ -85,16 +85,16 @@ def test_an_edit_landing_during_a_reload_is_picked_up_by_the_next_poll(
     path.write_text(GOOD % 5)
     watcher = RulesWatcher(path)
     path.write_text(GOOD % 6)
-    real_parse = rules_yaml.parse_text
+    real_parse = rules_files.parse_text
 
     def parse_then_edit(text: str, source: str = "<rules>") -> Domain:
         # A second edit lands right after the reload read the file (a real write, once).
         domain = real_parse(text, source)
-        monkeypatch.setattr(rules_yaml, "parse_text", real_parse)
+        monkeypatch.setattr(rules_files, "parse_text", real_parse)
         path.write_text(GOOD % 7)
         return domain
 
-    monkeypatch.setattr(rules_yaml, "parse_text", parse_then_edit)
+    monkeypatch.setattr(rules_files, "parse_text", parse_then_edit)
     assert watcher.reload_if_changed()
     assert rate_in_force(watcher) == 6  # what was read
     assert watcher.current.fingerprint != fingerprint(path)  # ...and it knows the file moved on

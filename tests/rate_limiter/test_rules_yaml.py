@@ -9,7 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from rate_limiter import Algorithm, RulesError
-from rate_limiter.rules_yaml import load_rules, parse_text
+from rate_limiter.rules_files import load_rules
+from rate_limiter.rules_yaml import parse_text
 from rate_limiter.settings import EXAMPLE_RULES
 
 ENVOY_FILE = """\
