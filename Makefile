@@ -19,6 +19,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
 .PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: protos-rate_limiter experiment-rate_limiter
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -70,3 +71,11 @@ stop-redis: install ## Stop the shared local Redis; returns once it has exited (
 
 clean: ## Remove caches (keeps .venv and .data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache reports
+
+protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from rate_limiter/envoy_api/*.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
+	  rate_limiter/envoy_api/base.proto rate_limiter/envoy_api/ratelimit.proto rate_limiter/envoy_api/rls.proto
+	rm -f rate_limiter/envoy_api/base_pb2_grpc.py rate_limiter/envoy_api/ratelimit_pb2_grpc.py
+
+experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
+	$(PY) -m rate_limiter.experiment

@@ -312,7 +312,7 @@ def suite_app(protected: bool, port: int, redis_url: str) -> tuple[Any, Any]:
     from rate_limiter.middleware import RateLimitMiddleware, RouteRule
     from rate_limiter.settings import RateLimiterSettings
 
-    settings = RateLimiterSettings(port=port, redis_url=redis_url, log_format="json")
+    settings = RateLimiterSettings(port=port, redis_url=redis_url, log_format="json", grpc=False)
     limits = [
         Middleware(RateLimitMiddleware, rules=[RouteRule(Limit.per_second(10**9), path="/ping")])
     ]

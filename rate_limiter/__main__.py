@@ -8,15 +8,17 @@ import sys
 from common.redis_server import ensure_shared_redis
 from common.server import serve
 from rate_limiter.app import create_app
-from rate_limiter.config import load_rules
 from rate_limiter.errors import RulesError
+from rate_limiter.rules_files import load_rules
 from rate_limiter.settings import RateLimiterSettings
 
 
 def main() -> None:
     settings = RateLimiterSettings()
     try:
-        load_rules(settings.rules)  # refuse bad rules with their line, before any traceback
+        load_rules(
+            settings.rules, merge_domains=settings.merge_domain_config
+        )  # refuse bad rules with their line, before any traceback
     except RulesError as exc:
         print(f"rate_limiter: invalid rules: {exc.detail}", file=sys.stderr)
         sys.exit(2)

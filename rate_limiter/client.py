@@ -1,6 +1,7 @@
-"""Command-line client: python -m rate_limiter.client check|rules|usage ...
+"""Command-line client: python -m rate_limiter.client check|release|rules|usage ...
 
     python -m rate_limiter.client check api api_key=k1 route="POST /api/links" --cost 2
+    python -m rate_limiter.client release api upload_user=u1 --lease 3f2a...e1.1
     python -m rate_limiter.client usage api api_key=k1
     python -m rate_limiter.client rules
 
@@ -47,6 +48,7 @@ def _show(body: dict[str, Any]) -> None:
             f"  {d['rule']}: {'allowed' if d['allowed'] else 'refused'}{flags}, "
             f"{d['remaining']}/{d['limit']} left, full in {d['reset_after']:.3f}s"
             + ("" if d["allowed"] else f", {wait}")
+            + (f", lease {d['lease']}" if d.get("lease") else "")
         )
 
 
@@ -62,6 +64,26 @@ def check(
     result = api.call("POST", "/api/check", json=body).json()
     api.show(result, _show)
     raise typer.Exit(0 if result["allowed"] else REFUSED)
+
+
+@app.command()
+def release(
+    domain: str,
+    descriptors: Annotated[list[str], typer.Argument(help="key=value entries, as checked.")],
+    lease: Annotated[str, typer.Option(help="The lease id the check handed out.")],
+) -> None:
+    """Give back a concurrency lease taken by `check` (exit 1 when nothing held it)."""
+    api = cli.api()
+    body = {"domain": domain, "descriptors": _entries(descriptors), "lease": lease}
+    result = api.call("POST", "/api/release", json=body).json()
+    released = result["released"]
+    api.show(
+        result,
+        lambda _: typer.echo(
+            f"released from {released} rule(s)" if released else "nothing held that lease"
+        ),
+    )
+    raise typer.Exit(0 if released else REFUSED)
 
 
 @app.command()

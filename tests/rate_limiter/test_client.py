@@ -24,6 +24,8 @@ descriptors:
     rate_limit: {unit: day, requests_per_unit: 0}
   - key: address
     value: 198.51.100.8
+  - key: upload
+    rate_limit: {unit: minute, requests_per_unit: 1, algorithm: concurrency}
 """
 
 
@@ -33,7 +35,8 @@ def test_check_usage_and_rules(
 ) -> None:
     rules = write_rules(tmp_path, RULES)
     svc = service_factory("rate_limiter", {"RATE_LIMITER_RULES": str(rules),
-                                           "RATE_LIMITER_REDIS_URL": redis_url})  # fmt: skip
+                                           "RATE_LIMITER_REDIS_URL": redis_url,
+                                           "RATE_LIMITER_GRPC_PORT": "0"})  # fmt: skip
     runner = CliRunner()
     url = ["--url", svc.url]  # global options come before the command (common/cli.py)
 
@@ -60,8 +63,20 @@ def test_check_usage_and_rules(
     assert "0/day (refuses every request)   (api.address_198.51.100.7)" in listed.output
     assert "address=198.51.100.8" in listed.output and "no limit (allowlist entry)" in listed.output
 
+    # A concurrency lease: taken by check, shown, given back by release.
+    held = runner.invoke(app, [*url, "check", "api", "upload=u1"])
+    assert held.exit_code == 0 and ", lease " in held.output
+    lease = held.output.rsplit(", lease ", 1)[1].split()[0]
+    assert runner.invoke(app, [*url, "check", "api", "upload=u1"]).exit_code == 1
+    freed = runner.invoke(app, [*url, "release", "api", "upload=u1", "--lease", lease])
+    assert freed.exit_code == 0 and "released from 1 rule(s)" in freed.output
+    again = runner.invoke(app, [*url, "release", "api", "upload=u1", "--lease", lease])
+    assert again.exit_code == 1 and "nothing held that lease" in again.output
+    assert runner.invoke(app, [*url, "check", "api", "upload=u1"]).exit_code == 0
+
+    # An unknown domain has no rules: allowed, as Envoy answers OK.
     unknown = runner.invoke(app, [*url, "check", "nope", "user=x"])
-    assert unknown.exit_code == 1 and "Error 404" in unknown.output  # refused by the service
+    assert unknown.exit_code == 0 and "no rule applies" in unknown.output
     bad = runner.invoke(app, [*url, "check", "api", "user"])
     assert bad.exit_code == 2 and "key=value" in bad.output
     down = runner.invoke(app, ["--url", "http://127.0.0.1:9", "rules"])
