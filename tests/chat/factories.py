@@ -56,7 +56,9 @@ class Client:
         if via == "query":
             ws = await connect(f"{ws_url(base)}?token={token}", max_size=2**22, proxy=None)
         else:
-            ws = await connect(ws_url(base), subprotocols=["chat", token], max_size=2**22, proxy=None)  # type: ignore[list-item]
+            ws = await connect(
+                ws_url(base), subprotocols=["chat", token], max_size=2**22, proxy=None
+            )  # type: ignore[list-item]
         return cls(ws)
 
     async def _read(self) -> None:
@@ -67,17 +69,19 @@ class Client:
         except Exception:
             pass
         finally:
-            rcvd = self.ws.close_rcvd
+            rcvd = self.ws.protocol.close_rcvd
             self.closed = (rcvd.code, rcvd.reason) if rcvd else (None, "")
             self._new.set()
 
     async def send(self, **frame: Any) -> None:
         await self.ws.send(json.dumps(frame))
 
-    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict:
-        """The first received frame matching `pred` (waiting for it)."""
+    async def wait(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, start: int = 0
+    ) -> dict:
+        """The first frame from index `start` on matching `pred` (waiting for it)."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = start
         while True:
             for frame in self.frames[seen:]:
                 if pred(frame):
@@ -87,7 +91,9 @@ class Client:
                 raise AssertionError(f"closed {self.closed} before a match; got {self.frames}")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no matching frame within {timeout}s; got {self.frames[-20:]}")
+                raise AssertionError(
+                    f"no matching frame within {timeout}s; got {self.frames[-20:]}"
+                )
             self._new.clear()
             try:
                 await asyncio.wait_for(self._new.wait(), left)
@@ -106,8 +112,11 @@ class Client:
 
     async def say(self, room_id: int, text: str, client_id: str | None = None) -> dict:
         cid = client_id or unique("c")
+        start = len(self.frames)
         await self.send(type="send", room=room_id, text=text, client_id=cid)
-        return await self.wait(lambda f: f.get("client_id") == cid and f["type"] in ("ack", "error"))
+        return await self.wait(
+            lambda f: f.get("client_id") == cid and f["type"] in ("ack", "error"), start=start
+        )
 
     def messages(self, room_id: int) -> list[dict[str, Any]]:
         return [f for f in self.frames if f.get("type") == "message" and f["room"] == room_id]
@@ -116,8 +125,10 @@ class Client:
         return [f["seq"] for f in self.messages(room_id)]
 
     async def wait_seq(self, room_id: int, seq: int, timeout: float = 10.0) -> None:
-        await self.wait(lambda f: f.get("type") == "message" and f["room"] == room_id
-                        and f["seq"] >= seq, timeout)
+        await self.wait(
+            lambda f: f.get("type") == "message" and f["room"] == room_id and f["seq"] >= seq,
+            timeout,
+        )
 
     async def close(self) -> None:
         await self.ws.close()

@@ -37,7 +37,12 @@ def test_accounts_and_tokens(pair: Pair) -> None:
     assert httpx.get(f"{other}/api/rooms", headers=auth(token)).status_code == 200
     problem(httpx.get(f"{other}/api/rooms", headers=auth(token[:-2] + "xx")), 401)
     problem(httpx.get(f"{other}/api/rooms"), 401)
-    problem(httpx.post(f"{base}/api/token", content=b"{nope", headers={"content-type": "application/json"}), 400)
+    problem(
+        httpx.post(
+            f"{base}/api/token", content=b"{nope", headers={"content-type": "application/json"}
+        ),
+        400,
+    )
 
 
 def test_rooms_members_and_privacy(pair: Pair) -> None:
@@ -49,29 +54,46 @@ def test_rooms_members_and_privacy(pair: Pair) -> None:
     private = room(base, ta, private=True, members=[bob])
     assert private["members"] == sorted([alice, bob])
     problem(httpx.post(f"{base}/api/rooms", json={"name": public["name"]}, headers=auth(tb)), 409)
-    problem(httpx.post(f"{base}/api/rooms", json={"name": "x", "members": [unique()]},
-                       headers=auth(ta)), 404)
+    problem(
+        httpx.post(
+            f"{base}/api/rooms", json={"name": "x", "members": [unique()]}, headers=auth(ta)
+        ),
+        404,
+    )
     # Carol sees neither room among hers, and cannot read the private one (404: no leak).
     mine = httpx.get(f"{base}/api/rooms", headers=auth(tc)).json()["rooms"]
     assert mine == []
     problem(httpx.get(f"{base}/api/rooms/{private['id']}/messages", headers=auth(tc)), 404)
-    problem(httpx.post(f"{base}/api/rooms/{private['id']}/members", json={"users": [carol]},
-                       headers=auth(tc)), 404)
+    problem(
+        httpx.post(
+            f"{base}/api/rooms/{private['id']}/members", json={"users": [carol]}, headers=auth(tc)
+        ),
+        404,
+    )
     # The public room is readable, and listed by name and among public rooms.
-    assert httpx.get(f"{base}/api/rooms/{public['id']}/messages", headers=auth(tc)).status_code == 200
+    assert (
+        httpx.get(f"{base}/api/rooms/{public['id']}/messages", headers=auth(tc)).status_code == 200
+    )
     by_name = httpx.get(f"{base}/api/rooms", params={"name": public["name"]}, headers=auth(tc))
     assert by_name.json()["rooms"][0]["id"] == public["id"]
     listed = httpx.get(f"{base}/api/rooms", params={"public": True}, headers=auth(tc)).json()
     assert public["id"] in [r["id"] for r in listed["rooms"]]
     assert private["id"] not in [r["id"] for r in listed["rooms"]]
     # A member adds Carol; now she reads it.
-    added = httpx.post(f"{base}/api/rooms/{private['id']}/members", json={"users": [carol]},
-                       headers=auth(tb))
+    added = httpx.post(
+        f"{base}/api/rooms/{private['id']}/members", json={"users": [carol]}, headers=auth(tb)
+    )
     assert added.status_code == 200 and added.json()["members"] == sorted([alice, bob, carol])
-    assert httpx.get(f"{base}/api/rooms/{private['id']}/messages", headers=auth(tc)).status_code == 200
+    assert (
+        httpx.get(f"{base}/api/rooms/{private['id']}/messages", headers=auth(tc)).status_code == 200
+    )
     problem(httpx.get(f"{base}/api/rooms/999999/messages", headers=auth(tc)), 404)
-    problem(httpx.get(f"{base}/api/rooms/{public['id']}/messages", params={"limit": 0},
-                      headers=auth(tc)), 422)
+    problem(
+        httpx.get(
+            f"{base}/api/rooms/{public['id']}/messages", params={"limit": 0}, headers=auth(tc)
+        ),
+        422,
+    )
 
 
 def test_direct_room_is_the_same_every_time(pair: Pair) -> None:
@@ -85,8 +107,12 @@ def test_direct_room_is_the_same_every_time(pair: Pair) -> None:
     assert first.json()["direct"]
     problem(httpx.post(f"{a}/api/dms", json={"user": alice}, headers=auth(ta)), 422)
     problem(httpx.post(f"{a}/api/dms", json={"user": unique()}, headers=auth(ta)), 404)
-    problem(httpx.post(f"{a}/api/rooms/{first.json()['id']}/members", json={"users": [alice]},
-                       headers=auth(ta)), 403)
+    problem(
+        httpx.post(
+            f"{a}/api/rooms/{first.json()['id']}/members", json={"users": [alice]}, headers=auth(ta)
+        ),
+        403,
+    )
 
 
 async def test_history_pages_and_unread_counts(pair: Pair) -> None:
@@ -102,13 +128,17 @@ async def test_history_pages_and_unread_counts(pair: Pair) -> None:
     page = httpx.get(f"{base}/api/rooms/{r['id']}/messages", params={"limit": 5}, headers=h).json()
     assert [m["seq"] for m in page["messages"]] == [8, 9, 10, 11, 12]
     assert page["before_seq"] == 8 and page["last_seq"] == 12
-    older = httpx.get(f"{base}/api/rooms/{r['id']}/messages",
-                      params={"limit": 5, "before_seq": 8}, headers=h).json()
+    older = httpx.get(
+        f"{base}/api/rooms/{r['id']}/messages", params={"limit": 5, "before_seq": 8}, headers=h
+    ).json()
     assert [m["seq"] for m in older["messages"]] == [3, 4, 5, 6, 7]
-    after = httpx.get(f"{base}/api/rooms/{r['id']}/messages",
-                      params={"after_seq": 10}, headers=h).json()
+    after = httpx.get(
+        f"{base}/api/rooms/{r['id']}/messages", params={"after_seq": 10}, headers=h
+    ).json()
     assert [(m["seq"], m["text"], m["user"]) for m in after["messages"]] == [
-        (11, "m10", alice), (12, "m11", alice)]
+        (11, "m10", alice),
+        (12, "m11", alice),
+    ]
     # Bob has 12 unread; Alice (the sender) none.
     bobs = httpx.get(f"{base}/api/rooms", headers=h).json()["rooms"]
     assert [(x["id"], x["unread"]) for x in bobs] == [(r["id"], 12)]
