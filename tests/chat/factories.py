@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from tests.chat.conftest import unique
 
@@ -24,6 +26,11 @@ def user(base: str, name: str | None = None) -> tuple[str, str]:
     resp = httpx.post(f"{base}/api/token", json={"username": name, "password": PASSWORD})
     assert resp.status_code == 200, resp.text
     return name, resp.json()["access_token"]
+
+
+def http_get(url: str, **kwargs: Any) -> httpx.Response:
+    """A blocking GET (tests call it between awaits; the server runs in another process)."""
+    return httpx.get(url, **kwargs)
 
 
 def auth(token: str) -> dict[str, str]:
@@ -56,9 +63,8 @@ class Client:
         if via == "query":
             ws = await connect(f"{ws_url(base)}?token={token}", max_size=2**22, proxy=None)
         else:
-            ws = await connect(
-                ws_url(base), subprotocols=["chat", token], max_size=2**22, proxy=None
-            )  # type: ignore[list-item]
+            protocols = [Subprotocol("chat"), Subprotocol(token)]
+            ws = await connect(ws_url(base), subprotocols=protocols, max_size=2**22, proxy=None)
         return cls(ws)
 
     async def _read(self) -> None:
@@ -95,10 +101,8 @@ class Client:
                     f"no matching frame within {timeout}s; got {self.frames[-20:]}"
                 )
             self._new.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), left)
-            except TimeoutError:
-                pass
 
     async def wait_type(self, type_: str, timeout: float = 10.0, **fields: Any) -> dict:
         return await self.wait(

@@ -3,11 +3,13 @@ every documented error as problem+json."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
 from tests.chat.conftest import unique
-from tests.chat.factories import PASSWORD, Client, auth, room, user
+from tests.chat.factories import PASSWORD, Client, auth, http_get, room, user
 from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -125,14 +127,14 @@ async def test_history_pages_and_unread_counts(pair: Pair) -> None:
     acked = [await c.say(r["id"], f"m{i}") for i in range(12)]
     assert [a["seq"] for a in acked] == list(range(1, 13))
     h = auth(tb)
-    page = httpx.get(f"{base}/api/rooms/{r['id']}/messages", params={"limit": 5}, headers=h).json()
+    page = http_get(f"{base}/api/rooms/{r['id']}/messages", params={"limit": 5}, headers=h).json()
     assert [m["seq"] for m in page["messages"]] == [8, 9, 10, 11, 12]
     assert page["before_seq"] == 8 and page["last_seq"] == 12
-    older = httpx.get(
+    older = http_get(
         f"{base}/api/rooms/{r['id']}/messages", params={"limit": 5, "before_seq": 8}, headers=h
     ).json()
     assert [m["seq"] for m in older["messages"]] == [3, 4, 5, 6, 7]
-    after = httpx.get(
+    after = http_get(
         f"{base}/api/rooms/{r['id']}/messages", params={"after_seq": 10}, headers=h
     ).json()
     assert [(m["seq"], m["text"], m["user"]) for m in after["messages"]] == [
@@ -140,15 +142,15 @@ async def test_history_pages_and_unread_counts(pair: Pair) -> None:
         (12, "m11", alice),
     ]
     # Bob has 12 unread; Alice (the sender) none.
-    bobs = httpx.get(f"{base}/api/rooms", headers=h).json()["rooms"]
+    bobs = http_get(f"{base}/api/rooms", headers=h).json()["rooms"]
     assert [(x["id"], x["unread"]) for x in bobs] == [(r["id"], 12)]
-    alices = httpx.get(f"{base}/api/rooms", headers=auth(ta)).json()["rooms"]
+    alices = http_get(f"{base}/api/rooms", headers=auth(ta)).json()["rooms"]
     assert alices[0]["unread"] == 0
     b = await Client.open(base, tb)
     await b.join(r["id"])
     await b.send(type="read", room=r["id"], seq=9)
     await b.wait_type("receipt", user=bob, read=9)
-    bobs = httpx.get(f"{base}/api/rooms", headers=h).json()["rooms"]
+    bobs = http_get(f"{base}/api/rooms", headers=h).json()["rooms"]
     assert bobs[0]["unread"] == 3 and bobs[0]["read_seq"] == 9
     await c.close()
     await b.close()
@@ -159,16 +161,14 @@ async def test_presence_endpoint(pair: Pair) -> None:
     alice, ta = user(base)
     r = room(base, ta)
     url = f"{base}/api/rooms/{r['id']}/presence"
-    assert httpx.get(url, headers=auth(ta)).json()["users"] == []
+    assert http_get(url, headers=auth(ta)).json()["users"] == []
     c = await Client.open(pair[1].url, ta)
     await c.join(r["id"])
-    assert httpx.get(url, headers=auth(ta)).json() == {"room": r["id"], "users": [alice]}
+    assert http_get(url, headers=auth(ta)).json() == {"room": r["id"], "users": [alice]}
     await c.close()
     await c.ws.wait_closed()
     for _ in range(50):
-        if httpx.get(url, headers=auth(ta)).json()["users"] == []:
+        if http_get(url, headers=auth(ta)).json()["users"] == []:
             break
-        import asyncio
-
         await asyncio.sleep(0.1)
-    assert httpx.get(url, headers=auth(ta)).json()["users"] == []
+    assert http_get(url, headers=auth(ta)).json()["users"] == []

@@ -6,12 +6,11 @@ import asyncio
 import json
 import time
 
-import httpx
 import jwt
 import pytest
 
 from tests.chat.conftest import SECRET, unique
-from tests.chat.factories import Client, auth, room, user
+from tests.chat.factories import Client, auth, http_get, room, user
 from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -51,7 +50,7 @@ async def test_order_dedup_and_multi_device(pair: Pair) -> None:
 
 async def test_concurrent_senders_on_both_instances_stay_gap_free(pair: Pair) -> None:
     a, b = pair[0].url, pair[1].url
-    alice, ta = user(a)
+    _alice, ta = user(a)
     bob, tb = user(b)
     r = room(a, ta, members=[bob])["id"]
     ca, cb = await Client.open(a, ta), await Client.open(b, tb)
@@ -74,7 +73,7 @@ async def test_concurrent_senders_on_both_instances_stay_gap_free(pair: Pair) ->
         await c.wait_seq(r, 45)
         assert c.seqs(r) == list(range(1, 46))
     # SQL history is exactly what was acknowledged.
-    hist = httpx.get(
+    hist = http_get(
         f"{a}/api/rooms/{r}/messages", params={"after_seq": 0, "limit": 500}, headers=auth(ta)
     ).json()["messages"]
     assert {(m["id"], m["seq"]) for m in hist} == {(x["id"], x["seq"]) for x in acks}
@@ -84,7 +83,7 @@ async def test_concurrent_senders_on_both_instances_stay_gap_free(pair: Pair) ->
 
 async def test_join_after_seq_and_sync_return_exactly_what_was_missed(pair: Pair) -> None:
     a, b = pair[0].url, pair[1].url
-    alice, ta = user(a)
+    _alice, ta = user(a)
     r = room(a, ta)["id"]
     sender = await Client.open(a, ta)
     await sender.join(r)
@@ -105,7 +104,7 @@ async def test_join_after_seq_and_sync_return_exactly_what_was_missed(pair: Pair
     await late.wait_seq(r, 7)
     assert late.seqs(r)[-1] == 7 and late.seqs(r).count(7) == 1
     # A sync of a room not joined is a history read (public room: allowed).
-    bob, tb = user(a)
+    _bob, tb = user(a)
     reader = await Client.open(a, tb)
     await reader.send(type="sync", room=r, after_seq=5)
     await reader.wait_type("synced", room=r, seq=7)
@@ -116,7 +115,7 @@ async def test_join_after_seq_and_sync_return_exactly_what_was_missed(pair: Pair
 
 async def test_typing_receipts_edits_and_deletes(pair: Pair) -> None:
     a, b = pair[0].url, pair[1].url
-    alice, ta = user(a)
+    _alice, ta = user(a)
     bob, tb = user(a)
     r = room(a, ta, members=[bob])["id"]
     ca, cb = await Client.open(a, ta), await Client.open(b, tb)
@@ -137,7 +136,7 @@ async def test_typing_receipts_edits_and_deletes(pair: Pair) -> None:
     assert (await cb.wait_type("error"))["code"] == "not_found"
     await ca.send(type="delete", room=r, id=ack["id"])
     await cb.wait_type("deleted", room=r, id=ack["id"])
-    hist = httpx.get(f"{a}/api/rooms/{r}/messages", headers=auth(tb)).json()["messages"]
+    hist = http_get(f"{a}/api/rooms/{r}/messages", headers=auth(tb)).json()["messages"]
     assert hist[0]["deleted"] and hist[0]["text"] == "" and hist[0]["edited_ts"]
     await ca.send(type="edit", room=r, id=ack["id"], text="too late")
     assert (await ca.wait_type("error"))["code"] == "not_found"
@@ -169,8 +168,8 @@ async def test_presence_across_instances(pair: Pair) -> None:
 
 async def test_bad_input_gets_error_frames_and_the_connection_stays_up(pair: Pair) -> None:
     a = pair[0].url
-    alice, ta = user(a)
-    bob, tb = user(a)
+    _alice, ta = user(a)
+    _bob, tb = user(a)
     secret_room = room(a, tb, private=True)["id"]
     r = room(a, ta)["id"]
     c = await Client.open(a, ta)
@@ -256,9 +255,9 @@ async def test_bad_or_expired_tokens_close_with_1008(pair: Pair) -> None:
 
 async def test_private_rooms_admit_members_only(pair: Pair) -> None:
     a, b = pair[0].url, pair[1].url
-    alice, ta = user(a)
+    _alice, ta = user(a)
     bob, tb = user(a)
-    eve, te = user(a)
+    _eve, te = user(a)
     r = room(a, ta, private=True, members=[bob])["id"]
     cb, ce = await Client.open(b, tb), await Client.open(b, te)
     await cb.join(r)
