@@ -23,6 +23,8 @@ class ChatSettings(ServiceSettings):
     max_text_chars: int = Field(default=4000, ge=1)
     # Frames queued for one connection before it counts as a slow consumer and is closed.
     send_queue_size: int = Field(default=1000, ge=1)
+    # Seconds a closing connection's close frame may wait behind data the client has not read.
+    close_timeout: float = Field(default=10.0, gt=0)
     # Sends (and edits, deletes) per connection: rate per second and burst.
     send_rate_per_second: int = Field(default=20, ge=1)
     send_burst: int = Field(default=40, ge=1)

@@ -147,7 +147,10 @@ class Connection:
                     with contextlib.suppress(Exception):
                         await self.hub.detach(self, room_id)
                 if self.close_code is not None:
-                    with anyio.move_on_after(1), contextlib.suppress(Exception):
+                    with (
+                        anyio.move_on_after(self.settings.close_timeout),
+                        contextlib.suppress(Exception),
+                    ):
                         await self.ws.close(self.close_code, self.close_reason)
 
     async def _sender(self) -> None:
