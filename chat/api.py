@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import HTMLResponse
 
 from chat.deps import AccountsDep, CallerDep, ChatDep
+from chat.errors import RoomNotFound
 from chat.schemas import (
     DirectCreate,
     MembersAdd,
@@ -91,7 +92,10 @@ async def list_rooms(
 ) -> RoomList:
     """The caller's rooms with unread counts (or the public rooms, or one room by name)."""
     if name is not None:
-        return RoomList(rooms=[_room(await chat.find_room(name))])
+        try:
+            return RoomList(rooms=[_room(await chat.find_room(name))])
+        except RoomNotFound:
+            return RoomList(rooms=[])
     if public:
         return RoomList(rooms=[_room(r) for r in await chat.public_rooms()])
     return RoomList(

@@ -16,7 +16,7 @@ class ChatSettings(ServiceSettings):
     service_name: str = "chat"
     port: int = Field(default=8003, ge=0, le=65535)
     # Signs access tokens; a placeholder refuses to start in production.
-    jwt_secret: str = "dev-chat-jwt-secret"
+    jwt_secret: str = "dev-chat-jwt-secret-not-for-production"
     token_ttl_seconds: int = Field(default=3600, ge=1)
     # Largest client frame accepted (bytes); bigger ones get an `error` frame.
     max_frame_bytes: int = Field(default=16_384, ge=256)

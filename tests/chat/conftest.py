@@ -11,7 +11,7 @@ import pytest
 from common.redis_server import RedisProcess
 from tests.support import ServiceProcess
 
-SECRET = "test-chat-secret-0123456789"
+SECRET = "test-chat-secret-0123456789-abcdefgh"
 
 # Short presence timings, so expiry after a crash is seen within a test.
 FAST = {

@@ -238,7 +238,7 @@ async def test_bad_or_expired_tokens_close_with_1008(pair: Pair) -> None:
         "",
         "garbage",
         _token(sub, name, time.time() - 5),
-        _token(sub, name, time.time() + 60, secret="another-secret-0123456789"),
+        _token(sub, name, time.time() + 60, secret="another-secret-0123456789-abcdefghij"),
     ):
         c = await Client.open(a, bad) if bad else await Client.open(a, "")
         await asyncio.wait_for(c.ws.wait_closed(), 5)
