@@ -85,6 +85,7 @@ def create_app(settings: ChatSettings) -> FastAPI:
             gap_wait=settings.gap_wait,
             presence_ttl=settings.presence_ttl,
             delivery_receipts=settings.delivery_receipts,
+            presence_debounce=settings.presence_debounce,
         )
         tokens = TokenIssuer(secret=settings.jwt_secret, ttl=settings.token_ttl_seconds)
         app.state.accounts = AccountService(store=store, tokens=tokens)

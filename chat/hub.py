@@ -62,6 +62,7 @@ class Hub:
         gap_wait: float,
         presence_ttl: float,
         delivery_receipts: bool = True,
+        presence_debounce: float = 0.05,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -69,6 +70,8 @@ class Hub:
         self.gap_wait = gap_wait
         self.presence_ttl = presence_ttl
         self.delivery_receipts = delivery_receipts
+        self.presence_debounce = presence_debounce
+        self._announcing: set[int] = set()
         self.rooms: dict[int, RoomHub] = {}
         self.local_users: Counter[tuple[int, str]] = Counter()
         self._delivered: dict[tuple[int, str], int] = {}
@@ -212,9 +215,24 @@ class Hub:
     # -- presence ----------------------------------------------------------------------
     async def _presence_changed(self, room_id: int, op: str, user: str) -> None:
         try:
-            _, users = await self.bus.presence(room_id, op, user, self.presence_ttl)
+            await self.bus.presence(room_id, op, user, self.presence_ttl)
         except REDIS_DOWN as exc:
             log.warning("presence_unavailable", room=room_id, error=str(exc))
+            return
+        # Announced once per debounce window: a thousand members joining a room make a few
+        # presence frames to each, not a thousand.
+        if room_id not in self._announcing:
+            self._announcing.add(room_id)
+            self._spawn(self._announce(room_id))
+
+    async def _announce(self, room_id: int) -> None:
+        try:
+            await asyncio.sleep(self.presence_debounce)
+        finally:
+            self._announcing.discard(room_id)
+        try:
+            users = await self.present(room_id)
+        except REDIS_DOWN:
             return
         await self.publish_event(room_id, {"type": "presence", "room": room_id, "users": users})
 

@@ -32,6 +32,8 @@ class ChatSettings(ServiceSettings):
     # within the TTL (an instance that died) disappears.
     presence_interval: float = Field(default=5.0, gt=0)
     presence_ttl: float = Field(default=15.0, gt=0)
+    # Joins and leaves within this many seconds are announced in one presence frame.
+    presence_debounce: float = Field(default=0.05, ge=0)
     # How long a message that arrives ahead of a missing seq waits before SQL fills the gap.
     gap_wait: float = Field(default=0.2, ge=0)
     # Delivered watermarks are written to Redis and announced at most this often.
