@@ -20,7 +20,6 @@ stderr as `Error <status> <title>: <detail>`); 2 the service could not be reache
 `make run-<service>` hint) or the command line is wrong (typer's own usage errors are 2).
 """
 
-
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field

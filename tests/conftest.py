@@ -99,6 +99,8 @@ def browser_factory() -> Iterator[Callable[[], Any]]:
 def browser(browser_factory: Callable[[], Any]) -> Any:
     """One headless Chromium session (a Selenium WebDriver)."""
     return browser_factory()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
     """One real Redis Cluster for the session: three primaries, one replica each, on ports
