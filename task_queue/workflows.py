@@ -1,4 +1,5 @@
-"""Workflows: a chain (each step gets the previous step's result as `previous`) or a group
+"""Workflows: a chain (each step whose type declares a `previous`
+parameter gets the previous step's result in it) or a group
 (steps in parallel, then a final step getting all their results as a list: Celery's chord).
 
 Stages advance when a step finishes, in the worker that ran it; the SQL counter of finished
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from task_queue.dispatch import Dispatcher
+from task_queue.jobtypes import registry
 from task_queue.ledger import Ledger
 from task_queue.states import JobStatus
 
@@ -27,8 +29,9 @@ def start_step(
     max_retries: int,
 ) -> None:
     args = dict(spec.get("args") or {})
-    if previous is not None:
-        args["previous"] = previous
+    job_type = registry.get(spec["type"])
+    if previous is not None and job_type is not None and "previous" in job_type.model.model_fields:
+        args["previous"] = previous  # only types that declare `previous` receive it
     job = ledger.add_job(
         type=spec["type"],
         args=args,
