@@ -2,7 +2,7 @@
 
 `python -m task_queue all` (what `make run-task_queue` runs) starts the API, a worker pool
 and the scheduler together, one log stream; Ctrl-C stops all of them.
-`python -m task_queue migrate` creates the tables and exits.
+`python -m task_queue migrate` creates the tables and exits; `serve` (the default) runs the API.
 """
 
 from __future__ import annotations

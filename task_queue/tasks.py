@@ -95,6 +95,13 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
     return app
 
 
+def _concurrency(consumer: Any) -> int:
+    try:
+        return int(consumer.pool.num_processes)
+    except (AttributeError, TypeError):  # the pool is gone: shutting down
+        return 0
+
+
 def _heartbeat_loop(settings: TaskQueueSettings, consumer: Any) -> None:
     """The worker's own heartbeat in Redis: alive, consuming (its broker connection is up),
     which queues. `GET /api/workers` and `/readyz` judge workers by it."""
@@ -110,7 +117,7 @@ def _heartbeat_loop(settings: TaskQueueSettings, consumer: Any) -> None:
             "hostname": hostname,
             "pid": os.getpid(),
             "queues": queues,
-            "concurrency": consumer.pool.num_processes if consumer.pool else 0,
+            "concurrency": _concurrency(consumer),
             "started_at": started,
             "last_heartbeat": time.time(),
             "consuming": consuming,
