@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SERVICES := url_shortener rate_limiter
+SERVICES := url_shortener rate_limiter task_queue
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
@@ -50,8 +50,11 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Extra arguments for a service's run target (the task queue starts API + workers + scheduler).
+RUN_ARGS_task_queue := all
+
 $(RUN): run-%: install ## Run a service on its default port (starts the shared local Redis if REDIS_URL is unset)
-	$(PY) -m $*
+	$(PY) -m $* $(RUN_ARGS_$*)
 
 $(BENCH): bench-%: install ## Benchmark a service against its same-run baselines
 	$(PY) -m benchmarks.$*
