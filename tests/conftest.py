@@ -79,8 +79,9 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start `python -m <module>` processes with the given env; all stopped after the test."""
     procs: list[ServiceProcess] = []
 
-    def start(module: str, env: dict[str, str]) -> ServiceProcess:
-        proc = ServiceProcess(module, env, log_path=tmp_path / f"{module}-{len(procs)}.log")
+    def start(module: str, env: dict[str, str], env_prefix: str | None = None) -> ServiceProcess:
+        log_path = tmp_path / f"{module}-{len(procs)}.log"
+        proc = ServiceProcess(module, env, log_path=log_path, env_prefix=env_prefix)
         procs.append(proc)
         return proc.start()
 

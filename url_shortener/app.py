@@ -114,7 +114,10 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
+        engine = create_engine(
+            settings.database_url or settings.sqlite_url("url_shortener"),
+            timeout=settings.sql_timeout,
+        )
         await upgrade(engine, MIGRATIONS)
         await store.check_database(engine)
         sessions = session_factory(engine)
