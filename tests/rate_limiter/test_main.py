@@ -34,6 +34,7 @@ def env(rules: Path, redis_url: str) -> dict[str, str]:
         "RATE_LIMITER_BACKEND_RETRY_INTERVAL": "0.2",
         "RATE_LIMITER_REDIS_TIMEOUT": "0.3",
         "RATE_LIMITER_LOG_FORMAT": "json",
+        "RATE_LIMITER_GRPC_PORT": "0",
     }
 
 
