@@ -185,6 +185,6 @@ def test_the_shortener_keeps_redirecting_and_counting_across_a_failover(
     assert rest == [302] * 20 + [410] * 5
     # Invalidations still reach every instance (the subscription moved on by itself).
     assert httpx.delete(f"{a.url}/api/links/{plain}", headers=ADMIN).status_code == 204
-    wait_for(lambda: hit(b.url, plain) == 404, timeout=5)
+    wait_for(lambda: hit(b.url, plain) == 404, timeout=15)
     with redis.Redis(port=cluster.primary_for(f"{{l:{limited}}}").port) as r:
         assert r.exists(f"{{l:{limited}}}:n")  # counted in Redis, not only in SQL
