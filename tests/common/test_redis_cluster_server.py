@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,7 +14,16 @@ from common.redis_server import ping
 from tests.support import ROOT
 
 
-async def test_the_command_starts_a_cluster_prints_its_url_and_stops_on_ctrl_c(
+async def _round_trip(url: str) -> bytes | None:
+    client = create_redis(url)
+    try:
+        await client.set("{checklist}", "ok")
+        return await client.get("{checklist}")
+    finally:
+        await client.aclose()
+
+
+def test_the_command_starts_a_cluster_prints_its_url_and_stops_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
     proc = subprocess.Popen(
@@ -29,10 +39,7 @@ async def test_the_command_starts_a_cluster_prints_its_url_and_stops_on_ctrl_c(
         roles = [line.split()[0] for line in lines[:6]]
         assert sorted(roles) == ["master"] * 3 + ["slave"] * 3
         url = lines[7].split()[0].removeprefix("REDIS_URL=")
-        client = create_redis(url)
-        await client.set("{checklist}", "ok")
-        assert await client.get("{checklist}") == b"ok"
-        await client.aclose()
+        assert asyncio.run(_round_trip(url)) == b"ok"
         ports = [int(node.rsplit(":", 1)[1]) for node in url.split("//")[1].split(",")]
     finally:
         proc.send_signal(signal.SIGINT)
