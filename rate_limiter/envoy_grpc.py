@@ -128,7 +128,10 @@ async def start_grpc_server(
     """The gRPC server, started; and the port it listens on (port 0: one the OS picked)."""
     server = grpc.aio.server()
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # (grpcio's way of saying the port is taken)
+        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()

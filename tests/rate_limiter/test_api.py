@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import httpx
@@ -571,3 +572,18 @@ async def test_a_refused_lease_says_retry_in_a_second_not_at_its_expiry(
         assert not refused.json()["allowed"]
         assert refused.headers["Retry-After"] == "1"
         assert 0 < refused.json()["decisions"][0]["retry_after"] <= 1
+
+
+async def test_a_taken_grpc_port_leaves_the_http_api_up_and_says_so(
+    rules: Path, redis_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with client_for(rules, redis_url, grpc_port=port) as client:
+            assert (await client.post("/api/check", json=check_body(("user", "u")))).json()[
+                "allowed"
+            ]
+            ready = (await client.get("/readyz")).json()
+            assert ready["dependencies"]["grpc"]["status"] == "down"
