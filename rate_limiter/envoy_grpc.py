@@ -92,7 +92,11 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "rate limit descriptor list must not be empty"
             )
         descriptors = [
-            Descriptor([(e.key, e.value) for e in d.entries]) for d in request.descriptors
+            Descriptor(
+                [(e.key, e.value) for e in d.entries],
+                d.hits_addend.value if d.HasField("hits_addend") else None,
+            )
+            for d in request.descriptors
         ]
         try:
             result = await self.service.check(

@@ -23,7 +23,7 @@ Entries = Sequence[tuple[str, str]]
 @dataclass(frozen=True)
 class Descriptor:
     """One of a check's descriptors: its entries and, when it has its own, its cost (Envoy's
-    per-descriptor `hits_addend`)."""
+    per-descriptor `hits_addend`; 0 checks without counting)."""
 
     entries: Entries
     cost: int | None = None
@@ -162,9 +162,11 @@ class RateLimitService:
         unless one refuses (see `verdict`). A refused check keeps nothing it took (see
         `_give_back`)."""
         wanted = _descriptors(entries, descriptors)
-        for c in [cost, *(d.cost for d in wanted if d.cost is not None)]:
-            if not 1 <= c <= self.max_cost:
-                raise InvalidCost(f"cost must be between 1 and {self.max_cost}")
+        if not 1 <= cost <= self.max_cost:
+            raise InvalidCost(f"cost must be between 1 and {self.max_cost}")
+        for one in wanted:  # (a descriptor's own cost may be 0: checked, not counted)
+            if one.cost is not None and not 0 <= one.cost <= self.max_cost:
+                raise InvalidCost(f"a descriptor's cost must be between 0 and {self.max_cost}")
         decisions, unlimited = await self._decide(domain, wanted, cost)
         if self.metrics:
             for d in decisions:

@@ -155,3 +155,21 @@ def test_bad_requests_are_invalid_arguments(
         with pytest.raises(grpc.RpcError) as err:
             stub.ShouldRateLimit(request, timeout=5)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_descriptors_own_hits_addend_overrides_the_requests(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, _ = limiter
+
+    def with_hits(n: int) -> ratelimit_pb2.RateLimitDescriptor:
+        d = descriptor(("foo", "quota"))
+        d.hits_addend.value = n
+        return d
+
+    # 0: checked, not counted (Envoy's way of asking before a stream's cost is known).
+    for _ in range(3):
+        assert call(stub, with_hits(0), hits=5).statuses[0].limit_remaining == 2
+    assert call(stub, with_hits(2), hits=1).statuses[0].limit_remaining == 0
+    assert call(stub, with_hits(0)).overall_code == Response.OK  # at the limit, not over it
+    assert call(stub, with_hits(1)).overall_code == Response.OVER_LIMIT
