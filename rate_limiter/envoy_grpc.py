@@ -20,7 +20,7 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from rate_limiter.envoy_api import rls_pb2, rls_pb2_grpc
+from rate_limiter.envoy_api import ratelimit_pb2, rls_pb2, rls_pb2_grpc
 from rate_limiter.envoy_api.base_pb2 import HeaderValue
 from rate_limiter.errors import InvalidCost
 from rate_limiter.service import CheckResult, Descriptor, RateLimitService, RuleDecision
@@ -69,6 +69,24 @@ def descriptor_status(result: CheckResult, index: int) -> Response.DescriptorSta
     )
 
 
+OVERRIDE_UNITS = {
+    Response.RateLimit.SECOND: "second",
+    Response.RateLimit.MINUTE: "minute",
+    Response.RateLimit.HOUR: "hour",
+    Response.RateLimit.DAY: "day",
+    Response.RateLimit.WEEK: "week",
+    Response.RateLimit.MONTH: "month",
+    Response.RateLimit.YEAR: "year",
+}
+
+
+def _override(d: ratelimit_pb2.RateLimitDescriptor) -> tuple[int, str] | None:
+    """A descriptor's limit override, when it has one with a known unit."""
+    if not d.HasField("limit") or d.limit.unit not in OVERRIDE_UNITS:
+        return None
+    return d.limit.requests_per_unit, OVERRIDE_UNITS[d.limit.unit]  # type: ignore[index]
+
+
 class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     def __init__(
         self,
@@ -95,6 +113,7 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
             Descriptor(
                 [(e.key, e.value) for e in d.entries],
                 d.hits_addend.value if d.HasField("hits_addend") else None,
+                _override(d),
             )
             for d in request.descriptors
         ]

@@ -15,7 +15,7 @@ from rate_limiter.backends.fallback import BACKEND_FAILED
 from rate_limiter.errors import InvalidCost
 from rate_limiter.headers import Applied
 from rate_limiter.metrics import LimiterMetrics
-from rate_limiter.rules import Block, Match, RuleSet, resolve
+from rate_limiter.rules import Block, Match, RuleSet, override, resolve
 
 Entries = Sequence[tuple[str, str]]
 
@@ -27,6 +27,8 @@ class Descriptor:
 
     entries: Entries
     cost: int | None = None
+    # Envoy's limit override, (requests_per_unit, unit): this limit instead of the rules'.
+    limit: tuple[int, str] | None = None
 
 
 log = structlog.get_logger("rate_limiter.service")
@@ -105,7 +107,12 @@ class RateLimitService:
         found = self.rules().get(domain)
         if found is None:
             return [[] for _ in descriptors]
-        return resolve([found.lookup(d.entries) for d in descriptors])
+        return resolve(
+            [
+                [override(domain, d.entries, *d.limit)] if d.limit else found.lookup(d.entries)
+                for d in descriptors
+            ]
+        )
 
     async def _decide(
         self, domain: str, descriptors: Sequence[Descriptor], cost: int

@@ -173,3 +173,18 @@ def test_a_descriptors_own_hits_addend_overrides_the_requests(
     assert call(stub, with_hits(2), hits=1).statuses[0].limit_remaining == 0
     assert call(stub, with_hits(0)).overall_code == Response.OK  # at the limit, not over it
     assert call(stub, with_hits(1)).overall_code == Response.OVER_LIMIT
+
+
+def test_a_descriptors_limit_override_replaces_the_rules_limit(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, _ = limiter
+    d = descriptor(("foo", "overridden"))
+    d.limit.requests_per_unit = 1
+    d.limit.unit = Response.RateLimit.HOUR
+    first = call(stub, d)
+    assert first.statuses[0].current_limit.requests_per_unit == 1
+    assert first.statuses[0].current_limit.unit == Response.RateLimit.HOUR
+    assert call(stub, d).overall_code == Response.OVER_LIMIT
+    # The same entries without the override: the rule's own 2 per minute, a counter of its own.
+    assert call(stub, descriptor(("foo", "overridden"))).statuses[0].limit_remaining == 1
