@@ -1,4 +1,5 @@
-"""python -m rate_limiter: serve on RATE_LIMITER_PORT (8004)."""
+"""python -m rate_limiter: serve on RATE_LIMITER_PORT (8004), as every service is served
+(`common.server`)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from common.openapi import problem_responses
 from rate_limiter.deps import RulesDep, ServiceDep
 from rate_limiter.errors import InvalidRequest
 from rate_limiter.headers import rate_limit_headers
@@ -24,7 +25,7 @@ from rate_limiter.schemas import (
 api = APIRouter(prefix="/api", tags=["rate limits"])
 
 
-@api.post("/check")
+@api.post("/check", responses=problem_responses(404, 502))
 async def check(body: CheckRequest, service: ServiceDep, response: Response) -> CheckResponse:
     """Decide on `cost` for the descriptors; always 200, the verdict is in the body."""
     result = await service.check(
@@ -36,14 +37,14 @@ async def check(body: CheckRequest, service: ServiceDep, response: Response) -> 
     return CheckResponse.of(result)
 
 
-@api.post("/release")
+@api.post("/release", responses=problem_responses(404, 502))
 async def release(body: ReleaseRequest, service: ServiceDep) -> ReleaseResponse:
     """Give back a concurrency lease taken by a check."""
     count = await service.release(domain=body.domain, entries=body.entries(), lease=body.lease)
     return ReleaseResponse(released=count)
 
 
-@api.get("/usage")
+@api.get("/usage", responses=problem_responses(404, 502))
 async def usage(
     service: ServiceDep,
     response: Response,

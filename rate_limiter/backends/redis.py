@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from common.redis import AnyRedis
 from rate_limiter.algorithms import Algorithm, Decision, Limit, decision_from_reply
 from rate_limiter.backends.base import lease_cost, new_lease, state_key
 from rate_limiter.backends.pipelined import (
@@ -138,7 +138,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         *,
         autopipeline: bool = True,
         max_batch: int = 256,
