@@ -153,6 +153,7 @@ async def test_rules_endpoint(rules: Path, redis_url: str) -> None:
 
 ALLOWLIST = """\
 domain: api
+algorithm: gcra
 descriptors:
   - key: ip
     rate_limit: {unit: hour, requests_per_unit: 1}
@@ -443,6 +444,7 @@ async def test_rules_that_opt_in_spare_redis_on_a_busy_key_and_the_rest_stay_exa
 
 EDGE = """\
 domain: edge
+algorithm: gcra
 descriptors:
   - key: remote_address
     rate_limit: {unit: minute, requests_per_unit: 10}
@@ -516,11 +518,11 @@ descriptors:
     descriptors:
       - key: bar
         value: bkthomps
-        rate_limit: {name: bkthomps, unit: minute, requests_per_unit: 1}
+        rate_limit: {name: bkthomps, unit: day, requests_per_unit: 1}
   - key: category
     value: account
     rate_limit:
-      unit: minute
+      unit: day
       requests_per_unit: 4
       replaces: [{name: bkthomps}]
 """
