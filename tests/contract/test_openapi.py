@@ -84,7 +84,7 @@ SERVICES = [
     # while to JSON Schema it is an integer.
     Service(
         "rate_limiter",
-        {"RATE_LIMITER_REDIS_URL": "{redis_url}"},
+        {"RATE_LIMITER_REDIS_URL": "{redis_url}", "RATE_LIMITER_GRPC_PORT": "0"},
         {},
         ("invalid-request", "validation-failed:int_type"),
     ),
