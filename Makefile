@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SERVICES := url_shortener rate_limiter
+SERVICES := url_shortener rate_limiter chat
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
@@ -18,7 +18,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
-.PHONY: help install test lint format bench clean stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: help install test lint format bench clean stop-redis experiment-chat $(RUN) $(BENCH) $(LOAD)
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -57,6 +57,9 @@ $(LOAD): load-%: install ## Locust, headless, against a running service; HTML re
 	@mkdir -p reports
 	$(VENV)/bin/locust -f $*/locustfile.py --headless -u $(LOAD_USERS) -r 10 -t $(LOAD_TIME) \
 	  --html reports/$*.html
+
+experiment-chat: install ## Chat: messages lost/duplicated on reconnect with and without sync; delivery latency vs room size
+	$(PY) -m benchmarks.chat_experiment
 
 stop-redis: install ## Stop the shared local Redis that run-* started (its data stays in .data/redis)
 	$(PY) -c "from pathlib import Path; from common.redis_server import stop_shared_redis as s; print('stopped' if s(Path('.data')) else 'not running')"

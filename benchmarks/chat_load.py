@@ -140,14 +140,15 @@ async def _ceiling(port: int) -> None:
 
 
 async def _hold(url: str, room: int, count: int) -> None:
-    """Hold `count` joined connections (tokens read from stdin, one a line) until stdin ends."""
+    """Hold `count` authenticated connections (tokens on stdin's first line, comma-separated)
+    until stdin ends. They join no room: a room's presence frames would make them busy."""
     tokens = [line.strip() for line in sys.stdin.readline().split(",") if line.strip()]
     sem = asyncio.Semaphore(200)
     conns: list[ClientConnection] = []
 
     async def one(i: int) -> None:
         async with sem:
-            conns.append(await _open(url, chat=True, token=tokens[i % len(tokens)], room=room))
+            conns.append(await _open(url, chat=False, token=tokens[i % len(tokens)], room=room))
 
     await asyncio.gather(*(one(i) for i in range(count)))
     print("ready", len(conns), flush=True)
