@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SERVICES := url_shortener rate_limiter chat
+SERVICES := url_shortener rate_limiter task_queue chat
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
@@ -18,7 +18,8 @@ LOAD := $(addprefix load-,$(SERVICES))
 
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
-.PHONY: help install test lint format bench clean stop-redis experiment-chat $(RUN) $(BENCH) $(LOAD)
+.PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: protos-rate_limiter experiment-rate_limiter experiment-chat
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -36,6 +37,10 @@ $(STAMP): pyproject.toml
 test: install ## Run the whole test suite (real Redis, SQLite, and PostgreSQL if TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+fuzz: install ## The contract test with many more examples per operation, from a random seed
+	CONTRACT_EXAMPLES=$${CONTRACT_EXAMPLES:-300} CONTRACT_SEED=$${CONTRACT_SEED-} CONTRACT_TIMEOUT=$${CONTRACT_TIMEOUT:-1800} \
+	  $(PY) -m pytest tests/contract -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -45,8 +50,11 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Extra arguments for a service's run target (the task queue starts API + workers + scheduler).
+RUN_ARGS_task_queue := all
+
 $(RUN): run-%: install ## Run a service on its default port (starts the shared local Redis if REDIS_URL is unset)
-	$(PY) -m $*
+	$(PY) -m $* $(RUN_ARGS_$*)
 
 $(BENCH): bench-%: install ## Benchmark a service against its same-run baselines
 	$(PY) -m benchmarks.$*
@@ -61,8 +69,19 @@ $(LOAD): load-%: install ## Locust, headless, against a running service; HTML re
 experiment-chat: install ## Chat: messages lost/duplicated on reconnect with and without sync; delivery latency vs room size
 	$(PY) -m benchmarks.chat_experiment
 
-stop-redis: install ## Stop the shared local Redis that run-* started (its data stays in .data/redis)
-	$(PY) -c "from pathlib import Path; from common.redis_server import stop_shared_redis as s; print('stopped' if s(Path('.data')) else 'not running')"
+start-redis: install ## Start the shared local Redis (as run-* does) at its recorded address
+	$(PY) -m common.redis_server start
+
+stop-redis: install ## Stop the shared local Redis; returns once it has exited (data stays in .data/redis)
+	$(PY) -m common.redis_server stop
 
 clean: ## Remove caches (keeps .venv and .data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache reports
+
+protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from rate_limiter/envoy_api/*.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
+	  rate_limiter/envoy_api/base.proto rate_limiter/envoy_api/ratelimit.proto rate_limiter/envoy_api/rls.proto
+	rm -f rate_limiter/envoy_api/base_pb2_grpc.py rate_limiter/envoy_api/ratelimit_pb2_grpc.py
+
+experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
+	$(PY) -m rate_limiter.experiment

@@ -25,8 +25,8 @@ from benchmarks.chat_load import Fanout, fanout
 from chat.store import Base, ChatStore
 from common.auth import TokenIssuer
 from common.db import create_engine, create_schema, session_factory
+from common.processes import ROOT, ServiceProcess
 from common.redis_server import RedisProcess, free_port
-from tests.support import ROOT, ServiceProcess
 
 SECRET = "bench-chat-secret-0123456789-abcdefgh"
 

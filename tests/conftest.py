@@ -7,11 +7,15 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as sync_redis
 
+from common.redis_cluster_server import RedisClusterProcess
 from common.redis_server import RedisProcess
+from tests.browser import browsers
+from tests.celery_workers import CeleryWorker
 from tests.support import ServiceProcess
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -83,3 +87,80 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield start
     for proc in procs:
         proc.stop()
+
+
+@pytest.fixture
+def browser_factory() -> Iterator[Callable[[], Any]]:
+    """Independent headless Chromium sessions (tests/browser.py); all closed after the test."""
+    with browsers() as make:
+        yield make
+
+
+@pytest.fixture
+def browser(browser_factory: Callable[[], Any]) -> Any:
+    """One headless Chromium session (a Selenium WebDriver)."""
+    return browser_factory()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """One real Redis Cluster for the session: three primaries, one replica each, on ports
+    the OS picked (~2 s to make). Tests that kill nodes make their own (`RedisClusterProcess`)."""
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterProcess) -> str:
+    """The session's cluster (a `redis+cluster://` URL naming every node), emptied first."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """The session's Redis, then the session's Redis Cluster: for the end-to-end tests that
+    must hold on both (each service's multi-instance and exactness tests)."""
+    name = "redis_url" if request.param == "standalone" else "redis_cluster_url"
+    return str(request.getfixturevalue(name))
+
+
+TEST_AMQP_URL = os.environ.get("TEST_AMQP_URL")
+
+
+def _broker_params() -> list[str]:
+    return ["redis", "amqp"] if TEST_AMQP_URL else ["redis"]
+
+
+@pytest.fixture(params=_broker_params())
+def broker_url(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """The Celery broker under test: the test Redis, and RabbitMQ too when `TEST_AMQP_URL`
+    is set (a private vhost-free run: its queues are purged before the test)."""
+    if request.param == "redis":
+        yield redis_url
+        return
+    assert TEST_AMQP_URL
+    yield TEST_AMQP_URL
+
+
+@pytest.fixture
+def celery_worker_factory(tmp_path: Path) -> Iterator[Callable[..., CeleryWorker]]:
+    """Start real `celery worker` processes (prefork); each returns once it consumes; all
+    stopped after the test. `make(argv, env, broker_url=..., concurrency=2, queues=None,
+    module=None)`: see tests/celery_workers.py."""
+    started: list[CeleryWorker] = []
+
+    def make(argv: list[str], env: dict[str, str], **kwargs: object) -> CeleryWorker:
+        worker = CeleryWorker(
+            argv,
+            env,
+            log_path=tmp_path / f"worker{len(started)}.log",
+            **kwargs,  # type: ignore[arg-type]
+        )
+        started.append(worker)
+        return worker.start()
+
+    yield make
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,1 @@
+"""Task queue: Celery jobs you can submit, watch, retry, schedule and trust."""

@@ -1,0 +1,37 @@
+"""python -m task_queue: serve the API on TASK_QUEUE_PORT (8002).
+
+`python -m task_queue all` (what `make run-task_queue` runs) starts the API, a worker pool
+and the scheduler together, one log stream; Ctrl-C stops all of them.
+`python -m task_queue migrate` creates the tables and exits; `serve` (the default) runs the API.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from common.redis_server import ensure_shared_redis
+from common.server import serve
+from task_queue.app import create_app
+from task_queue.settings import TaskQueueSettings
+
+
+def main() -> None:
+    settings = TaskQueueSettings().checked()
+    if not settings.redis_url:
+        settings.redis_url = ensure_shared_redis(settings.data_dir)
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    if command == "all":
+        from task_queue.supervisor import run_all
+
+        sys.exit(run_all(settings))
+    if command == "migrate":
+        from task_queue.ledger import create_sync_engine
+        from task_queue.store import Base
+
+        Base.metadata.create_all(create_sync_engine(settings.database()), checkfirst=True)
+        return
+    serve(create_app(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

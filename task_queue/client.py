@@ -1,0 +1,311 @@
+"""Command-line client: python -m task_queue.client submit|status|watch|list|cancel|retry|
+workflow|schedules|dead-letters|replay
+
+    python -m task_queue.client submit sleep seconds=5 --watch
+    python -m task_queue.client submit fetch url=https://example.com --key daily-fetch
+    python -m task_queue.client list --status dead
+    python -m task_queue.client workflow --chain add:value=1 add:value=10
+    python -m task_queue.client schedules add noop --every 60
+    python -m task_queue.client --json status j0190...
+
+Global options come before the command: --url (env TASK_QUEUE_URL), --api-key (env
+TASK_QUEUE_API_KEY) and --json. Exit status: 0 done, 1 the service refused (its
+problem+json on stderr) or the watched job did not succeed, 2 the service is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+
+DEFAULT_URL = "http://127.0.0.1:8002"
+DEV_ADMIN_KEY = "dev-admin-key"
+TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
+
+app = typer.Typer(help="Talk to a running task queue.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Recurring jobs (cron or every N seconds).")
+app.add_typer(schedules_app, name="schedules")
+
+
+@dataclass
+class Api:
+    """Where the service is, how to authenticate, how to print (the suite's CLI shape)."""
+
+    url: str
+    api_key: str
+    as_json: bool
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"x-api-key": self.api_key, **kwargs.pop("headers", {})}
+        try:
+            resp = httpx.request(
+                method, self.url.rstrip("/") + path, headers=headers, timeout=30, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            typer.echo(
+                f"Error: cannot reach the task queue at {self.url} ({exc.__class__.__name__}). "
+                "Start it with `make run-task_queue`, or point --url (TASK_QUEUE_URL) at one.",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        if resp.status_code >= 400:
+            self.fail(resp)
+        return resp.json() if resp.content else None
+
+    def fail(self, resp: httpx.Response) -> NoReturn:
+        try:
+            body = resp.json()
+            text = f"{body.get('title')}: {body.get('detail', '')}"
+        except ValueError:
+            text = resp.text[:200]
+        typer.echo(f"Error {resp.status_code} {text}", err=True)
+        raise typer.Exit(1)
+
+    def show(self, data: Any, human: Callable[[Any], None]) -> None:
+        if self.as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            human(data)
+
+
+def _api(ctx: typer.Context) -> Api:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(envvar="TASK_QUEUE_URL", help="The service.")] = DEFAULT_URL,
+    api_key: Annotated[
+        str, typer.Option(envvar="TASK_QUEUE_API_KEY", help="X-API-Key for writes.")
+    ] = DEV_ADMIN_KEY,
+    as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
+) -> None:
+    ctx.obj = Api(url=url, api_key=api_key, as_json=as_json)
+
+
+def parse_args(pairs: list[str]) -> dict[str, Any]:
+    """`name=value` pairs; values are JSON when they parse as JSON (5, true, [1,2]), else text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r}: expected name=value")
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
+
+
+def _line(job: dict[str, Any]) -> str:
+    progress = job["progress"]
+    return (
+        f"{job['id']}  {job['type']:<16} {job['status']:<10} "
+        f"{progress['percent']:5.1f}%  attempts={len(job['attempts'])}  {progress['message']}"
+    )
+
+
+def _detail(job: dict[str, Any]) -> None:
+    typer.echo(_line(job))
+    for attempt in job["attempts"]:
+        typer.echo(
+            f"  attempt {attempt['number']}: {attempt['outcome']:<10} on {attempt['worker']}"
+            + (f"  {attempt['error']}" if attempt["error"] else "")
+        )
+    if job["result"] is not None:
+        typer.echo(f"  result: {json.dumps(job['result'])}")
+
+
+def _watch(api: Api, job_id: str) -> dict[str, Any]:
+    """Follow the job's SSE stream with a progress bar; returns the final job."""
+    last = -1.0
+    with httpx.stream(
+        "GET", f"{api.url.rstrip('/')}/api/jobs/{job_id}/events", timeout=None
+    ) as resp:
+        if resp.status_code >= 400:
+            resp.read()
+            api.fail(resp)
+        with typer.progressbar(length=100, label=job_id) as bar:
+            kind = ""
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "progress":
+                    percent = float(json.loads(line[6:])["percent"])
+                    bar.update(max(0, int(percent) - int(max(last, 0))))
+                    last = percent
+    return api.call("GET", f"/api/jobs/{job_id}")  # type: ignore[no-any-return]
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="The job type (see GET /api/job-types).")],
+    args: Annotated[list[str] | None, typer.Argument(help="name=value arguments.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue (default: the type's).")] = None,
+    priority: Annotated[int, typer.Option(min=0, max=9, help="0-9, higher first.")] = 5,
+    delay: Annotated[float | None, typer.Option(help="Run after this many seconds.")] = None,
+    retries: Annotated[int | None, typer.Option(help="Max retries.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Soft timeout in seconds.")] = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    watch: Annotated[bool, typer.Option(help="Follow its progress until it ends.")] = False,
+) -> None:
+    """Submit a job."""
+    api = _api(ctx)
+    body: dict[str, Any] = {"type": type, "args": parse_args(args or []), "priority": priority}
+    for name, value in (
+        ("queue", queue),
+        ("delay_seconds", delay),
+        ("max_retries", retries),
+        ("timeout_seconds", timeout),
+        ("idempotency_key", key),
+    ):
+        if value is not None:
+            body[name] = value
+    job = api.call("POST", "/api/jobs", json=body)
+    if watch:
+        job = _watch(api, job["id"])
+    api.show(job, _detail)
+    if watch and job["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(ctx: typer.Context, job_id: str) -> None:
+    """A job's status, progress, attempts and result."""
+    api = _api(ctx)
+    api.show(api.call("GET", f"/api/jobs/{job_id}"), _detail)
+
+
+@app.command()
+def watch(ctx: typer.Context, job_id: str) -> None:
+    """A live progress bar until the job ends (exit 1 unless it succeeded)."""
+    api = _api(ctx)
+    job = _watch(api, job_id)
+    api.show(job, _detail)
+    if job["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    type: Annotated[str | None, typer.Option(help="Only this type.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """Recent jobs, newest first."""
+    api = _api(ctx)
+    params = {k: v for k, v in {"status": status, "type": type, "queue": queue}.items() if v}
+    page = api.call("GET", "/api/jobs", params={**params, "limit": limit})
+    api.show(page, lambda p: [typer.echo(_line(j)) for j in p["items"]])
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: str) -> None:
+    """Cancel a job: a waiting one never runs, a running one is stopped."""
+    api = _api(ctx)
+    api.show(api.call("POST", f"/api/jobs/{job_id}/cancel"), _detail)
+
+
+@app.command()
+def retry(ctx: typer.Context, job_id: str) -> None:
+    """Run a finished (failed, dead or cancelled) job again."""
+    api = _api(ctx)
+    api.show(api.call("POST", f"/api/jobs/{job_id}/retry"), _detail)
+
+
+def _step(spec: str) -> dict[str, Any]:
+    type_name, _, rest = spec.partition(":")
+    return {"type": type_name, "args": parse_args([p for p in rest.split(",") if p])}
+
+
+@app.command()
+def workflow(
+    ctx: typer.Context,
+    steps: Annotated[list[str], typer.Argument(help="Steps as type:name=value,name=value.")],
+    group: Annotated[bool, typer.Option("--group/--chain", help="Parallel or in turn.")] = False,
+    final: Annotated[str | None, typer.Option(help="A group's final step.")] = None,
+) -> None:
+    """Start a chain (each step gets the previous result) or a group (+ a final step)."""
+    api = _api(ctx)
+    body: dict[str, Any] = {"group" if group else "chain": [_step(s) for s in steps]}
+    if final:
+        body["final"] = _step(final)
+    flow = api.call("POST", "/api/workflows", json=body)
+
+    def human(f: dict[str, Any]) -> None:
+        typer.echo(f"{f['id']}  {f['kind']}  {f['status']}")
+        for s in f["steps"]:
+            typer.echo(f"  step {s['step']}: {s['type']:<16} {s['status']}")
+
+    api.show(flow, human)
+
+
+@app.command("dead-letters")
+def dead_letters(ctx: typer.Context) -> None:
+    """Jobs that exhausted their retries."""
+    api = _api(ctx)
+    page = api.call("GET", "/api/dead-letters")
+    api.show(page, lambda p: [typer.echo(_line(j) + f"  {j['error']}") for j in p["items"]])
+
+
+@app.command()
+def replay(ctx: typer.Context, job_id: str) -> None:
+    """Send a dead letter back to the queue with a fresh set of retries."""
+    api = _api(ctx)
+    api.show(api.call("POST", f"/api/dead-letters/{job_id}/replay"), _detail)
+
+
+def _schedule_line(s: dict[str, Any]) -> None:
+    when = s["cron"] or f"every {s['every_seconds']}s"
+    state = "paused" if s["paused"] else f"next {s['next_run_at']}"
+    typer.echo(f"{s['id']}  {s['type']:<16} {when:<16} runs={s['runs']}  {state}")
+
+
+@schedules_app.command("list")
+def schedules_list(ctx: typer.Context) -> None:
+    """Every schedule."""
+    api = _api(ctx)
+    api.show(api.call("GET", "/api/schedules"), lambda rows: [_schedule_line(s) for s in rows])
+
+
+@schedules_app.command("add")
+def schedules_add(
+    ctx: typer.Context,
+    type: str,
+    args: Annotated[list[str] | None, typer.Argument(help="name=value arguments.")] = None,
+    cron: Annotated[str | None, typer.Option(help="A cron expression (UTC).")] = None,
+    every: Annotated[float | None, typer.Option(help="Every N seconds.")] = None,
+) -> None:
+    """Add a recurring job."""
+    api = _api(ctx)
+    body = {"type": type, "args": parse_args(args or []), "cron": cron, "every_seconds": every}
+    api.show(api.call("POST", "/api/schedules", json=body), _schedule_line)
+
+
+@schedules_app.command("pause")
+def schedules_pause(
+    ctx: typer.Context, schedule_id: str, resume: Annotated[bool, typer.Option()] = False
+) -> None:
+    """Pause a schedule (--resume to start it again)."""
+    api = _api(ctx)
+    row = api.call("PATCH", f"/api/schedules/{schedule_id}", json={"paused": not resume})
+    api.show(row, _schedule_line)
+
+
+@schedules_app.command("delete")
+def schedules_delete(ctx: typer.Context, schedule_id: str) -> None:
+    """Delete a schedule."""
+    _api(ctx).call("DELETE", f"/api/schedules/{schedule_id}")
+
+
+if __name__ == "__main__":
+    app()

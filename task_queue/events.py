@@ -1,0 +1,54 @@
+"""A job's live events: one Redis stream per job (`tq:events:{job:<id>}`).
+
+Workers and the API append `status` and `progress` entries; the SSE endpoint reads the
+stream from the client's `Last-Event-ID` (a stream entry id), so a client that reconnects
+misses nothing. The stream expires a day after its last entry; SQL stays the record.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from common.redis import REDIS_DOWN
+
+log = structlog.get_logger("task_queue.events")
+TTL_SECONDS = 86_400
+MAX_EVENTS = 1_000
+WORKERS_KEY = "tq:workers"
+PROCESSED_KEY = "tq:processed"
+
+
+def stream_key(job_id: str) -> str:
+    return f"tq:events:{{job:{job_id}}}"
+
+
+def encode(kind: str, data: dict[str, Any]) -> dict[str, str]:
+    return {"event": kind, "data": json.dumps(data, separators=(",", ":"), default=str)}
+
+
+def publish_sync(redis: SyncRedis, job_id: str, kind: str, **data: Any) -> None:
+    """Append an event; a Redis outage costs live updates, never the job (SQL has it)."""
+    key = stream_key(job_id)
+    try:
+        pipe = redis.pipeline(transaction=False)
+        pipe.xadd(key, encode(kind, data), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(key, TTL_SECONDS)
+        pipe.execute()
+    except REDIS_DOWN as exc:
+        log.warning("event_not_published", job_id=job_id, error=str(exc))
+
+
+async def publish(redis: Redis, job_id: str, kind: str, **data: Any) -> None:
+    key = stream_key(job_id)
+    try:
+        pipe = redis.pipeline(transaction=False)
+        pipe.xadd(key, encode(kind, data), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(key, TTL_SECONDS)
+        await pipe.execute()
+    except REDIS_DOWN as exc:
+        log.warning("event_not_published", job_id=job_id, error=str(exc))

@@ -1,0 +1,303 @@
+"""What workers and the scheduler write to the SQL history (blocking; they have no event loop).
+
+Every write is a conditional UPDATE on (job id, dispatch number, status): a message that was
+delivered twice, a job cancelled meanwhile or a second scheduler racing this one finds no row
+to update and does nothing. That is what makes at-least-once delivery run a job once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from task_queue.states import WAITING, JobStatus, Outcome
+from task_queue.store import Attempt, Job, Schedule, Workflow, job_row
+
+
+def sync_url(url: str) -> str:
+    """The blocking driver for a URL the API uses asynchronously."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = "sqlite" if backend == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def create_sync_engine(url: str) -> Engine:
+    url = sync_url(url)
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=2, max_overflow=4, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker now owns: what to run and how many attempts it has had."""
+
+    job_id: str
+    dispatch: int
+    type: str
+    args: dict[str, Any]
+    attempt: int  # 1 for the first run (counted from the last replay)
+    max_retries: int
+    workflow_id: str | None
+
+
+@dataclass(frozen=True)
+class Due:
+    job_id: str
+    status: str
+    dispatch: int
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def claim(self, job_id: str, dispatch: int, worker: str) -> Claim | None:
+        """Take a queued job for this worker; None when the message is stale or cancelled."""
+        now = time.time()
+        with self.sessions.begin() as s:
+            claimed = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.dispatch == dispatch, Job.status == JobStatus.QUEUED)
+                .values(
+                    status=JobStatus.RUNNING,
+                    worker=worker,
+                    heartbeat_at=now,
+                    started_at=now,
+                    updated_at=now,
+                    attempts_count=Job.attempts_count + 1,
+                )
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            job = s.get_one(Job, job_id)
+            s.add(
+                Attempt(
+                    job_id=job_id,
+                    number=job.attempts_count,
+                    worker=worker,
+                    started_at=now,
+                    outcome=Outcome.RUNNING,
+                )
+            )
+            return Claim(
+                job_id=job_id,
+                dispatch=dispatch,
+                type=job.type,
+                args=dict(job.args),
+                attempt=job.attempts_count - job.attempt_base,
+                max_retries=job.max_retries,
+                workflow_id=job.workflow_id,
+            )
+
+    def _running(self, job_id: str, dispatch: int) -> Any:
+        return update(Job).where(
+            Job.id == job_id, Job.dispatch == dispatch, Job.status == JobStatus.RUNNING
+        )
+
+    def heartbeat(self, job_id: str, dispatch: int) -> bool:
+        with self.sessions.begin() as s:
+            done = s.execute(self._running(job_id, dispatch).values(heartbeat_at=time.time()))
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def progress(self, job_id: str, dispatch: int, percent: float, message: str) -> None:
+        with self.sessions.begin() as s:
+            s.execute(
+                self._running(job_id, dispatch).values(
+                    progress=percent, progress_message=message[:500], updated_at=time.time()
+                )
+            )
+
+    def _close_attempt(self, s: Session, job_id: str, outcome: Outcome, error: str | None) -> None:
+        attempt = s.scalar(
+            select(Attempt)
+            .where(Attempt.job_id == job_id, Attempt.finished_at.is_(None))
+            .order_by(Attempt.number.desc())
+            .limit(1)
+        )
+        if attempt is not None:
+            attempt.finished_at = time.time()
+            attempt.outcome = outcome
+            attempt.error = error
+
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        status: JobStatus,
+        outcome: Outcome,
+        result: Any = None,
+        error: str | None = None,
+        run_at: float | None = None,
+    ) -> bool:
+        """Record how an attempt ended; False when the job was cancelled or taken meanwhile."""
+        now = time.time()
+        values: dict[str, Any] = {"status": status, "updated_at": now, "error": error}
+        if status == JobStatus.SUCCEEDED:
+            values.update(result=result, progress=100.0, finished_at=now)
+        elif status == JobStatus.RETRYING:
+            values.update(run_at=run_at)
+        else:
+            values.update(finished_at=now)
+        with self.sessions.begin() as s:
+            done = s.execute(self._running(claim.job_id, claim.dispatch).values(**values))
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return False
+            self._close_attempt(s, claim.job_id, outcome, error)
+            return True
+
+    def defer(self, job_id: str, dispatch: int, run_at: float) -> bool:
+        """Hold a queued job back until `run_at` (rate limited): not an attempt."""
+        with self.sessions.begin() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.dispatch == dispatch, Job.status == JobStatus.QUEUED)
+                .values(status=JobStatus.SCHEDULED, run_at=run_at, updated_at=time.time())
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    # -- the scheduler's side ------------------------------------------------------------
+
+    def due(self, now: float, limit: int = 500) -> list[Due]:
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Job.id, Job.status, Job.dispatch)
+                .where(Job.status.in_(list(WAITING)), Job.run_at <= now)
+                .order_by(Job.run_at)
+                .limit(limit)
+            )
+            return [Due(*row) for row in rows]
+
+    def requeue(self, due: Due) -> Job | None:
+        """Move a waiting job to `queued` with the next dispatch number, unless another
+        scheduler did first; returns the job to send."""
+        now = time.time()
+        with self.sessions.begin() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.id == due.job_id, Job.status == due.status, Job.dispatch == due.dispatch)
+                .values(
+                    status=JobStatus.QUEUED,
+                    dispatch=due.dispatch + 1,
+                    queued_at=now,
+                    updated_at=now,
+                    run_at=None,
+                )
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return None
+            return s.get_one(Job, due.job_id)
+
+    def lost(self, now: float, timeout: float) -> list[Due]:
+        """Running jobs whose heartbeats stopped: their worker is gone."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Job.id, Job.status, Job.dispatch).where(
+                    Job.status == JobStatus.RUNNING, Job.heartbeat_at < now - timeout
+                )
+            )
+            return [Due(*row) for row in rows]
+
+    def reap(self, due: Due, *, retry_at: float | None) -> bool:
+        """Close a lost job's attempt as `lost`; it is retried at `retry_at` or dead."""
+        now = time.time()
+        status = JobStatus.RETRYING if retry_at is not None else JobStatus.DEAD
+        with self.sessions.begin() as s:
+            done = s.execute(
+                self._running(due.job_id, due.dispatch).values(
+                    status=status,
+                    run_at=retry_at,
+                    updated_at=now,
+                    error="worker lost (no heartbeat)",
+                    finished_at=None if retry_at is not None else now,
+                )
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return False
+            self._close_attempt(s, due.job_id, Outcome.LOST, "worker lost (no heartbeat)")
+            return True
+
+    def attempts_left(self, job_id: str) -> bool:
+        with self.sessions() as s:
+            job = s.get_one(Job, job_id)
+            return job.attempts_count - job.attempt_base <= job.max_retries
+
+    def due_schedules(self, now: float) -> list[Schedule]:
+        with self.sessions() as s:
+            return list(
+                s.scalars(
+                    select(Schedule).where(Schedule.paused.is_(False), Schedule.next_run_at <= now)
+                )
+            )
+
+    def fire(self, schedule: Schedule, next_run_at: float, **job: Any) -> Job | None:
+        """Create the job of one firing; the slot's idempotency key makes a second
+        scheduler's attempt at the same slot a no-op (returns None)."""
+        slot = f"schedule:{schedule.id}:{schedule.next_run_at:.3f}"
+        try:
+            with self.sessions.begin() as s:
+                row = job_row(idempotency_key=slot, schedule_id=schedule.id, **job)
+                s.add(row)
+                s.flush()
+                s.execute(
+                    update(Schedule)
+                    .where(Schedule.id == schedule.id)
+                    .values(
+                        next_run_at=next_run_at,
+                        last_run_at=time.time(),
+                        runs=Schedule.runs + 1,
+                    )
+                )
+                return row
+        except IntegrityError:
+            return None
+
+    # -- workflows ---------------------------------------------------------------------
+
+    def workflow_step_done(self, workflow_id: str) -> tuple[Workflow, list[Job]] | None:
+        """Count a finished step; returns the workflow and its jobs when this was the
+        step that completes a stage (the caller then starts the next one)."""
+        with self.sessions.begin() as s:
+            s.execute(
+                update(Workflow).where(Workflow.id == workflow_id).values(done=Workflow.done + 1)
+            )
+            flow = s.get_one(Workflow, workflow_id, populate_existing=True)
+            jobs = list(
+                s.scalars(select(Job).where(Job.workflow_id == workflow_id).order_by(Job.step))
+            )
+            return flow, jobs
+
+    def add_job(self, **fields: Any) -> Job:
+        with self.sessions.begin() as s:
+            row = job_row(**fields)
+            s.add(row)
+            return row
+
+    def set_workflow_status(self, workflow_id: str, status: str) -> None:
+        with self.sessions.begin() as s:
+            s.execute(
+                update(Workflow)
+                .where(Workflow.id == workflow_id)
+                .values(status=status, finished_at=time.time())
+            )
+
+    def insert_rows(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        with self.sessions.begin() as s:
+            s.execute(insert(table), rows)

@@ -1,0 +1,216 @@
+"""The task queue on real processes: one API, one worker pool and one scheduler per test
+module (started once, shared by its tests), on the session's Redis and a module's database.
+
+Tests talk HTTP to the real API; jobs run in real prefork Celery workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis as sync_redis
+
+from common.redis_server import RedisProcess
+from tests.celery_workers import CeleryWorker
+from tests.support import ROOT, ServiceProcess, wait_for
+
+ADMIN = {"x-api-key": "test-admin-key"}
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+TEST_AMQP_URL = os.environ.get("TEST_AMQP_URL")
+TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
+
+
+class Scheduler:
+    """`python -m task_queue.scheduler` as a real process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "task_queue.scheduler"],
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Stack:
+    """A running task queue: API, workers, scheduler, and what they were started with."""
+
+    env: dict[str, str]
+    api: ServiceProcess
+    tmp: Path
+    broker_url: str
+    workers: list[CeleryWorker] = field(default_factory=list)
+    schedulers: list[Scheduler] = field(default_factory=list)
+
+    @property
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api.url, timeout=10)
+
+    def start_worker(
+        self, *, concurrency: int = 2, queues: list[str] | None = None, **env: str
+    ) -> CeleryWorker:
+        worker = CeleryWorker(
+            [],
+            {**self.env, **env},
+            log_path=self.tmp / f"worker{len(self.workers)}.log",
+            broker_url=self.broker_url,
+            concurrency=concurrency,
+            queues=queues or ["default", "cpu", "io"],
+            module="task_queue.worker",
+        )
+        self.workers.append(worker)
+        return worker.start()
+
+    def start_scheduler(self) -> Scheduler:
+        scheduler = Scheduler(self.env, self.tmp / f"scheduler{len(self.schedulers)}.log")
+        self.schedulers.append(scheduler)
+        return scheduler
+
+    def submit(
+        self, type: str, args: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        with self.http as c:
+            resp = c.post(
+                "/api/jobs", json={"type": type, "args": args or {}, **fields}, headers=ADMIN
+            )
+        assert resp.status_code == 202, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.http as c:
+            resp = c.get(f"/api/jobs/{job_id}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    def wait(
+        self, job_id: str, statuses: set[str] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Poll until the job reaches one of `statuses` (default: any terminal one)."""
+        want = statuses or TERMINAL
+
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["status"] in want else None
+
+        return wait_for(reached, timeout, interval=0.1)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        for scheduler in self.schedulers:
+            scheduler.stop()
+        for worker in self.workers:
+            worker.stop()
+        self.api.stop()
+
+
+def _database_params() -> list[str]:
+    return ["sqlite", "postgresql"] if TEST_DATABASE_URL else ["sqlite"]
+
+
+def _broker_params() -> list[str]:
+    return ["redis", "amqp"] if TEST_AMQP_URL else ["redis"]
+
+
+@pytest.fixture(scope="module", params=_database_params())
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'tq.db'}"
+        return
+    import psycopg
+
+    assert TEST_DATABASE_URL
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in TEST_DATABASE_URL else "?"
+    yield f"{TEST_DATABASE_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def stack_env(redis_url: str, database_url: str, broker_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        "TASK_QUEUE_REDIS_URL": redis_url,
+        "TASK_QUEUE_BROKER_URL": broker_url,
+        "TASK_QUEUE_DATABASE_URL": database_url,
+        "TASK_QUEUE_DATA_DIR": str(data_dir),
+        "TASK_QUEUE_ADMIN_KEY": "test-admin-key",
+        "TASK_QUEUE_ACCESS_LOG": "false",
+        "TASK_QUEUE_LOG_FORMAT": "json",
+        "TASK_QUEUE_BACKOFF_BASE_SECONDS": "0.2",
+        "TASK_QUEUE_BACKOFF_CAP_SECONDS": "1",
+        "TASK_QUEUE_HEARTBEAT_SECONDS": "0.3",
+        "TASK_QUEUE_HEARTBEAT_TIMEOUT_SECONDS": "2",
+        "TASK_QUEUE_SCHEDULER_INTERVAL_SECONDS": "0.2",
+        "TASK_QUEUE_HARD_TIMEOUT_GRACE_SECONDS": "1",
+        "TASK_QUEUE_RATE_LIMITS": json.dumps({"fetch": 2}),
+        "TASK_QUEUE_QUEUES": json.dumps(["default", "cpu", "io", "solo"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def stack_factory(
+    redis_server: RedisProcess,
+    module_database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Stack]]:
+    """Start a task queue (API only; add workers and schedulers on the stack). All stopped
+    at the end of the module. Each stack gets its own Redis database number."""
+    stacks: list[Stack] = []
+
+    def make(broker: str = "redis") -> Stack:
+        tmp = tmp_path_factory.mktemp("tq")
+        redis_url = f"redis://127.0.0.1:{redis_server.port}/{1 + len(stacks)}"
+        with sync_redis.Redis.from_url(redis_url) as r:
+            r.flushdb()  # what an earlier module left behind
+        broker_url = TEST_AMQP_URL if broker == "amqp" and TEST_AMQP_URL else redis_url
+        env = stack_env(redis_url, module_database_url, broker_url, tmp)
+        api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start()
+        stack = Stack(env=env, api=api, tmp=tmp, broker_url=broker_url)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """The module's task queue: API, a pool of 2 worker processes and one scheduler."""
+    s = stack_factory()
+    s.start_worker(concurrency=2)
+    s.start_scheduler()
+    return s
+
+
+def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
+    body = resp.json()
+    assert body["status"] == status and body["title"] and body["type"]
+    return body  # type: ignore[no-any-return]
