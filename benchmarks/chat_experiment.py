@@ -22,8 +22,8 @@ from websockets.asyncio.client import connect
 
 from benchmarks.chat import SECRET, _seed
 from benchmarks.chat_load import fanout
+from common.processes import ROOT, ServiceProcess
 from common.redis_server import RedisProcess
-from tests.support import ROOT, ServiceProcess
 
 
 async def _reconnects(urls: list[str], tokens: list[str], room: int, *, resync: bool,

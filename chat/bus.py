@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from common.redis import REDIS_DOWN, load_script
+from common.redis import REDIS_DOWN, AnyRedis, load_script
 
 log = structlog.get_logger("chat.bus")
 LUA = Path(__file__).parent / "lua"
@@ -39,7 +39,7 @@ def _room_of(channel_name: bytes) -> int:
 class Bus:
     """Publish and receive room events; presence and receipts in Redis."""
 
-    def __init__(self, redis: Redis, listener: Redis, *, instance: str) -> None:
+    def __init__(self, redis: AnyRedis, listener: Redis, *, instance: str) -> None:
         self.redis = redis
         self.listener = listener  # its own connection pool: a pub/sub read blocks
         self.instance = instance
