@@ -128,7 +128,7 @@ class Bus:
     ) -> dict[int, tuple[int, list[str]]]:
         """Refresh this instance's (room, user) entries in one pipeline; per room, what
         `presence` returns."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe: Any = self.redis.pipeline(transaction=False)
         for room_id, user in entries:
             key = f"{{room:{room_id}}}:presence"
             await self._presence(
