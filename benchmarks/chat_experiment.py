@@ -21,7 +21,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from benchmarks.chat import SECRET, _seed
-from benchmarks.chat_load import fanout
+from benchmarks.chat_load import drain_frames, fanout
 from common.processes import ROOT, ServiceProcess
 from common.redis_server import RedisProcess
 
@@ -45,6 +45,7 @@ async def _reconnects(urls: list[str], tokens: list[str], room: int, *, resync: 
             await asyncio.sleep(0.005)
 
     seen: list[int] = []
+    drain = asyncio.create_task(drain_frames(sender))
     task = asyncio.create_task(send_all())
     hop = 0
     while not task.done() or hop < 3:
@@ -65,6 +66,7 @@ async def _reconnects(urls: list[str], tokens: list[str], room: int, *, resync: 
         hop += 1
     await task
     await asyncio.sleep(0.5)
+    drain.cancel()
     await sender.close()
     expected = set(range(base + 1, base + messages + 1))
     lost = len(expected - set(seen))
