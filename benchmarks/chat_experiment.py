@@ -47,15 +47,16 @@ async def _reconnects(urls: list[str], tokens: list[str], room: int, *, resync: 
     seen: list[int] = []
     drain = asyncio.create_task(drain_frames(sender))
     task = asyncio.create_task(send_all())
-    hop = 0
-    while not task.done() or hop < 3:
-        ws = await connect(f"{urls[hop % len(urls)]}?token={tokens[1]}", proxy=None)
+
+    async def visit(url: str, seconds: float) -> None:
+        """One connection: join (with after_seq or not), read for `seconds`, drop."""
+        ws = await connect(f"{url}?token={tokens[1]}", proxy=None)
         join: dict[str, object] = {"type": "join", "room": room}
         if resync:
             join["after_seq"] = seen[-1] if seen else base
         await ws.send(json.dumps(join))
         try:
-            async with asyncio.timeout(0.2):
+            async with asyncio.timeout(seconds):
                 async for raw in ws:
                     frame = json.loads(raw)
                     if frame["type"] == "message" and frame["seq"] > base:
@@ -63,9 +64,14 @@ async def _reconnects(urls: list[str], tokens: list[str], room: int, *, resync: 
         except TimeoutError:
             pass
         await ws.close()
+
+    hop = 0
+    while not task.done():
+        await visit(urls[hop % len(urls)], 0.2)
         hop += 1
     await task
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # the last sends are stored and fanned out
+    await visit(urls[hop % len(urls)], 1.0)  # one last reconnect, after the flow stopped
     drain.cancel()
     await sender.close()
     expected = set(range(base + 1, base + messages + 1))
