@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SERVICES := url_shortener rate_limiter task_queue
+SERVICES := url_shortener rate_limiter task_queue chat
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
@@ -19,7 +19,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
 .PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
-.PHONY: protos-rate_limiter experiment-rate_limiter
+.PHONY: protos-rate_limiter experiment-rate_limiter experiment-chat
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -65,6 +65,9 @@ $(LOAD): load-%: install ## Locust, headless, against a running service; HTML re
 	@mkdir -p reports
 	$(VENV)/bin/locust -f $*/locustfile.py --headless -u $(LOAD_USERS) -r 10 -t $(LOAD_TIME) \
 	  --html reports/$*.html
+
+experiment-chat: install ## Chat: messages lost/duplicated on reconnect with and without sync; delivery latency vs room size
+	$(PY) -m benchmarks.chat_experiment
 
 start-redis: install ## Start the shared local Redis (as run-* does) at its recorded address
 	$(PY) -m common.redis_server start
