@@ -162,7 +162,7 @@ async def job_events(
         key = events.stream_key(job_id)
         while not await request.is_disconnected():
             block = 1 if finished else 1000
-            replies = await redis.xread({key: cursor}, count=100, block=block)
+            replies: Any = await redis.xread({key: cursor}, count=100, block=block)
             for _, entries in replies or []:
                 for entry_id, fields in entries:
                     cursor = entry_id.decode()

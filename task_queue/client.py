@@ -66,7 +66,7 @@ class Api:
         typer.echo(f"Error {resp.status_code} {text}", err=True)
         raise typer.Exit(1)
 
-    def show(self, data: Any, human: Callable[[Any], None]) -> None:
+    def show(self, data: Any, human: Callable[[Any], object]) -> None:
         if self.as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
@@ -120,6 +120,16 @@ def _detail(job: dict[str, Any]) -> None:
         )
     if job["result"] is not None:
         typer.echo(f"  result: {json.dumps(job['result'])}")
+
+
+def _lines(page: dict[str, Any]) -> None:
+    for job in page["items"]:
+        typer.echo(_line(job))
+
+
+def _dead_lines(page: dict[str, Any]) -> None:
+    for job in page["items"]:
+        typer.echo(f"{_line(job)}  {job['error']}")
 
 
 def _watch(api: Api, job_id: str) -> dict[str, Any]:
@@ -205,7 +215,7 @@ def list_jobs(
     api = _api(ctx)
     params = {k: v for k, v in {"status": status, "type": type, "queue": queue}.items() if v}
     page = api.call("GET", "/api/jobs", params={**params, "limit": limit})
-    api.show(page, lambda p: [typer.echo(_line(j)) for j in p["items"]])
+    api.show(page, _lines)
 
 
 @app.command()
@@ -254,7 +264,7 @@ def dead_letters(ctx: typer.Context) -> None:
     """Jobs that exhausted their retries."""
     api = _api(ctx)
     page = api.call("GET", "/api/dead-letters")
-    api.show(page, lambda p: [typer.echo(_line(j) + f"  {j['error']}") for j in p["items"]])
+    api.show(page, _dead_lines)
 
 
 @app.command()
@@ -270,11 +280,16 @@ def _schedule_line(s: dict[str, Any]) -> None:
     typer.echo(f"{s['id']}  {s['type']:<16} {when:<16} runs={s['runs']}  {state}")
 
 
+def _schedule_lines(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        _schedule_line(row)
+
+
 @schedules_app.command("list")
 def schedules_list(ctx: typer.Context) -> None:
     """Every schedule."""
     api = _api(ctx)
-    api.show(api.call("GET", "/api/schedules"), lambda rows: [_schedule_line(s) for s in rows])
+    api.show(api.call("GET", "/api/schedules"), _schedule_lines)
 
 
 @schedules_app.command("add")

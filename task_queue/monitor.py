@@ -15,6 +15,10 @@ from task_queue.service import JobService
 from task_queue.settings import TaskQueueSettings
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _alive(beat: dict[str, Any], settings: TaskQueueSettings, now: float) -> bool:
     return bool(now - float(beat.get("last_heartbeat", 0)) <= 3 * settings.heartbeat_seconds)
 
@@ -46,7 +50,8 @@ async def queues(jobs: JobService, settings: TaskQueueSettings, redis: Redis) ->
 async def workers(jobs: JobService, settings: TaskQueueSettings, redis: Redis) -> list[WorkerRead]:
     async with jobs.sessions() as session:
         running = await store.running_jobs(session)
-    processed = {k.decode(): int(v) for k, v in (await redis.hgetall(events.PROCESSED_KEY)).items()}
+    raw = await redis.hgetall(events.PROCESSED_KEY)
+    processed = {_text(k): int(v) for k, v in raw.items()}
     now = time.time()
     out = []
     for beat in sorted(await heartbeats(redis), key=lambda b: b["hostname"]):

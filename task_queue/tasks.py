@@ -7,6 +7,7 @@ cross a fork).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -122,8 +123,6 @@ def _heartbeat_loop(settings: TaskQueueSettings, consumer: Any) -> None:
             "last_heartbeat": time.time(),
             "consuming": consuming,
         }
-        try:
+        with contextlib.suppress(*events.REDIS_DOWN):
             redis.hset(events.WORKERS_KEY, hostname, json.dumps(beat))
-        except events.REDIS_DOWN:
-            pass
         time.sleep(settings.heartbeat_seconds)
