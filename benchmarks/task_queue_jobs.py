@@ -1,5 +1,5 @@
-"""Raw Celery's no-op for `make bench-task_queue` (no result backend, no tracking). Each run counts itself in Redis, which is how the benchmark knows that
-every job has run."""
+"""Raw Celery's no-op for `make bench-task_queue` (no result backend, no tracking).
+Each run counts itself in Redis: how the benchmark knows every job has run."""
 
 from __future__ import annotations
 
