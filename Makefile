@@ -18,7 +18,8 @@ LOAD := $(addprefix load-,$(SERVICES))
 
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
-.PHONY: help install test lint format bench clean stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: protos-rate_limiter experiment-rate_limiter
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -35,6 +36,10 @@ $(STAMP): pyproject.toml
 
 test: install ## Run the whole test suite (real Redis, SQLite, and PostgreSQL if TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: install ## The contract test with many more examples per operation, from a random seed
+	CONTRACT_EXAMPLES=$${CONTRACT_EXAMPLES:-300} CONTRACT_SEED=$${CONTRACT_SEED-} CONTRACT_TIMEOUT=$${CONTRACT_TIMEOUT:-1800} \
+	  $(PY) -m pytest tests/contract -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
@@ -61,8 +66,19 @@ $(LOAD): load-%: install ## Locust, headless, against a running service; HTML re
 	$(VENV)/bin/locust -f $*/locustfile.py --headless -u $(LOAD_USERS) -r 10 -t $(LOAD_TIME) \
 	  --html reports/$*.html
 
-stop-redis: install ## Stop the shared local Redis that run-* started (its data stays in .data/redis)
-	$(PY) -c "from pathlib import Path; from common.redis_server import stop_shared_redis as s; print('stopped' if s(Path('.data')) else 'not running')"
+start-redis: install ## Start the shared local Redis (as run-* does) at its recorded address
+	$(PY) -m common.redis_server start
+
+stop-redis: install ## Stop the shared local Redis; returns once it has exited (data stays in .data/redis)
+	$(PY) -m common.redis_server stop
 
 clean: ## Remove caches (keeps .venv and .data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache reports
+
+protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from rate_limiter/envoy_api/*.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
+	  rate_limiter/envoy_api/base.proto rate_limiter/envoy_api/ratelimit.proto rate_limiter/envoy_api/rls.proto
+	rm -f rate_limiter/envoy_api/base_pb2_grpc.py rate_limiter/envoy_api/ratelimit_pb2_grpc.py
+
+experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
+	$(PY) -m rate_limiter.experiment

@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 import redis
 
+from common.processes import ROOT, ServiceProcess, wait_for
 from common.redis_server import RedisProcess
-from tests.support import ROOT, ServiceProcess, wait_for
 
 ADMIN = {"x-api-key": "bench-admin-key"}
 

@@ -22,6 +22,7 @@ from common.health import HealthChecks, health_router
 from common.logging import configure_logging
 from common.metrics import HttpMetrics
 from common.middleware import BodyLimitMiddleware, ObservabilityMiddleware
+from common.openapi import install_openapi
 from common.settings import ServiceSettings
 from common.tracing import setup_tracing
 
@@ -60,6 +61,7 @@ def build_app(
     app.state.registry = registry
     app.state.checks = checks
     install_problem_handlers(app, errors)
+    install_openapi(app)
     app.include_router(health_router(checks))
 
     @app.get("/metrics", include_in_schema=False)

@@ -2,11 +2,16 @@
 
 Services raise their own small domain exceptions (no HTTP in them); each app maps them to a
 status once, with `install_problem_handlers(app, {NotFound: 404, ...})`.
+
+One builder, `problem_body`, makes every problem's JSON: the exception handlers here answer with
+`problem(...)` (a `JSONResponse`), pure ASGI middleware (the body limit, the rate limiter) with
+`problem_message(...)`, the bytes and headers of the same document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -36,6 +41,24 @@ def _slug(title: str) -> str:
     return title.lower().replace(" ", "-").replace("'", "")
 
 
+# Titles for statuses whose phrase changed between Python versions (before 3.13: 413 "Request
+# Entity Too Large", 422 "Unprocessable Entity"): a problem's `type` must not depend on them.
+_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def problem_body(
+    status: int, detail: str | None = None, *, title: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The RFC 9457 document: `type` (`about:blank#<slug of the title>`), `title`, `status`,
+    `detail` when given, then any extension members."""
+    title = title or _TITLES.get(status) or HTTPStatus(status).phrase
+    body: dict[str, Any] = {"type": f"about:blank#{_slug(title)}", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return body
+
+
 def problem(
     status: int,
     detail: str | None = None,
@@ -45,14 +68,40 @@ def problem(
     **extra: Any,
 ) -> JSONResponse:
     """Build a problem+json response."""
-    title = title or HTTPStatus(status).phrase
-    body: dict[str, Any] = {"type": f"about:blank#{_slug(title)}", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    body.update(extra)
     return JSONResponse(
-        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE
+        problem_body(status, detail, title=title, **extra),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_CONTENT_TYPE,
     )
+
+
+def problem_message(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    **extra: Any,
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The same document for pure ASGI code: its body, encoded as `JSONResponse` encodes it, and
+    the raw response headers (content type and length first, then `headers`)."""
+    body = json.dumps(
+        problem_body(status, detail, title=title, **extra),
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode()
+    return body, [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+
+
+def too_large_detail(max_bytes: int) -> str:
+    """The one 413 problem's detail, whether the length was declared or the body streamed."""
+    return f"The request body is larger than {max_bytes} bytes."
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -66,6 +115,32 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """The `Allow` of a 405: every method of the route template the path matched, as the
+    schema documents it plus the app's own routes outside it (`HEAD /{code}`, `/docs`).
+    Starlette names the methods of one route only, while a resource may be several routes
+    (`GET /{code}` and `POST /{code}`)."""
+    template = getattr(request.scope.get("route"), "path", None)
+    if template is None:
+        return None
+    documented = request.app.openapi().get("paths", {}).get(template, {})
+    methods = {m.upper() for m in documented}
+    for route in request.app.routes:
+        if getattr(route, "path", None) == template:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(m for m in _METHODS if m in methods) or None
 
 
 def status_for(exc: DomainError, statuses: Mapping[type[DomainError], int]) -> int:
@@ -93,6 +168,11 @@ def install_problem_handlers(
         errors = _validation_errors(exc)
         if any(e["type"] == "json_invalid" for e in errors):
             return problem(400, "The request body is not valid JSON.", title="Malformed JSON")
+        whole_body = [e for e in errors if e["loc"] == ["body"]]
+        if any(e["type"] == "missing" for e in whole_body):
+            return problem(400, "This request needs a JSON body.", title="Malformed JSON")
+        if whole_body and not _is_json(request.headers.get("content-type", "")):
+            return problem(415, "Send the body as application/json.")
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(p for p in first["loc"] if p not in ("body",)) or "request"
         return problem(422, f"{where}: {first['msg']}", title="Validation failed", errors=errors)
@@ -100,7 +180,13 @@ def install_problem_handlers(
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem(exc.status_code, detail, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only; the
+            # path may have several (GET /{code} and POST /{code} are two routes).
+            allow = _allowed_methods(request)
+            headers = {**(headers or {}), **({"Allow": allow} if allow else {})}
+        return problem(exc.status_code, detail, headers=headers)
 
     async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("database_unavailable", path=request.url.path, error=str(exc)[:200])

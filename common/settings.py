@@ -21,8 +21,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from common.redis import SCHEMES as REDIS_SCHEMES
+from common.redis import cluster_url, is_cluster_url
+
 SHARED_FIELDS = (
     "redis_url",
+    "redis_cluster",
     "database_url",
     "log_level",
     "log_format",
@@ -59,11 +63,15 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     data_dir: Path = Path(".data")
     redis_url: str | None = None
+    # The Redis at `redis_url` is a Redis Cluster (as a `redis+cluster://` URL says itself).
+    redis_cluster: bool = False
     database_url: str | None = None
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     otel_exporter_otlp_endpoint: str | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Seconds a connection may take to send a request's headers (common.server closes it then).
+    header_timeout: float = Field(default=10.0, gt=0)
 
     @classmethod
     def settings_customise_sources(
@@ -90,8 +98,18 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_url_schemes(self) -> ServiceSettings:
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        url = self.redis_url
+        if url and ("://" not in url or url.split("://", 1)[0] not in REDIS_SCHEMES):
+            raise ValueError(
+                "redis_url must start with redis://, rediss://, unix://, redis+cluster:// "
+                "or rediss+cluster://"
+            )
+        if self.redis_cluster:
+            if not url:
+                raise ValueError("redis_cluster needs a redis_url naming a node of the cluster")
+            self.redis_url = cluster_url(url)  # (refuses unix://: a cluster is reached by TCP)
+        elif url and is_cluster_url(url):
+            self.redis_cluster = True
         return self
 
     def require_secret(self, name: str, value: str) -> str:

@@ -58,6 +58,8 @@ MAX_RATE = 2**32 - 1
 # The algorithms that store one entry per unit (a timestamp, a lease unit) and their bound.
 PER_UNIT = frozenset({Algorithm.SLIDING_LOG, Algorithm.CONCURRENCY})
 MAX_PER_UNIT = 10_000
+# What a refused concurrency lease is told to wait at most (see `concurrency`).
+CONCURRENCY_RETRY_US = US
 
 
 @dataclass(frozen=True)
@@ -132,13 +134,6 @@ class Limit:
     @classmethod
     def per_day(cls, rate: int, **kwargs: Any) -> Limit:
         return cls(rate, 86400.0, **kwargs)
-
-    def describe(self) -> str:
-        return (
-            f"{self.rate}/{self.period:g}s {self.algorithm.value}"
-            + (f" burst {self.burst}" if self.burst else "")
-            + (" prefetch" if self.prefetch else "")
-        )
 
 
 class Decision(NamedTuple):
@@ -343,8 +338,10 @@ def concurrency(
         for i in range(1, cost + 1):
             leases[f"{lease}#{i}"] = now + ttl
         return {"leases": leases}, (1, rate, rate - n - cost, ttl, 0)
+    # A slot frees when its holder releases it, which nobody can foresee, or at the latest
+    # when the lease expires: retry in a second, or sooner if enough leases expire sooner.
     ordered = sorted(leases.values())
-    retry = ordered[n + cost - rate - 1] - now
+    retry = min(ordered[n + cost - rate - 1] - now, CONCURRENCY_RETRY_US)
     return {"leases": leases}, (0, rate, rate - n, reset, retry)
 
 
@@ -363,11 +360,12 @@ def refund(
     at: int,
     position: int = 0,
     shared: bool = False,
-) -> tuple[State | None, int | None]:
+) -> tuple[State | None, tuple[int, int] | None]:
     """Give back `cost` units that a decision allowed at `at` took for a request that then
     did not go ahead (another rule of its check refused it). Only what the key still holds
     of them goes back, never more, so the limit's bound holds whatever came in between.
-    The new state and the remaining after it, or (None, None) when nothing goes back.
+    The new state and, after it, the remaining and the µs until the key is full again (so a
+    refund moves the reset back too), or (None, None) when nothing goes back.
 
     - gcra: the debt is repaid oldest first, and the tokens taken after these (`a -
       position` at most, `position` being the key's running total `a` just after the
@@ -399,13 +397,14 @@ def refund(
             a -= math.floor(back + 1e-9)
         # (the subtraction leaves float noise: a billionth of a token is not a token less)
         remaining = math.floor(limit.capacity - d + 1e-9)
-        return {**state, "d": d, "t": now, "a": a}, max(0, remaining)
+        return {**state, "d": d, "t": now, "a": a}, (max(0, remaining), _ceil(d * t_us))
     window = now // p
     if algorithm is Algorithm.FIXED_WINDOW:
         if at // p != window or int(state["w"]) != window:
             return None, None
         count = max(0, int(state["c"]) - cost)
-        return {"w": window, "c": count}, max(0, limit.rate - count)
+        reset = (window + 1) * p - now if count else 0
+        return {"w": window, "c": count}, (max(0, limit.rate - count), reset)
     if algorithm is Algorithm.SLIDING_WINDOW:
         w, cur, prev = int(state["w"]), int(state["c"]), int(state["p"])
         if window > at // p + 1:
@@ -419,7 +418,9 @@ def refund(
         into = now - window * p
         # (w == window - 1: the stored count is now the previous window's)
         est = prev * (p - into) / p + cur if w == window else cur * (p - into) / p
-        return {"w": w, "c": cur, "p": prev}, max(0, math.floor(limit.rate - est))
+        now_cur, now_prev = (cur, prev) if w == window else (0, cur)
+        reset = (window + 2) * p - now if now_cur else ((window + 1) * p - now if now_prev else 0)
+        return {"w": w, "c": cur, "p": prev}, (max(0, math.floor(limit.rate - est)), reset)
     if algorithm is Algorithm.SLIDING_LOG:
         log = [t for t in state.get("log", []) if t > now - p]
         mine = [i for i, t in enumerate(log) if t == at][:cost]
@@ -427,7 +428,8 @@ def refund(
             return None, None
         gone = set(mine)
         log = [t for i, t in enumerate(log) if i not in gone]
-        return {"log": log}, max(0, limit.rate - len(log))
+        reset = log[-1] + p - now if log else 0
+        return {"log": log}, (max(0, limit.rate - len(log)), reset)
     return None, None
 
 

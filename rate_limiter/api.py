@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from rate_limiter.config import Node
+from common.openapi import problem_responses
 from rate_limiter.deps import RulesDep, ServiceDep
 from rate_limiter.errors import InvalidRequest
 from rate_limiter.headers import rate_limit_headers
+from rate_limiter.rules import Level, Node
 from rate_limiter.schemas import (
     CheckRequest,
     CheckResponse,
@@ -24,24 +25,26 @@ from rate_limiter.schemas import (
 api = APIRouter(prefix="/api", tags=["rate limits"])
 
 
-@api.post("/check")
+@api.post("/check", responses=problem_responses(404, 502))
 async def check(body: CheckRequest, service: ServiceDep, response: Response) -> CheckResponse:
     """Decide on `cost` for the descriptors; always 200, the verdict is in the body."""
-    result = await service.check(domain=body.domain, entries=body.entries(), cost=body.cost)
+    result = await service.check(
+        domain=body.domain, descriptors=body.to_descriptors(), cost=body.cost
+    )
     response.headers.update(rate_limit_headers(result.applied()))
     if not result.allowed and not math.isinf(result.retry_after):
         response.headers["Retry-After"] = str(max(1, math.ceil(result.retry_after)))
     return CheckResponse.of(result)
 
 
-@api.post("/release")
+@api.post("/release", responses=problem_responses(404, 502))
 async def release(body: ReleaseRequest, service: ServiceDep) -> ReleaseResponse:
     """Give back a concurrency lease taken by a check."""
     count = await service.release(domain=body.domain, entries=body.entries(), lease=body.lease)
     return ReleaseResponse(released=count)
 
 
-@api.get("/usage")
+@api.get("/usage", responses=problem_responses(404, 502))
 async def usage(
     service: ServiceDep,
     response: Response,
@@ -58,9 +61,9 @@ async def usage(
     return CheckResponse.of(result)
 
 
-def _flatten(nodes: list[Node], path: str = "") -> list[tuple[str, Node]]:
+def _flatten(level: Level, path: str = "") -> list[tuple[str, Node]]:
     out: list[tuple[str, Node]] = []
-    for node in nodes:
+    for node in level.nodes:
         here = f"{path}{node.key}={node.value if node.value is not None else '*'}"
         out.append((here, node))
         out.extend(_flatten(node.children, here + " > "))
@@ -79,7 +82,9 @@ async def rules(watcher: RulesDep) -> RulesRead:
             for path, node in nodes
             if node.rule is not None
         ]
-        allowlisted = [path for path, node in nodes if node.rule is None and not node.children]
+        allowlisted = [
+            path for path, node in nodes if node.rule is None and not node.children.nodes
+        ]
         domains.append(
             DomainRead(
                 domain=domain.name, source=domain.source, rules=rows, allowlisted=allowlisted

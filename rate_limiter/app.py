@@ -21,21 +21,20 @@ from rate_limiter.backends import (
     PrefetchBackend,
     RedisBackend,
 )
-from rate_limiter.config import RulesWatcher
+from rate_limiter.envoy_grpc import EnvoyRateLimitServicer, start_grpc_server
 from rate_limiter.errors import (
     BackendError,
     InvalidCost,
     InvalidRequest,
     RateLimited,
     RulesError,
-    UnknownDomain,
 )
 from rate_limiter.metrics import LimiterMetrics
+from rate_limiter.rules_watcher import RulesWatcher
 from rate_limiter.service import RateLimitService
 from rate_limiter.settings import RateLimiterSettings
 
 ERRORS = {
-    UnknownDomain: 404,
     InvalidCost: 422,
     InvalidRequest: 422,
     RulesError: 422,
@@ -53,7 +52,11 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        watcher = RulesWatcher(settings.rules, interval=settings.rules_reload_interval)
+        watcher = RulesWatcher(
+            settings.rules,
+            interval=settings.rules_reload_interval,
+            merge_domains=settings.merge_domain_config,
+        )
         redis = None
         primary: RedisBackend | None = None
         backend: AsyncBackend
@@ -92,10 +95,20 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
             near_limit_ratio=settings.near_limit_ratio,
             max_cost=settings.max_cost,
         )
+        grpc_server = None
+        if settings.grpc:
+            servicer = EnvoyRateLimitServicer(
+                app.state.service, response_headers=settings.limit_response_headers
+            )
+            grpc_server, app.state.grpc_port = await start_grpc_server(
+                servicer, host=settings.host, port=settings.grpc_port
+            )
         watch = asyncio.create_task(watcher.watch())
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch

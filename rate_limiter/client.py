@@ -1,25 +1,29 @@
-"""Command-line client: python -m rate_limiter.client check|rules|usage ...
+"""Command-line client: python -m rate_limiter.client check|release|rules|usage ...
 
     python -m rate_limiter.client check api api_key=k1 route="POST /api/links" --cost 2
+    python -m rate_limiter.client release api upload_user=u1 --lease 3f2a...e1.1
     python -m rate_limiter.client usage api api_key=k1
     python -m rate_limiter.client rules
 
-Exit status of `check`: 0 allowed, 1 refused (so shell scripts can branch on it), 2 errors.
+Global options come before the command (the suite's one convention, common/cli.py): --url
+(env RATE_LIMITER_URL; default http://127.0.0.1:<RATE_LIMITER_PORT>) and --json.
+Exit status: 0 done (for `check`: allowed), 1 refused (the service's problem+json, or a
+`check` over the limit, so shell scripts can branch on it), 2 unreachable or a usage error.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-app = typer.Typer(help="Talk to a running rate limiter service.", no_args_is_help=True)
-DEFAULT_URL = os.environ.get("RATE_LIMITER_URL", "http://127.0.0.1:8004")
-UrlOpt = Annotated[str, typer.Option("--url", help="Service URL (env RATE_LIMITER_URL).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")]
+from common.cli import REFUSED, ServiceCli
+from rate_limiter.settings import RateLimiterSettings
+
+cli = ServiceCli(
+    name="rate_limiter", title="rate limiter", settings=RateLimiterSettings, admin_key_field=None
+)
+app = cli.typer(help="Talk to a running rate limiter service.")
 
 
 def _entries(pairs: list[str]) -> list[dict[str, str]]:
@@ -30,22 +34,6 @@ def _entries(pairs: list[str]) -> list[dict[str, str]]:
             raise typer.BadParameter(f"{pair!r}: descriptors are key=value")
         out.append({"key": key, "value": value})
     return out
-
-
-def _call(method: str, url: str, path: str, **kwargs: Any) -> httpx.Response:
-    try:
-        resp = httpx.request(method, url.rstrip("/") + path, timeout=10, **kwargs)
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail") or resp.json().get("title")
-        except ValueError:
-            detail = resp.text[:200]
-        typer.echo(f"error: {resp.status_code}: {detail}", err=True)
-        raise typer.Exit(2)
-    return resp
 
 
 def _show(body: dict[str, Any]) -> None:
@@ -60,6 +48,7 @@ def _show(body: dict[str, Any]) -> None:
             f"  {d['rule']}: {'allowed' if d['allowed'] else 'refused'}{flags}, "
             f"{d['remaining']}/{d['limit']} left, full in {d['reset_after']:.3f}s"
             + ("" if d["allowed"] else f", {wait}")
+            + (f", lease {d['lease']}" if d.get("lease") else "")
         )
 
 
@@ -68,39 +57,58 @@ def check(
     domain: str,
     descriptors: Annotated[list[str], typer.Argument(help="key=value entries, in order.")],
     cost: Annotated[int, typer.Option(min=1)] = 1,
-    url: UrlOpt = DEFAULT_URL,
-    as_json: JsonOpt = False,
 ) -> None:
     """Ask for `cost` units under the domain's rules (this consumes quota)."""
+    api = cli.api()
     body = {"domain": domain, "descriptors": _entries(descriptors), "cost": cost}
-    result = _call("POST", url, "/api/check", json=body).json()
-    typer.echo(json.dumps(result, indent=2)) if as_json else _show(result)
-    raise typer.Exit(0 if result["allowed"] else 1)
+    result = api.call("POST", "/api/check", json=body).json()
+    api.show(result, _show)
+    raise typer.Exit(0 if result["allowed"] else REFUSED)
+
+
+@app.command()
+def release(
+    domain: str,
+    descriptors: Annotated[list[str], typer.Argument(help="key=value entries, as checked.")],
+    lease: Annotated[str, typer.Option(help="The lease id the check handed out.")],
+) -> None:
+    """Give back a concurrency lease taken by `check` (exit 1 when nothing held it)."""
+    api = cli.api()
+    body = {"domain": domain, "descriptors": _entries(descriptors), "lease": lease}
+    result = api.call("POST", "/api/release", json=body).json()
+    released = result["released"]
+    api.show(
+        result,
+        lambda _: typer.echo(
+            f"released from {released} rule(s)" if released else "nothing held that lease"
+        ),
+    )
+    raise typer.Exit(0 if released else REFUSED)
 
 
 @app.command()
 def usage(
     domain: str,
     descriptors: Annotated[list[str], typer.Argument(help="key=value entries, in order.")],
-    url: UrlOpt = DEFAULT_URL,
-    as_json: JsonOpt = False,
 ) -> None:
     """Show what is left for the descriptors, consuming nothing."""
+    api = cli.api()
     entries = _entries(descriptors)
     params: list[tuple[str, str]] = [("domain", domain)]
     for e in entries:
         params += [("key", e["key"]), ("value", e["value"])]
-    result = _call("GET", url, "/api/usage", params=params).json()
-    typer.echo(json.dumps(result, indent=2)) if as_json else _show(result)
+    result = api.call("GET", "/api/usage", params=params).json()
+    api.show(result, _show)
 
 
 @app.command()
-def rules(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+def rules() -> None:
     """List the rules in force (and the last rejected edit, if any)."""
-    body = _call("GET", url, "/api/rules").json()
-    if as_json:
-        typer.echo(json.dumps(body, indent=2))
-        return
+    api = cli.api()
+    api.show(api.call("GET", "/api/rules").json(), _show_rules)
+
+
+def _show_rules(body: dict[str, Any]) -> None:
     typer.echo(f"rules from {body['path']} (reloaded {body['reloads']} times)")
     if body["last_error"]:
         typer.echo(f"  last edit REJECTED: {body['last_error']}")

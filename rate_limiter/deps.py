@@ -7,10 +7,8 @@ from typing import Annotated
 from fastapi import Depends
 
 from common.deps import from_state
-from rate_limiter.config import RulesWatcher
+from rate_limiter.rules_watcher import RulesWatcher
 from rate_limiter.service import RateLimitService
-from rate_limiter.settings import RateLimiterSettings
 
 ServiceDep = Annotated[RateLimitService, Depends(from_state("service"))]
 RulesDep = Annotated[RulesWatcher, Depends(from_state("rules"))]
-SettingsDep = Annotated[RateLimiterSettings, Depends(from_state("settings"))]

@@ -25,10 +25,6 @@ class InvalidCost(DomainError, ValueError):
     title = "Invalid cost"
 
 
-class UnknownDomain(DomainError):
-    title = "Unknown domain"
-
-
 class RulesError(DomainError, ValueError):
     """A rules file that cannot be used; the message names the file and line."""
 

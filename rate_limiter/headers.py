@@ -36,7 +36,6 @@ class Applied:
     name: str
     limit: Quota
     decision: Decision
-    shadow: bool = False
 
 
 def sf_string(value: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from common.errors import problem_message
 from rate_limiter.algorithms import Decision, Limit
 from rate_limiter.backends.base import AsyncBackend, refund_refused
 from rate_limiter.backends.fallback import BACKEND_FAILED
@@ -396,25 +396,23 @@ class RateLimitMiddleware:
     ) -> None:
         waits = [retry_after_seconds(t.decision) for t in refused]
         finite = [w for w in waits if w is not None]
-        problem: dict[str, Any] = {
-            "type": "about:blank#too-many-requests",
-            "title": "Too Many Requests",
-            "status": 429,
-            "rule": refused[0].rule.name,
-        }
+        rule = refused[0].rule.name
         if len(finite) == len(waits):
             retry = max(finite)
-            problem["detail"] = f"Rate limit {refused[0].rule.name!r} exceeded; retry in {retry}s."
-            problem["retry_after"] = retry
-            headers = [*headers, (b"retry-after", str(retry).encode())]
+            body, headers = problem_message(
+                429,
+                f"Rate limit {rule!r} exceeded; retry in {retry}s.",
+                headers=[*headers, (b"retry-after", str(retry).encode())],
+                rule=rule,
+                retry_after=retry,
+            )
         else:
-            problem["detail"] = "This request costs more than the limit allows; it never fits."
-        body = json.dumps(problem).encode()
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-            *headers,
-        ]
+            body, headers = problem_message(
+                429,
+                "This request costs more than the limit allows; it never fits.",
+                headers=headers,
+                rule=rule,
+            )
         if scope["type"] == "http":
             await send({"type": "http.response.start", "status": 429, "headers": headers})
             await send({"type": "http.response.body", "body": body})

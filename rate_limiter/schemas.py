@@ -6,7 +6,7 @@ import math
 
 from pydantic import BaseModel, Field
 
-from rate_limiter.service import CheckResult, RuleDecision
+from rate_limiter.service import CheckResult, Descriptor, RuleDecision
 
 
 class Entry(BaseModel):
@@ -22,9 +22,29 @@ class _Descriptors(BaseModel):
         return [(e.key, e.value) for e in self.descriptors]
 
 
-class CheckRequest(_Descriptors):
+class DescriptorIn(BaseModel):
+    """One descriptor in Envoy's shape: its entries and, optionally, its own cost."""
+
+    entries: list[Entry] = Field(min_length=1, max_length=32)
+    hits_addend: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+
+
+class CheckRequest(BaseModel):
+    domain: str = Field(min_length=1, max_length=255)
+    # Entries (`{key, value}`: one descriptor) or descriptors (`{entries: [...]}`: several,
+    # as Envoy sends them; each decided on its own, the request refused if one refuses).
+    descriptors: list[Entry] | list[DescriptorIn] = Field(min_length=1, max_length=32)
     # (strict: `true` or `"3"` is a 422, not a cost of 1 or 3)
     cost: int = Field(default=1, ge=1, le=1_000_000, strict=True)
+
+    def to_descriptors(self) -> list[Descriptor]:
+        if all(isinstance(d, Entry) for d in self.descriptors):
+            return [Descriptor([(e.key, e.value) for e in self.descriptors])]  # type: ignore[union-attr]
+        return [
+            Descriptor([(e.key, e.value) for e in d.entries], d.hits_addend)
+            for d in self.descriptors
+            if isinstance(d, DescriptorIn)
+        ]
 
 
 class ReleaseRequest(_Descriptors):
@@ -43,6 +63,7 @@ class DecisionRead(BaseModel):
         description="Seconds to wait before this cost fits; 0 when allowed, null when never."
     )
     lease: str | None = None
+    descriptor: int = Field(default=0, description="Which of the check's descriptors it decided.")
     degraded: bool = Field(description="Decided by the failure policy: Redis was unreachable.")
 
     @classmethod
@@ -57,6 +78,7 @@ class DecisionRead(BaseModel):
             reset_after=round(d.decision.reset_after, 6),
             retry_after=None if math.isinf(retry) else round(retry, 6),
             lease=d.decision.lease,
+            descriptor=d.descriptor,
             degraded=d.decision.degraded,
         )
 

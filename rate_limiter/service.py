@@ -12,12 +12,23 @@ import structlog
 from rate_limiter.algorithms import Algorithm, Decision, Limit
 from rate_limiter.backends.base import AsyncBackend, refund_refused
 from rate_limiter.backends.fallback import BACKEND_FAILED
-from rate_limiter.config import Block, Match, RuleSet
-from rate_limiter.errors import InvalidCost, UnknownDomain
+from rate_limiter.errors import InvalidCost
 from rate_limiter.headers import Applied
 from rate_limiter.metrics import LimiterMetrics
+from rate_limiter.rules import Block, Match, RuleSet, resolve
 
 Entries = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """One of a check's descriptors: its entries and, when it has its own, its cost (Envoy's
+    per-descriptor `hits_addend`)."""
+
+    entries: Entries
+    cost: int | None = None
+
+
 log = structlog.get_logger("rate_limiter.service")
 
 
@@ -28,6 +39,10 @@ class RuleDecision:
     decision: Decision
     shadow_mode: bool
     key: str = ""  # where its state lives (to give a lease back)
+    descriptor: int = 0  # which of the check's descriptors it decided
+    quota_mode: bool = False
+    stat_key: str = ""  # Envoy's stats key
+    cost: int = 1
 
     @property
     def enforced_allowed(self) -> bool:
@@ -39,6 +54,8 @@ class RuleDecision:
 class CheckResult:
     allowed: bool
     decisions: list[RuleDecision]
+    descriptors: int = 1
+    unlimited: frozenset[int] = frozenset()  # descriptors an `unlimited` rule exempted
 
     def applied(self) -> list[Applied]:
         """The enforced rules, for the draft headers (shadow rules stay invisible)."""
@@ -46,8 +63,22 @@ class CheckResult:
 
     @property
     def retry_after(self) -> float:
+        if self.allowed:
+            return 0.0
         refused = [d.decision.retry_after for d in self.decisions if not d.enforced_allowed]
         return max(refused, default=0.0)
+
+    def of_descriptor(self, index: int) -> list[RuleDecision]:
+        return [d for d in self.decisions if d.descriptor == index]
+
+
+def verdict(decisions: Sequence[RuleDecision]) -> bool:
+    """Envoy's overall code: refused when a rule refuses (shadow rules never do), except
+    that `quota_mode` rules refuse only together: when every one of them refuses."""
+    quota = [d for d in decisions if d.quota_mode]
+    if quota and not any(d.enforced_allowed for d in quota):
+        return False
+    return all(d.enforced_allowed for d in decisions if not d.quota_mode)
 
 
 class RateLimitService:
@@ -68,37 +99,73 @@ class RateLimitService:
         self.near_limit_ratio = near_limit_ratio
         self.max_cost = max_cost
 
-    def _matches(self, domain: str, entries: Entries) -> list[Match]:
+    def _matches(self, domain: str, descriptors: Sequence[Descriptor]) -> list[list[Match] | None]:
+        """Each descriptor's rules (None: exempted by an `unlimited` one). An unknown domain
+        has none: Envoy answers OK."""
         found = self.rules().get(domain)
         if found is None:
-            raise UnknownDomain(f"no rules for domain {domain!r}", domain=domain)
-        return found.match(entries)
+            return [[] for _ in descriptors]
+        return resolve([found.lookup(d.entries) for d in descriptors])
 
-    async def _decide(self, domain: str, entries: Entries, cost: int) -> list[RuleDecision]:
-        matches = self._matches(domain, entries)
+    async def _decide(
+        self, domain: str, descriptors: Sequence[Descriptor], cost: int
+    ) -> tuple[list[RuleDecision], frozenset[int]]:
+        resolved = self._matches(domain, descriptors)
+        wanted: list[tuple[int, Match, int]] = []
+        for i, (d, matches) in enumerate(zip(descriptors, resolved, strict=True)):
+            here = cost if d.cost is None or cost == 0 else d.cost
+            wanted.extend((i, m, here) for m in matches or ())
         decided = iter(
             await asyncio.gather(
-                *(self.backend.acquire(m.key, m.rule.limit, cost) for m in matches if m.rule.limit)
+                *(
+                    self.backend.acquire(m.key, m.rule.limit, here)
+                    for _, m, here in wanted
+                    if m.rule.limit
+                )
             )
         )
         out = []
-        for m in matches:
+        for i, m, here in wanted:
             rule = m.rule
+            quota: Limit | Block
             if rule.limit is not None:
-                out.append(
-                    RuleDecision(rule.name, rule.limit, next(decided), rule.shadow_mode, m.key)
-                )
+                decision, quota = next(decided), rule.limit
             elif rule.block is not None:  # refuses everything, without asking the backend
-                decision = rule.block.decision()
-                out.append(RuleDecision(rule.name, rule.block, decision, rule.shadow_mode, m.key))
-        return out
+                decision, quota = rule.block.decision(), rule.block
+            else:
+                continue
+            out.append(
+                RuleDecision(
+                    rule.name,
+                    quota,
+                    decision,
+                    rule.shadow_mode,
+                    m.key,
+                    descriptor=i,
+                    quota_mode=rule.quota_mode,
+                    stat_key=m.stat_key,
+                    cost=here,
+                )
+            )
+        unlimited = frozenset(i for i, matches in enumerate(resolved) if matches is None)
+        return out, unlimited
 
-    async def check(self, *, domain: str, entries: Entries, cost: int = 1) -> CheckResult:
-        """Take `cost` from every rule on the entries' path; allowed when none refuses. A
-        refused check keeps nothing it took (see `_give_back`)."""
-        if not 1 <= cost <= self.max_cost:
-            raise InvalidCost(f"cost must be between 1 and {self.max_cost}")
-        decisions = await self._decide(domain, entries, cost)
+    async def check(
+        self,
+        *,
+        domain: str,
+        entries: Entries | None = None,
+        cost: int = 1,
+        descriptors: Sequence[Descriptor] | None = None,
+    ) -> CheckResult:
+        """Take `cost` (or a descriptor's own) from the rules the descriptors meet; allowed
+        unless one refuses (see `verdict`). A refused check keeps nothing it took (see
+        `_give_back`)."""
+        wanted = _descriptors(entries, descriptors)
+        for c in [cost, *(d.cost for d in wanted if d.cost is not None)]:
+            if not 1 <= c <= self.max_cost:
+                raise InvalidCost(f"cost must be between 1 and {self.max_cost}")
+        decisions, unlimited = await self._decide(domain, wanted, cost)
         if self.metrics:
             for d in decisions:
                 self.metrics.record(
@@ -110,14 +177,21 @@ class RateLimitService:
                     limit=d.decision.limit,
                     near_ratio=self.near_limit_ratio,
                 )
-        allowed = all(d.enforced_allowed for d in decisions)
+                self.metrics.envoy.record(
+                    d.stat_key,
+                    hits=d.cost,
+                    allowed=d.decision.allowed,
+                    shadow=d.shadow_mode,
+                    remaining=d.decision.remaining,
+                    limit=d.decision.limit,
+                    near_ratio=self.near_limit_ratio,
+                )
+        allowed = verdict(decisions)
         if not allowed:
-            decisions = await self._give_back(domain, decisions, cost)
-        return CheckResult(allowed, decisions)
+            decisions = await self._give_back(domain, decisions)
+        return CheckResult(allowed, decisions, len(wanted), unlimited)
 
-    async def _give_back(
-        self, domain: str, decisions: list[RuleDecision], cost: int
-    ) -> list[RuleDecision]:
+    async def _give_back(self, domain: str, decisions: list[RuleDecision]) -> list[RuleDecision]:
         """A refused check keeps nothing: a refused request is not counted (unless a rule
         says `count_refused`), and that holds for every rule of the check, not only the one
         that refused it. So what the other rules granted goes back at once: concurrency
@@ -138,7 +212,7 @@ class RateLimitService:
                 if d.decision.lease:
                     await self.backend.release(d.key, d.limit, d.decision.lease)
                     return dataclasses.replace(d, decision=d.decision._replace(lease=None))
-                after = await refund_refused(self.backend, d.key, d.limit, cost, d.decision)
+                after = await refund_refused(self.backend, d.key, d.limit, d.cost, d.decision)
                 if self.metrics and after is not d.decision:  # (something went back)
                     self.metrics.refunds.labels(domain, d.rule).inc()
                 return dataclasses.replace(d, decision=after)
@@ -148,16 +222,32 @@ class RateLimitService:
 
         return list(await asyncio.gather(*(give_back(d) for d in decisions)))
 
-    async def usage(self, *, domain: str, entries: Entries) -> CheckResult:
-        """The current state of every rule on the path, consuming nothing."""
-        decisions = await self._decide(domain, entries, 0)
-        return CheckResult(all(d.enforced_allowed for d in decisions), decisions)
+    async def usage(
+        self,
+        *,
+        domain: str,
+        entries: Entries | None = None,
+        descriptors: Sequence[Descriptor] | None = None,
+    ) -> CheckResult:
+        """The current state of every rule the descriptors meet, consuming nothing."""
+        wanted = _descriptors(entries, descriptors)
+        decisions, unlimited = await self._decide(domain, wanted, 0)
+        return CheckResult(verdict(decisions), decisions, len(wanted), unlimited)
 
     async def release(self, *, domain: str, entries: Entries, lease: str) -> int:
-        """Give a concurrency lease back on every concurrency rule on the path; the number
-        of rules that held it (0 for a lease that was never granted, or is gone already)."""
+        """Give a concurrency lease back on every concurrency rule the entries meet; the
+        number of rules that held it (0 for a lease never granted, or gone already)."""
         released = 0
-        for m in self._matches(domain, entries):
+        [matches] = self._matches(domain, [Descriptor(entries)])
+        for m in matches or ():
             if m.rule.limit and m.rule.limit.algorithm is Algorithm.CONCURRENCY:
                 released += await self.backend.release(m.key, m.rule.limit, lease)
         return released
+
+
+def _descriptors(
+    entries: Entries | None, descriptors: Sequence[Descriptor] | None
+) -> Sequence[Descriptor]:
+    if descriptors is not None:
+        return descriptors
+    return [Descriptor(entries or ())]

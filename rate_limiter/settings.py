@@ -18,9 +18,19 @@ class RateLimiterSettings(ServiceSettings):
 
     service_name: str = "rate_limiter"
     port: int = Field(default=8004, ge=0, le=65535)
+    # Envoy's gRPC API (envoy.service.ratelimit.v3.RateLimitService) beside the HTTP one;
+    # 8081 is the port Envoy's ratelimit serves it on. 0: a port the OS picks (logged).
+    grpc: bool = True
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    # Envoy's LIMIT_RESPONSE_HEADERS_ENABLED: gRPC answers carry RateLimit-Limit, -Remaining
+    # and -Reset for the descriptor with the least left (off by default, as in Envoy).
+    limit_response_headers: bool = False
     # A YAML file, or a folder of them (one domain each).
     rules: Path = EXAMPLE_RULES
     rules_reload_interval: float = Field(default=1.0, gt=0)
+    # Several files may define one domain (Envoy's MERGE_DOMAIN_CONFIG): their top-level
+    # descriptors are joined. Off, as in Envoy: a second file for a domain is refused.
+    merge_domain_config: bool = False
     # When Redis is unreachable: decide locally (degraded), allow all, or refuse all.
     on_backend_error: Literal["local", "open", "closed"] = "local"
     backend_retry_interval: float = Field(default=0.5, gt=0)

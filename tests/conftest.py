@@ -7,11 +7,14 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as sync_redis
 
+from common.redis_cluster_server import RedisClusterProcess
 from common.redis_server import RedisProcess
+from tests.browser import browsers
 from tests.celery_workers import CeleryWorker
 from tests.support import ServiceProcess
 
@@ -84,6 +87,43 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield start
     for proc in procs:
         proc.stop()
+
+
+@pytest.fixture
+def browser_factory() -> Iterator[Callable[[], Any]]:
+    """Independent headless Chromium sessions (tests/browser.py); all closed after the test."""
+    with browsers() as make:
+        yield make
+
+
+@pytest.fixture
+def browser(browser_factory: Callable[[], Any]) -> Any:
+    """One headless Chromium session (a Selenium WebDriver)."""
+    return browser_factory()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """One real Redis Cluster for the session: three primaries, one replica each, on ports
+    the OS picked (~2 s to make). Tests that kill nodes make their own (`RedisClusterProcess`)."""
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterProcess) -> str:
+    """The session's cluster (a `redis+cluster://` URL naming every node), emptied first."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """The session's Redis, then the session's Redis Cluster: for the end-to-end tests that
+    must hold on both (each service's multi-instance and exactness tests)."""
+    name = "redis_url" if request.param == "standalone" else "redis_cluster_url"
+    return str(request.getfixturevalue(name))
 
 
 TEST_AMQP_URL = os.environ.get("TEST_AMQP_URL")

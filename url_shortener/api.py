@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.types import Scope
 
 from common.errors import DomainError, status_for
+from common.openapi import problem_responses
 from url_shortener import qr
 from url_shortener.deps import KeysDep, LinksDep, OwnerDep, SettingsDep
 from url_shortener.errors import LinkNotFound
@@ -33,7 +34,8 @@ from url_shortener.settings import UrlShortenerSettings
 from url_shortener.store import Link
 from url_shortener.visits import Visitor
 
-api = APIRouter(prefix="/api", tags=["links"])
+# Every management route: a missing or wrong key (401), the database down (503).
+api = APIRouter(prefix="/api", tags=["links"], responses=problem_responses(401, 503))
 # A code in a management path: anything else is a 422 before it reaches SQL.
 Code = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 redirects = APIRouter(tags=["redirects"])
@@ -59,14 +61,14 @@ def link_read(link: Link, settings: UrlShortenerSettings) -> LinkRead:
 # ---- management API -----------------------------------------------------------------------
 
 
-@api.post("/links", status_code=201)
+@api.post("/links", status_code=201, responses=problem_responses(409, 429))
 async def create_link(
     body: LinkCreate, links: LinksDep, owner: OwnerDep, settings: SettingsDep
 ) -> LinkRead:
     return link_read(await links.create(body, owner=owner), settings)
 
 
-@api.post("/links/bulk")
+@api.post("/links/bulk", responses=problem_responses(429))
 async def create_links(
     body: BulkCreate, request: Request, links: LinksDep, owner: OwnerDep, settings: SettingsDep
 ) -> BulkResult:
@@ -114,25 +116,32 @@ async def list_links(
     return LinkPage(items=[link_read(link, settings) for link in items], next_cursor=next_cursor)
 
 
-@api.get("/links/{code}")
+@api.get("/links/{code}", responses=problem_responses(404))
 async def get_link(code: Code, links: LinksDep, owner: OwnerDep, settings: SettingsDep) -> LinkRead:
     return link_read(await links.get(code, owner=owner), settings)
 
 
-@api.patch("/links/{code}")
+@api.patch("/links/{code}", responses=problem_responses(404))
 async def update_link(
     code: Code, body: LinkUpdate, links: LinksDep, owner: OwnerDep, settings: SettingsDep
 ) -> LinkRead:
     return link_read(await links.update(code, body, owner=owner), settings)
 
 
-@api.delete("/links/{code}", status_code=204)
+@api.delete("/links/{code}", status_code=204, responses=problem_responses(404))
 async def delete_link(code: Code, links: LinksDep, owner: OwnerDep) -> Response:
     await links.delete(code, owner=owner)
     return Response(status_code=204)
 
 
-@api.get("/links/{code}/stats", response_model=LinkStats)
+@api.get(
+    "/links/{code}/stats",
+    response_model=LinkStats,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        **problem_responses(404),
+    },
+)
 async def link_stats(
     code: Code,
     links: LinksDep,
@@ -149,7 +158,20 @@ async def link_stats(
     return await links.stats(code, owner=owner)
 
 
-@api.get("/links/{code}/qr")
+@api.get(
+    "/links/{code}/qr",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The QR code, as SVG or PNG (`format`).",
+            "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **problem_responses(404),
+    },
+)
 async def link_qr(
     code: Code,
     links: LinksDep,
@@ -164,7 +186,7 @@ async def link_qr(
     return Response(body, media_type=media, headers={"cache-control": "private, max-age=3600"})
 
 
-@api.post("/keys", status_code=201, tags=["keys"])
+@api.post("/keys", status_code=201, tags=["keys"], responses=problem_responses(403))
 async def create_key(body: KeyCreate, keys: KeysDep, owner: OwnerDep) -> KeyCreated:
     row, key = await keys.create(body.name, owner=owner)
     return KeyCreated(
@@ -172,9 +194,9 @@ async def create_key(body: KeyCreate, keys: KeysDep, owner: OwnerDep) -> KeyCrea
     )
 
 
-@api.delete("/keys/{key_id}", status_code=204, tags=["keys"])
+@api.delete("/keys/{key_id}", status_code=204, tags=["keys"], responses=problem_responses(403, 404))
 async def revoke_key(
-    key_id: Annotated[int, Path(ge=1)], keys: KeysDep, owner: OwnerDep
+    key_id: Annotated[int, Path(ge=1, le=2**63 - 1)], keys: KeysDep, owner: OwnerDep
 ) -> Response:
     await keys.revoke(key_id, owner=owner)
     return Response(status_code=204)
@@ -223,8 +245,26 @@ def _form(code: str, *, status: int = 200, error: str = "") -> HTMLResponse:
     )
 
 
+_REDIRECT: dict[str, Any] = {
+    "description": "Redirect to the link's target (its `redirect_status`).",
+    "headers": {
+        "Location": {"description": "The target URL.", "schema": {"type": "string"}},
+        "Cache-Control": {"schema": {"type": "string"}},
+    },
+}
+_FORM_PAGE = {"content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 @redirects.head("/{code}", include_in_schema=False)
-@redirects.get("/{code}")
+@redirects.get(
+    "/{code}",
+    response_class=HTMLResponse,  # (documents the password form; the route returns responses)
+    responses={
+        200: {"description": "The password form of a protected link.", **_FORM_PAGE},
+        **{status: _REDIRECT for status in (301, 302, 307, 308)},
+        **problem_responses(404, 410, 503),
+    },
+)
 async def follow(code: str, request: Request) -> Response:
     # The hot path: services come from app.state directly rather than through Depends,
     # which costs a dependency-graph walk per request (see README, "Performance").
@@ -249,7 +289,31 @@ async def follow(code: str, request: Request) -> Response:
     )
 
 
-@redirects.post("/{code}")
+@redirects.post(
+    "/{code}",
+    response_class=HTMLResponse,
+    responses={
+        303: {
+            "description": "Right password: on to the target.",
+            "headers": {"Location": _REDIRECT["headers"]["Location"]},
+        },
+        401: {"description": "Wrong password: the form again.", **_FORM_PAGE},
+        **problem_responses(404, 410, 413, 429, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"password": {"type": "string"}},
+                        "required": ["password"],
+                    }
+                }
+            }
+        }
+    },
+)
 async def unlock(code: str, request: Request, links: LinksDep, settings: SettingsDep) -> Response:
     """The password form posts here; the right password redirects (303), a wrong one does not."""
     if not CODE_RE.fullmatch(code):

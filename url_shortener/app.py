@@ -14,12 +14,19 @@ from sqlalchemy import text
 from starlette.middleware import Middleware
 
 from common.app import build_app
-from common.db import create_engine, create_schema, session_factory
+from common.db import create_engine, session_factory
 from common.health import HealthChecks
+from common.migrations import upgrade
 from common.redis import REDIS_DOWN, create_redis
-from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RedisBackend
-from rate_limiter.extractors import client_ip
-from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+from rate_limiter import (
+    FallbackBackend,
+    Limit,
+    LimiterMetrics,
+    RateLimitMiddleware,
+    RedisBackend,
+    RouteRule,
+    client_ip,
+)
 from url_shortener import store
 from url_shortener.api import api, redirects
 from url_shortener.cache import LinkCache, LocalCache
@@ -36,10 +43,10 @@ from url_shortener.errors import (
 )
 from url_shortener.service import KeyService, LinkService
 from url_shortener.settings import UrlShortenerSettings
-from url_shortener.store import Base
 from url_shortener.visits import VisitRecorder
 
 log = structlog.get_logger("url_shortener")
+MIGRATIONS = "url_shortener.migrations"
 
 ERRORS = {
     LinkNotFound: 404,
@@ -108,7 +115,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
-        await create_schema(engine, Base)
+        await upgrade(engine, MIGRATIONS)
         await store.check_database(engine)
         sessions = session_factory(engine)
         redis = create_redis(redis_url)

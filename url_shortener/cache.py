@@ -29,12 +29,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 
-from common.redis import REDIS_DOWN, load_script
+from common.redis import REDIS_DOWN, AnyRedis, load_script
 from common.resilience import CircuitBreaker
 
 log = structlog.get_logger("url_shortener.cache")
@@ -135,7 +135,7 @@ VERSION_TTL = 86_400  # far longer than any read-to-fill window
 class LinkCache:
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         *,
         ttl: int,
         negative_ttl: int,
@@ -263,22 +263,28 @@ class LinkCache:
         self.local.drop(code)
         try:
             await self._check()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                self._invalidate_in(pipe, code, keys)
-                await pipe.execute()
+            await self._send_invalidations({code: keys})
         except CacheUnavailable:
             self._pending.add(code)
         except REDIS_DOWN as exc:
             self._pending.add(code)
             self._failed(exc)
 
-    @staticmethod
-    def _invalidate_in(pipe: Any, code: str, keys: list[str]) -> None:
-        """Queue one code's invalidation: drop its keys, bump its version, tell every instance."""
-        pipe.delete(*keys)
-        pipe.incr(version_key(code))
-        pipe.expire(version_key(code), VERSION_TTL)
-        pipe.publish(INVALIDATE_CHANNEL, code)
+    async def _send_invalidations(self, keys_by_code: dict[str, list[str]]) -> None:
+        """For each code: drop its keys, bump its version, tell every instance; one round
+        trip. (A cluster pipeline refuses PUBLISH: there the messages follow it.)"""
+        cluster = isinstance(self.redis, RedisCluster)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for code, keys in keys_by_code.items():
+                pipe.delete(*keys)
+                pipe.incr(version_key(code))
+                pipe.expire(version_key(code), VERSION_TTL)
+                if not cluster:
+                    pipe.publish(INVALIDATE_CHANNEL, code)
+            await pipe.execute()
+        if cluster:
+            for code in keys_by_code:
+                await self.redis.publish(INVALIDATE_CHANNEL, code)
 
     def forget_counter_later(self, code: str) -> None:
         """The SQL path claimed a visit: the Redis counter is stale and must be rebuilt."""
@@ -287,10 +293,7 @@ class LinkCache:
     async def _delete_codes(self, codes: list[str]) -> None:
         if codes:
             # One DEL per link: a multi-key DEL across slots would fail on Redis Cluster.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for c in codes:
-                    self._invalidate_in(pipe, c, [link_key(c), counter_key(c)])
-                await pipe.execute()
+            await self._send_invalidations({c: [link_key(c), counter_key(c)] for c in codes})
             self._pending.difference_update(codes)
 
     async def heal(self) -> bool:

@@ -7,105 +7,40 @@
     python -m url_shortener.client keys create ci-bot
     python -m url_shortener.client keys revoke 3
 
-Global options come before the command: --url (env URL_SHORTENER_URL), --api-key (env
-URL_SHORTENER_API_KEY) and --json (print the raw JSON responses).
+Global options come before the command (the suite's one convention, common/cli.py): --url
+(env URL_SHORTENER_URL; default http://127.0.0.1:<URL_SHORTENER_PORT>), --api-key (env
+URL_SHORTENER_API_KEY; default URL_SHORTENER_ADMIN_KEY, as the server reads it) and --json.
 Exit status: 0 done, 1 the service refused (its problem+json is shown on stderr, or some
 `bulk` lines failed), 2 the service could not be reached or the command line is wrong.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-DEFAULT_URL = "http://127.0.0.1:8001"
-DEV_ADMIN_KEY = "dev-admin-key"
+from common.cli import Api, ServiceCli
+from url_shortener.settings import UrlShortenerSettings
+
 BULK_CHUNK = 1000  # the API's limit per bulk request
 STATUSES = (301, 302, 307, 308)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
 
-app = typer.Typer(help="Talk to a running URL shortener.", no_args_is_help=True)
+cli = ServiceCli(name="url_shortener", title="URL shortener", settings=UrlShortenerSettings)
+app = cli.typer(help="Talk to a running URL shortener.")
 keys_app = typer.Typer(help="Management API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 CodeArg = Annotated[str, typer.Argument(help="The link's short code (or alias).")]
-
-
-@dataclass
-class Api:
-    """What every command needs: where the service is, how to authenticate, how to print."""
-
-    url: str
-    api_key: str
-    as_json: bool
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-    err: Console = field(
-        default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
-    )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request; problem+json answers exit 1, an unreachable service exits 2."""
-        resp = self.send(method, path, **kwargs)
-        if resp.status_code >= 400:
-            self.fail(resp)
-        return resp
-
-    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request, returned whatever its status (transport failures exit 2)."""
-        headers = {"x-api-key": self.api_key, **kwargs.pop("headers", {})}
-        try:
-            return httpx.request(
-                method, self.url.rstrip("/") + path, headers=headers, timeout=30, **kwargs
-            )
-        except httpx.ConnectError:
-            self.err.print(
-                f"Error: cannot connect to the URL shortener at {self.url}. Is it running? "
-                "Start it with `make run-url_shortener`, or point --url (URL_SHORTENER_URL) "
-                "at a running one.",
-                markup=False,
-            )
-        except httpx.HTTPError as exc:
-            self.err.print(f"Error: no answer from {self.url}: {exc!r}", markup=False)
-        raise typer.Exit(2)
-
-    def fail(self, resp: httpx.Response) -> NoReturn:
-        self.err.print(f"Error {resp.status_code} {problem_text(resp)}", markup=False)
-        raise typer.Exit(1)
-
-    def dump(self, body: Any) -> None:
-        self.out.print(json.dumps(body, indent=2), markup=False)
-
-
-def problem_text(resp: httpx.Response) -> str:
-    """`<title>: <detail>` from a problem+json body (plain text when the body is not JSON)."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.reason_phrase + (f": {resp.text[:200]}" if resp.text else "")
-    if not isinstance(body, dict):
-        return f"{resp.reason_phrase}: {body}"
-    title = body.get("title") or resp.reason_phrase
-    detail = body.get("detail")
-    if not detail and body.get("errors"):
-        detail = "; ".join(
-            f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in body["errors"]
-        )
-    text = f"{title}: {detail}" if detail else str(title)
-    retry = resp.headers.get("retry-after")
-    return text + (f" (retry after {retry}s)" if retry else "")
 
 
 def parse_duration(value: str) -> timedelta:
@@ -184,25 +119,6 @@ def _counts_table(title: str, key: str, rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(_cell(row[key]), _cell(row["visits"]))
     return table
-
-
-@app.callback()
-def options(
-    ctx: typer.Context,
-    url: Annotated[
-        str, typer.Option("--url", envvar="URL_SHORTENER_URL", help="Service URL.")
-    ] = DEFAULT_URL,
-    api_key: Annotated[
-        str,
-        typer.Option(
-            "--api-key",
-            envvar="URL_SHORTENER_API_KEY",
-            help="Management key, sent as X-API-Key (default: the development admin key).",
-        ),
-    ] = DEV_ADMIN_KEY,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON responses.")] = False,
-) -> None:
-    ctx.obj = Api(url=url, api_key=api_key, as_json=as_json)
 
 
 @app.command()

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+from url_shortener.codes import CODE_LENGTH
+from url_shortener.targets import MAX_URL_LENGTH, RESERVED_ALIASES
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -20,7 +23,52 @@ def _utc(value: datetime | None) -> datetime | None:
         raise ValueError("date out of range") from exc
 
 
-ExpiresAt = Annotated[datetime | None, AfterValidator(_utc)]
+ExpiresAt = Annotated[
+    datetime | None,
+    AfterValidator(_utc),
+    Field(description="In the future (an expired time is refused, 422); naive times are UTC."),
+]
+
+# The schema states what `targets.check_target` and `check_alias` accept, as far as a pattern
+# can (blocked domains and the shortener's own hosts are settings); the service checks, so
+# the refusal names its reason. A URL: http(s), a host of letters, digits, '_', '-' and dots,
+# an optional port from 1 to 65535, then no spaces, control characters or backslashes.
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_URL_LENGTH,
+    "pattern": (
+        r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*"
+        rf"(:{_PORT})?([/?#][^\x00-\x20\x7f\\]*)?$"
+    ),
+    "description": "An http(s) URL; links to blocked domains or to this shortener are refused.",
+}
+Url = Annotated[str, Field(min_length=1, max_length=4096), WithJsonSchema(URL_SCHEMA)]
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+ALIAS_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9_-]{3,64}$",
+    "not": {
+        "anyOf": [
+            # Reserved for generated codes, and the service's own words.
+            {"pattern": rf"^[A-Za-z0-9]{{{CODE_LENGTH}}}$"},
+            {"pattern": "^(" + "|".join(_any_case(w) for w in sorted(RESERVED_ALIASES)) + ")$"},
+        ]
+    },
+    "description": f"3 to 64 of A-Z, a-z, 0-9, '_' and '-'; not {CODE_LENGTH} letters and "
+    "digits alone (the shape of generated codes), nor a reserved word.",
+}
+Alias = Annotated[
+    str | None,
+    Field(max_length=200),
+    WithJsonSchema({"anyOf": [ALIAS_SCHEMA, {"type": "null"}]}),
+]
 
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")]
 RedirectStatus = Literal[301, 302, 307, 308]
@@ -29,8 +77,8 @@ RedirectStatus = Literal[301, 302, 307, 308]
 class LinkCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=4096)
-    alias: str | None = Field(default=None, max_length=200)
+    url: Url
+    alias: Alias = None
     expires_at: ExpiresAt = None
     max_visits: int | None = Field(default=None, ge=1, le=2_000_000_000)
     redirect_status: RedirectStatus = 302
@@ -43,10 +91,13 @@ class LinkUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, min_length=1, max_length=4096)
+    # (absent: unchanged; null is refused for these two, so the schema does not allow it)
+    url: Annotated[Url | None, WithJsonSchema(URL_SCHEMA)] = None
     expires_at: ExpiresAt = None
     max_visits: int | None = Field(default=None, ge=1, le=2_000_000_000)
-    redirect_status: RedirectStatus | None = None
+    redirect_status: Annotated[
+        RedirectStatus | None, WithJsonSchema({"enum": [301, 302, 307, 308]})
+    ] = None
     password: str | None = Field(default=None, min_length=1, max_length=200)
     tags: list[Tag] | None = Field(default=None, max_length=20)
 

@@ -80,13 +80,11 @@ class MemoryBackend:
             stored = self._states.get(skey)
             if not stored or stored[1] <= now:
                 return decision
-            after, remaining = refund(
-                stored[0], now, limit, cost, decision.at_us, decision.position
-            )
-            if after is None or remaining is None:
+            after, left = refund(stored[0], now, limit, cost, decision.at_us, decision.position)
+            if after is None or left is None:
                 return decision
             self._states[skey] = (after, stored[1])
-        return decision._replace(remaining=max(0, remaining))
+        return decision._replace(remaining=max(0, left[0]), reset_after=left[1] / US)
 
     async def acquire(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         return self.acquire_sync(key, limit, cost)

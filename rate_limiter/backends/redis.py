@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from common.redis import AnyRedis
 from rate_limiter.algorithms import Algorithm, Decision, Limit, decision_from_reply
 from rate_limiter.backends.base import lease_cost, new_lease, state_key
 from rate_limiter.backends.pipelined import (
@@ -63,9 +63,12 @@ def _refund_args(
 
 
 def _refunded(decision: Decision, reply: Any) -> Decision:
-    """The decision with the remaining after its refund (unchanged when nothing went back)."""
-    remaining = int(reply)
-    return decision if remaining < 0 else decision._replace(remaining=max(0, remaining))
+    """The decision with the remaining and the reset after its refund (unchanged when
+    nothing went back: refund.lua answers -1)."""
+    if not isinstance(reply, list):
+        return decision
+    remaining, reset_us = int(reply[0]), int(reply[1])
+    return decision._replace(remaining=max(0, remaining), reset_after=reset_us / 1_000_000)
 
 
 def _sha(source: str) -> str:
@@ -135,7 +138,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         *,
         autopipeline: bool = True,
         max_batch: int = 256,

@@ -43,5 +43,7 @@ if n + cost <= rate then
   if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
   return {1, rate, rate - n - cost, ttl, 0, now, 0}
 end
+-- A slot frees when its holder releases it, which nobody can foresee, or at the latest when
+-- the lease expires: retry in a second, or sooner if enough leases expire sooner.
 local first = redis.call('ZRANGE', key, n + cost - rate - 1, n + cost - rate - 1, 'WITHSCORES')
-return {0, rate, rate - n, reset, tonumber(first[2]) - now, now, 0}
+return {0, rate, rate - n, reset, math.min(tonumber(first[2]) - now, 1000000), now, 0}

@@ -6,8 +6,9 @@
 --       decision's script ran) and position (gcra: `a` after the decision), as it returned
 --       them, and shared ('1': gcra, the position is a prefetched batch's, which several
 --       decisions share)
--- Returns the remaining after the refund (0 at least: a limit lowered since may leave the key
--- over it), or -1 when nothing went back.
+-- Returns {remaining, reset_us} after the refund (the remaining 0 at least: a limit lowered
+-- since may leave the key over it; reset_us, the µs until the key is full again), or -1 when
+-- nothing went back.
 local key, algorithm = KEYS[1], ARGV[1]
 local rate, p, cap = string.match(ARGV[2], '^(%d+) (%d+) (%d+) [01]$')
 rate, p, cap = tonumber(rate), tonumber(p), tonumber(cap)
@@ -46,7 +47,9 @@ if algorithm == 'gcra' then
   redis.call('HSET', key, 'd', string.format('%.17g', d), 't', t, 'a', string.format('%.17g', a),
     'u', t)
   -- (the subtraction leaves float noise: a billionth of a token is not a token less)
-  return math.max(0, math.floor(cap - d + 1e-9))
+  local reset = 0
+  if d > 1e-9 then reset = math.ceil(d * T - 1e-9) end
+  return {math.max(0, math.floor(cap - d + 1e-9)), reset}
 end
 
 if algorithm == 'fixed_window' then
@@ -56,7 +59,9 @@ if algorithm == 'fixed_window' then
   if not s[1] or tonumber(s[1]) ~= window then return -1 end
   local count = math.max(0, tonumber(s[2]) - cost)
   redis.call('HSET', key, 'c', count)
-  return math.max(0, rate - count)
+  local reset = 0
+  if count > 0 then reset = (window + 1) * p - now end
+  return {math.max(0, rate - count), reset}
 end
 
 if algorithm == 'sliding_window' then
@@ -76,9 +81,15 @@ if algorithm == 'sliding_window' then
   end
   redis.call('HSET', key, 'c', cur, 'p', prev)
   local into = now - window * p
-  local est
-  if w == window then est = prev * (p - into) / p + cur else est = cur * (p - into) / p end
-  return math.max(0, math.floor(rate - est))
+  local est, now_cur, now_prev
+  if w == window then
+    est, now_cur, now_prev = prev * (p - into) / p + cur, cur, prev
+  else
+    est, now_cur, now_prev = cur * (p - into) / p, 0, cur
+  end
+  local reset = 0
+  if now_cur > 0 then reset = (window + 2) * p - now elseif now_prev > 0 then reset = (window + 1) * p - now end
+  return {math.max(0, math.floor(rate - est)), reset}
 end
 
 if algorithm == 'sliding_log' then
@@ -93,7 +104,11 @@ if algorithm == 'sliding_log' then
     redis.call('ZREM', key, unpack(mine, i, math.min(#mine, i + 999)))
     i = i + 1000
   end
-  return math.max(0, rate - redis.call('ZCOUNT', key, '(' .. string.format('%.17g', now - p), '+inf'))
+  local left = redis.call('ZCOUNT', key, '(' .. string.format('%.17g', now - p), '+inf')
+  local reset = 0
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if left > 0 and newest[2] then reset = tonumber(newest[2]) + p - now end
+  return {math.max(0, rate - left), reset}
 end
 
 return -1  -- (concurrency: a lease is given back by release.lua)

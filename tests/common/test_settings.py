@@ -36,6 +36,38 @@ def test_bad_redis_scheme_is_refused() -> None:
         DemoSettings(redis_url="http://nope")
 
 
+def test_a_cluster_url_is_accepted_and_sets_the_switch() -> None:
+    s = DemoSettings(redis_url="redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
+    assert s.redis_cluster and s.redis_url == "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+    assert DemoSettings(redis_url="rediss+cluster://n:7000").redis_cluster
+    assert not DemoSettings(redis_url="redis://one:6379/0").redis_cluster
+
+
+def test_the_cluster_switch_makes_a_plain_url_a_cluster_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://node:7000/0")
+    monkeypatch.setenv("DEMO_REDIS_CLUSTER", "true")
+    assert DemoSettings().redis_url == "redis+cluster://node:7000/0"
+    monkeypatch.delenv("DEMO_REDIS_CLUSTER")
+    monkeypatch.setenv("REDIS_CLUSTER", "1")  # a shared name too
+    assert DemoSettings().redis_url == "redis+cluster://node:7000/0"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"redis_cluster": True}, "needs a redis_url"),
+        ({"redis_cluster": True, "redis_url": "unix:///tmp/r.sock"}, "over TCP"),
+        ({"redis_url": "cluster://n:7000"}, "redis_url must start"),
+        ({"redis_url": "n:7000"}, "redis_url must start"),
+    ],
+)
+def test_cluster_settings_that_cannot_work_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DemoSettings(**fields)
+
+
 @pytest.mark.parametrize("value", ["changeme", "dev-admin-key", "CHANGE-ME-please", "short"])
 def test_placeholder_or_weak_secrets_are_refused_in_production(value: str) -> None:
     with pytest.raises(ValueError, match="real secret"):

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from common.settings import SHARED_FIELDS, ServiceSettings
-from rate_limiter.config import load_rules
+from rate_limiter.rules_files import load_rules
 from rate_limiter.settings import RateLimiterSettings
 from url_shortener.settings import UrlShortenerSettings
 
@@ -386,3 +386,86 @@ def test_compose_config_is_valid() -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
+
+
+# --- Envoy in front of the url_shortener, asking the rate limiter over gRPC -----------------
+
+ENVOY_FILE = COMPOSE / "envoy" / "envoy.yaml"
+RATELIMIT_FILTER = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+
+
+def _find(node: Any, key: str) -> list[Any]:
+    """Every value under `key`, anywhere in a parsed YAML tree."""
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                found.append(v)
+            found.extend(_find(v, key))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_find(item, key))
+    return found
+
+
+def _endpoint(cluster: dict[str, Any]) -> tuple[str, int]:
+    [address] = _find(cluster["load_assignment"], "socket_address")
+    return address["address"], int(address["port_value"])
+
+
+def test_envoy_fronts_the_shortener_and_asks_the_limiter_over_grpc(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    envoy = services["envoy"]
+    assert "./envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
+    for dependency in ("url_shortener", "rate_limiter"):
+        assert envoy["depends_on"][dependency] == {"condition": "service_healthy"}
+    config = load_yaml(ENVOY_FILE)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+    # The ratelimit filter runs before the router and calls the v3 API on the limiter's
+    # gRPC port, over HTTP/2.
+    [filters] = _find(config, "http_filters")
+    names = [f["name"] for f in filters]
+    assert names.index("envoy.filters.http.ratelimit") < names.index("envoy.filters.http.router")
+    [rl] = [f["typed_config"] for f in filters if f["name"] == "envoy.filters.http.ratelimit"]
+    assert rl["@type"] == RATELIMIT_FILTER
+    assert rl["rate_limit_service"]["transport_api_version"] == "V3"
+    limiter = clusters[rl["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]]
+    assert _find(limiter, "http2_protocol_options"), "gRPC needs HTTP/2 to the limiter"
+    env = environment(services["rate_limiter"])
+    assert _endpoint(limiter) == ("rate_limiter", int(env["RATE_LIMITER_GRPC_PORT"]))
+    assert RateLimiterSettings.model_fields["grpc_port"].default == 8081
+
+    # Routes go to the shortener on its own port.
+    shortener_port = int(environment(services["url_shortener"])["URL_SHORTENER_PORT"])
+    for cluster in _find(config, "cluster"):
+        assert _endpoint(clusters[cluster]) == ("url_shortener", shortener_port)
+
+    # Every descriptor the routes send meets a limit in the domain's rules, as the limiter
+    # reads them (Envoy's remote_address and generic_key actions, with sample values).
+    rules = load_rules(COMPOSE / "rate_limiter" / "rules").domains[rl["domain"]]
+    for policy in _find(config, "rate_limits"):
+        for entry in policy:
+            entries = []
+            for action in entry["actions"]:
+                if "remote_address" in action:
+                    entries.append(("remote_address", "203.0.113.9"))
+                else:
+                    generic = action["generic_key"]
+                    key = generic.get("descriptor_key", "generic_key")
+                    entries.append((key, generic["descriptor_value"]))
+            assert rules.match(entries), f"no rule for {entries}"
+
+
+def test_envoy_config_validates_when_envoy_is_installed() -> None:
+    binary = shutil.which("envoy")
+    if binary is None:
+        pytest.skip("no envoy binary on PATH (the YAML is checked above)")
+    result = subprocess.run(
+        [binary, "--mode", "validate", "-c", str(ENVOY_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

@@ -16,6 +16,8 @@ from rate_limiter.settings import RateLimiterSettings
 
 RULES = """\
 domain: api
+apply_limits: every_level
+algorithm: gcra
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 5}
@@ -46,7 +48,7 @@ def settings(rules: Path, redis_url: str | None, **extra: Any) -> RateLimiterSet
         log_format="json",
         rules_reload_interval=0.05,
         backend_retry_interval=0.2,
-        **extra,
+        **{"grpc_port": 0, **extra},
     )
 
 

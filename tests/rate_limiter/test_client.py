@@ -24,6 +24,8 @@ descriptors:
     rate_limit: {unit: day, requests_per_unit: 0}
   - key: address
     value: 198.51.100.8
+  - key: upload
+    rate_limit: {unit: minute, requests_per_unit: 1, algorithm: concurrency}
 """
 
 
@@ -33,36 +35,50 @@ def test_check_usage_and_rules(
 ) -> None:
     rules = write_rules(tmp_path, RULES)
     svc = service_factory("rate_limiter", {"RATE_LIMITER_RULES": str(rules),
-                                           "RATE_LIMITER_REDIS_URL": redis_url})  # fmt: skip
+                                           "RATE_LIMITER_REDIS_URL": redis_url,
+                                           "RATE_LIMITER_GRPC_PORT": "0"})  # fmt: skip
     runner = CliRunner()
-    url = ["--url", svc.url]
+    url = ["--url", svc.url]  # global options come before the command (common/cli.py)
 
-    first = runner.invoke(app, ["check", "api", "user=alice", *url])
+    first = runner.invoke(app, [*url, "check", "api", "user=alice"])
     assert first.exit_code == 0, first.output
     assert "ALLOWED" in first.output and "api.user: allowed, 1/2 left" in first.output
-    runner.invoke(app, ["check", "api", "user=alice", *url])
-    refused = runner.invoke(app, ["check", "api", "user=alice", *url])
+    runner.invoke(app, [*url, "check", "api", "user=alice"])
+    refused = runner.invoke(app, [*url, "check", "api", "user=alice"])
     assert (
         refused.exit_code == 1 and "REFUSED" in refused.output and "retry after" in refused.output
     )
-    big = runner.invoke(app, ["check", "api", "user=bob", "--cost", "3", *url])
+    big = runner.invoke(app, [*url, "check", "api", "user=bob", "--cost", "3"])
     assert big.exit_code == 1 and "never fits" in big.output
 
-    usage = runner.invoke(app, ["usage", "api", "user=alice", *url])
+    usage = runner.invoke(app, [*url, "usage", "api", "user=alice"])
     assert usage.exit_code == 0 and "0/2 left" in usage.output
-    as_json = runner.invoke(app, ["usage", "api", "user=carol", "--json", *url])
+    as_json = runner.invoke(app, [*url, "--json", "usage", "api", "user=carol"])
     assert '"remaining": 2' in as_json.output
 
-    listed = runner.invoke(app, ["rules", *url])
+    listed = runner.invoke(app, [*url, "rules"])
     assert listed.exit_code == 0
     assert "user=*" in listed.output and "2/hour sliding_log   (" in listed.output
     assert "5000/second gcra prefetch   (api.tenant)" in listed.output
     assert "0/day (refuses every request)   (api.address_198.51.100.7)" in listed.output
     assert "address=198.51.100.8" in listed.output and "no limit (allowlist entry)" in listed.output
 
-    unknown = runner.invoke(app, ["check", "nope", "user=x", *url])
-    assert unknown.exit_code == 2 and "404" in unknown.output
-    bad = runner.invoke(app, ["check", "api", "user", *url])
+    # A concurrency lease: taken by check, shown, given back by release.
+    held = runner.invoke(app, [*url, "check", "api", "upload=u1"])
+    assert held.exit_code == 0 and ", lease " in held.output
+    lease = held.output.rsplit(", lease ", 1)[1].split()[0]
+    assert runner.invoke(app, [*url, "check", "api", "upload=u1"]).exit_code == 1
+    freed = runner.invoke(app, [*url, "release", "api", "upload=u1", "--lease", lease])
+    assert freed.exit_code == 0 and "released from 1 rule(s)" in freed.output
+    again = runner.invoke(app, [*url, "release", "api", "upload=u1", "--lease", lease])
+    assert again.exit_code == 1 and "nothing held that lease" in again.output
+    assert runner.invoke(app, [*url, "check", "api", "upload=u1"]).exit_code == 0
+
+    # An unknown domain has no rules: allowed, as Envoy answers OK.
+    unknown = runner.invoke(app, [*url, "check", "nope", "user=x"])
+    assert unknown.exit_code == 0 and "no rule applies" in unknown.output
+    bad = runner.invoke(app, [*url, "check", "api", "user"])
     assert bad.exit_code == 2 and "key=value" in bad.output
-    down = runner.invoke(app, ["rules", "--url", "http://127.0.0.1:9"])
-    assert down.exit_code == 2 and "cannot reach" in down.output
+    down = runner.invoke(app, ["--url", "http://127.0.0.1:9", "rules"])
+    assert down.exit_code == 2 and "cannot connect" in down.output
+    assert "make run-rate_limiter" in down.output

@@ -94,3 +94,37 @@ async def test_a_redis_lease_is_released_even_while_degraded(
     finally:
         await backend.primary.aclose()  # type: ignore[attr-defined]
         await redis.aclose()
+
+
+@pytest.mark.parametrize(("keeps_data", "bound"), [(True, 3), (False, 4)])
+async def test_what_n_instances_admit_across_an_outage(
+    redis_factory: Callable[..., RedisProcess], keeps_data: bool, bound: int
+) -> None:
+    """The README's bound, measured: within one period of a limit L, N instances under the
+    `local` policy admit at most (N + 1) x L across a Redis outage (what Redis admitted
+    before it, then a fresh local L in each process; Redis goes on from its own count
+    after), and one L more when Redis comes back without its data. Here N = 2."""
+    server = redis_factory(appendonly=keeps_data)
+    redis = create_redis(server.url, timeout=0.2)
+    limit = Limit.per_hour(5)  # (refills one unit in 12 minutes: none during the test)
+    instances = [
+        FallbackBackend(RedisBackend(redis), mode="local", retry_interval=0.1) for _ in range(2)
+    ]
+
+    async def admitted(backend: FallbackBackend) -> int:
+        return sum([(await backend.acquire("k", limit)).allowed for _ in range(20)])
+
+    try:
+        before = await admitted(instances[0])  # Redis: the whole limit, once
+        server.stop()
+        during = [await admitted(b) for b in instances]  # each process: a fresh local limit
+        server.start()
+        await asyncio.sleep(0.15)
+        after = [await admitted(b) for b in instances]  # Redis again, from what it kept
+        assert all(not b.degraded for b in instances)
+        assert (before, during) == (5, [5, 5])
+        assert sum(after) == (0 if keeps_data else 5)
+        assert before + sum(during) + sum(after) == bound * 5
+        assert before + during[0] + after[0] <= 2 * 5 + (0 if keeps_data else 5)
+    finally:
+        await redis.aclose()

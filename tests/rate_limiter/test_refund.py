@@ -48,6 +48,26 @@ async def test_a_refund_gives_back_what_the_decision_took(
     assert (await backend.acquire("other", limit, 5)).allowed  # (other keys untouched)
 
 
+@pytest.mark.parametrize("algorithm", REFUNDED)
+async def test_a_refund_moves_the_reset_back_with_the_remaining(
+    backend: AsyncBackend, algorithm: Algorithm
+) -> None:
+    """What the response's reset_after (and the RateLimit header's `t`) says after a refund
+    agrees with a peek at the key: the key is full again sooner, or at once."""
+    limit = Limit(10, 3600, algorithm)
+    held = await backend.acquire("k", limit, 4)
+    taken = await backend.acquire("k", limit, 4)
+    after = await backend.refund("k", limit, 4, taken)
+    peek = await backend.acquire("k", limit, 0)
+    assert after.remaining == peek.remaining == 6
+    assert after.reset_after == pytest.approx(peek.reset_after, abs=1)
+    if algorithm is Algorithm.GCRA:  # (the debt fell from 8 tokens to 4: 360 s each)
+        assert taken.reset_after == pytest.approx(2880, abs=1)
+        assert after.reset_after == pytest.approx(1440, abs=1)
+    emptied = await backend.refund("k", limit, 4, held)
+    assert emptied.remaining == 10 and emptied.reset_after == 0
+
+
 async def test_a_refusal_and_a_lease_give_nothing_back(backend: AsyncBackend) -> None:
     limit = Limit(2, 3600)
     await backend.acquire("k", limit, 2)

@@ -35,8 +35,10 @@ def visits(base: str, code: str) -> int:
     return httpx.get(f"{base}/api/links/{code}", headers=ADMIN).json()["visits"]
 
 
-def test_invalidation_is_seen_by_every_instance_at_once(shortener: Start, redis_url: str) -> None:
-    a, b = shortener(redis_url), shortener(redis_url)
+def test_invalidation_is_seen_by_every_instance_at_once(
+    shortener: Start, any_redis_url: str
+) -> None:
+    a, b = shortener(any_redis_url), shortener(any_redis_url)
     code = create(a.url, url="https://example.com/v1")["code"]
     for inst in (a, b):
         assert httpx.get(f"{inst.url}/{code}").headers["location"] == "https://example.com/v1"
@@ -46,8 +48,8 @@ def test_invalidation_is_seen_by_every_instance_at_once(shortener: Start, redis_
     assert hit(a.url, code) == 404
 
 
-def test_max_visits_is_exact_across_two_instances(shortener: Start, redis_url: str) -> None:
-    a, b = shortener(redis_url), shortener(redis_url)
+def test_max_visits_is_exact_across_two_instances(shortener: Start, any_redis_url: str) -> None:
+    a, b = shortener(any_redis_url), shortener(any_redis_url)
     code = create(a.url, max_visits=30)["code"]
     targets = [a.url, b.url] * 60
     with ThreadPoolExecutor(16) as pool:
@@ -57,9 +59,9 @@ def test_max_visits_is_exact_across_two_instances(shortener: Start, redis_url: s
 
 
 def test_codes_are_unique_across_instances_and_concurrent_requests(
-    shortener: Start, redis_url: str
+    shortener: Start, any_redis_url: str
 ) -> None:
-    a, b = shortener(redis_url), shortener(redis_url)
+    a, b = shortener(any_redis_url), shortener(any_redis_url)
     with ThreadPoolExecutor(16) as pool:
         links = list(pool.map(lambda base: create(base), [a.url, b.url] * 100))
     assert len({link["code"] for link in links}) == 200

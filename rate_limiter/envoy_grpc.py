@@ -1,0 +1,136 @@
+"""Envoy's rate limit API over gRPC: `envoy.service.ratelimit.v3.RateLimitService/
+ShouldRateLimit`, the call Envoy's ratelimit filter makes, served beside the HTTP API by
+the same `RateLimitService` (same rules, same decisions, same metrics).
+
+The messages are a wire-compatible subset of Envoy's (`envoy_api/*.proto`, generated code
+checked in beside them). A response is shaped as Envoy's own service shapes it: one status
+per descriptor (`OK` with no limit when no rule applies, `OK` with the largest remaining for
+an unlimited one), `overall_code` from the same verdict as the HTTP API, and, when
+`RATE_LIMITER_LIMIT_RESPONSE_HEADERS` is on (Envoy's LIMIT_RESPONSE_HEADERS_ENABLED),
+`RateLimit-Limit`, `-Remaining` and `-Reset` headers for the descriptor with the least left.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import grpc
+import structlog
+from google.protobuf.duration_pb2 import Duration
+
+from rate_limiter.envoy_api import rls_pb2, rls_pb2_grpc
+from rate_limiter.envoy_api.base_pb2 import HeaderValue
+from rate_limiter.errors import InvalidCost
+from rate_limiter.service import CheckResult, Descriptor, RateLimitService, RuleDecision
+
+log = structlog.get_logger("rate_limiter.envoy_grpc")
+
+Response = rls_pb2.RateLimitResponse
+UNITS = {
+    1: Response.RateLimit.SECOND,
+    60: Response.RateLimit.MINUTE,
+    3600: Response.RateLimit.HOUR,
+    86400: Response.RateLimit.DAY,
+    7 * 86400: Response.RateLimit.WEEK,
+    30 * 86400: Response.RateLimit.MONTH,
+    365 * 86400: Response.RateLimit.YEAR,
+}
+MAX_UINT32 = 2**32 - 1
+HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
+
+def _shown(decisions: list[RuleDecision]) -> RuleDecision:
+    """The rule that speaks for a descriptor (several apply only in `every_level` files):
+    the one that refused it, else the one with the least left."""
+    refused = [d for d in decisions if not d.enforced_allowed]
+    return min(refused or decisions, key=lambda d: d.decision.remaining)
+
+
+def descriptor_status(result: CheckResult, index: int) -> Response.DescriptorStatus:
+    """Envoy's status for one descriptor."""
+    if index in result.unlimited:
+        return Response.DescriptorStatus(code=Response.OK, limit_remaining=MAX_UINT32)
+    decisions = result.of_descriptor(index)
+    if not decisions:
+        return Response.DescriptorStatus(code=Response.OK)
+    d = _shown(decisions)
+    period = round(d.limit.period)
+    return Response.DescriptorStatus(
+        code=Response.OK if d.enforced_allowed else Response.OVER_LIMIT,
+        current_limit=Response.RateLimit(
+            name=d.rule,
+            requests_per_unit=d.limit.capacity,
+            unit=UNITS.get(period, Response.RateLimit.UNKNOWN),
+        ),
+        limit_remaining=max(0, d.decision.remaining),
+        duration_until_reset=Duration(seconds=max(0, math.ceil(d.decision.reset_after))),
+    )
+
+
+class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+    def __init__(
+        self,
+        service: RateLimitService,
+        *,
+        response_headers: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.response_headers = response_headers
+        self.clock = clock
+
+    async def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> Response:
+        # (Envoy's service refuses both as a service error)
+        if not request.domain:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "domain must not be empty")
+        if not request.descriptors:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "rate limit descriptor list must not be empty"
+            )
+        descriptors = [
+            Descriptor([(e.key, e.value) for e in d.entries]) for d in request.descriptors
+        ]
+        try:
+            result = await self.service.check(
+                domain=request.domain, descriptors=descriptors, cost=request.hits_addend or 1
+            )
+        except InvalidCost as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.detail)
+        statuses = [descriptor_status(result, i) for i in range(len(descriptors))]
+        response = Response(
+            overall_code=Response.OK if result.allowed else Response.OVER_LIMIT,
+            statuses=statuses,
+        )
+        if self.response_headers:
+            response.response_headers_to_add.extend(self._headers(statuses))
+        return response
+
+    def _headers(self, statuses: list[Response.DescriptorStatus]) -> list[HeaderValue]:
+        """Envoy's: the limit, what remains and the seconds to the unit's next boundary, of
+        the descriptor with the least remaining (a refused one wins)."""
+        limited = [s for s in statuses if s.HasField("current_limit")]
+        if not limited:
+            return []
+        least = min(limited, key=lambda s: (s.code != Response.OVER_LIMIT, s.limit_remaining))
+        unit = next((p for p, u in UNITS.items() if u == least.current_limit.unit), 1)
+        reset = unit - int(self.clock()) % unit
+        values = (least.current_limit.requests_per_unit, least.limit_remaining, reset)
+        return [HeaderValue(key=k, value=str(v)) for k, v in zip(HEADERS, values, strict=True)]
+
+
+async def start_grpc_server(
+    servicer: EnvoyRateLimitServicer, *, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server, started; and the port it listens on (port 0: one the OS picked)."""
+    server = grpc.aio.server()
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {host}:{port}")
+    await server.start()
+    log.info("grpc_listening", host=host, port=bound)
+    return server, bound

@@ -1,0 +1,157 @@
+"""Envoy's gRPC API (`RateLimitService/ShouldRateLimit`) against a real `python -m
+rate_limiter` process, called by a real gRPC client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from common.redis_server import free_port
+from rate_limiter.envoy_api import ratelimit_pb2, rls_pb2, rls_pb2_grpc
+from tests.rate_limiter.factories import write_rules
+from tests.support import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+Response = rls_pb2.RateLimitResponse
+Desc = ratelimit_pb2.RateLimitDescriptor
+
+RULES = """\
+domain: rl
+descriptors:
+  - key: foo
+    rate_limit: {unit: minute, requests_per_unit: 2}
+    descriptors:
+      - key: bar
+        value: bkthomps
+        rate_limit: {name: bkthomps, unit: minute, requests_per_unit: 1}
+      - key: baz
+        value: shady
+        shadow_mode: true
+        rate_limit: {unit: hour, requests_per_unit: 1}
+  - key: category
+    value: account
+    rate_limit:
+      unit: hour
+      requests_per_unit: 100
+      replaces: [{name: bkthomps}]
+  - key: qux
+    rate_limit: {unlimited: true}
+"""
+
+
+def descriptor(*entries: tuple[str, str]) -> ratelimit_pb2.RateLimitDescriptor:
+    return Desc(entries=[Desc.Entry(key=k, value=v) for k, v in entries])
+
+
+@pytest.fixture
+def limiter(
+    tmp_path: Path, redis_url: str, service_factory: Callable[..., ServiceProcess]
+) -> Iterator[tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess]]:
+    port = free_port()
+    svc = service_factory(
+        "rate_limiter",
+        {
+            "RATE_LIMITER_RULES": str(write_rules(tmp_path, RULES)),
+            "RATE_LIMITER_REDIS_URL": redis_url,
+            "RATE_LIMITER_GRPC_PORT": str(port),
+            "RATE_LIMITER_LIMIT_RESPONSE_HEADERS": "true",
+        },
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield rls_pb2_grpc.RateLimitServiceStub(channel), svc
+
+
+def call(
+    stub: rls_pb2_grpc.RateLimitServiceStub, *descriptors: Desc, hits: int = 0, domain: str = "rl"
+) -> Response:
+    request = rls_pb2.RateLimitRequest(domain=domain, descriptors=descriptors, hits_addend=hits)
+    response: Response = stub.ShouldRateLimit(request, timeout=5)
+    return response
+
+
+def test_should_rate_limit_speaks_envoys_api(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, svc = limiter
+    first = call(stub, descriptor(("foo", "f1")))
+    assert first.overall_code == Response.OK
+    [status] = first.statuses
+    assert status.code == Response.OK and status.limit_remaining == 1
+    assert status.current_limit.requests_per_unit == 2
+    assert status.current_limit.unit == Response.RateLimit.MINUTE
+    assert 0 < status.duration_until_reset.seconds <= 60
+    headers = {h.key: h.value for h in first.response_headers_to_add}
+    assert headers["RateLimit-Limit"] == "2" and headers["RateLimit-Remaining"] == "1"
+    assert 0 < int(headers["RateLimit-Reset"]) <= 60
+
+    # hits_addend: two hits at once use up the rest and then some.
+    over = call(stub, descriptor(("foo", "f1")), hits=2)
+    assert over.overall_code == Response.OVER_LIMIT
+    assert over.statuses[0].code == Response.OVER_LIMIT and over.statuses[0].limit_remaining == 0
+
+    # Several descriptors: one status each, in order; an unlimited one, one no rule matches.
+    many = call(
+        stub,
+        descriptor(("qux", "q")),
+        descriptor(("nothing", "here")),
+        descriptor(("foo", "f2")),
+    )
+    assert many.overall_code == Response.OK
+    unlimited, unmatched, limited = many.statuses
+    assert unlimited.code == Response.OK and unlimited.limit_remaining == 2**32 - 1
+    assert unmatched.code == Response.OK and not unmatched.HasField("current_limit")
+    assert limited.current_limit.requests_per_unit == 2
+
+    # replaces across descriptors: the account rule drops the bkthomps limit (1 per minute).
+    bk = descriptor(("foo", "f3"), ("bar", "bkthomps"))
+    account = descriptor(("category", "account"))
+    for _ in range(3):
+        both = call(stub, bk, account)
+        assert both.overall_code == Response.OK
+        assert not both.statuses[0].HasField("current_limit")
+    assert [call(stub, bk).overall_code for _ in range(2)] == [Response.OK, Response.OVER_LIMIT]
+
+    # Shadow mode: over the limit, still OK.
+    shady = descriptor(("foo", "f4"), ("baz", "shady"))
+    assert [call(stub, shady).overall_code for _ in range(2)] == [Response.OK, Response.OK]
+
+    # An unknown domain: OK.
+    assert call(stub, descriptor(("foo", "f1")), domain="nope").overall_code == Response.OK
+
+    # The same metrics as the HTTP API, Envoy's names among them.
+    metrics = httpx.get(f"{svc.url}/metrics").text
+    assert 'ratelimit_service_rate_limit_shadow_mode{domain="rl",key1="foo",key2="baz_shady"}' in (
+        metrics
+    )
+    assert 'rate_limiter_decisions_total{domain="rl",outcome="refused",rule="rl.foo"} 1.0' in (
+        metrics
+    )
+
+
+def test_the_http_api_and_grpc_share_their_counters(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, svc = limiter
+    body = {"domain": "rl", "descriptors": [{"key": "foo", "value": "shared"}]}
+    assert httpx.post(f"{svc.url}/api/check", json=body).json()["allowed"]
+    assert call(stub, descriptor(("foo", "shared"))).statuses[0].limit_remaining == 0
+
+
+def test_bad_requests_are_invalid_arguments(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, _ = limiter
+    for request in (
+        rls_pb2.RateLimitRequest(domain="", descriptors=[descriptor(("foo", "f"))]),
+        rls_pb2.RateLimitRequest(domain="rl"),
+        rls_pb2.RateLimitRequest(domain="rl", descriptors=[descriptor(("foo", "f"))],
+                                 hits_addend=2_000_000),
+    ):  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ShouldRateLimit(request, timeout=5)
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
