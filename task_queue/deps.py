@@ -6,16 +6,16 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header
-from redis.asyncio import Redis
 
 from common.deps import from_state
+from common.redis import AnyRedis
 from task_queue.errors import Unauthorized
 from task_queue.service import JobService
 from task_queue.settings import TaskQueueSettings
 
 JobsDep = Annotated[JobService, Depends(from_state("jobs"))]
 SettingsDep = Annotated[TaskQueueSettings, Depends(from_state("settings"))]
-RedisDep = Annotated[Redis, Depends(from_state("redis"))]
+RedisDep = Annotated[AnyRedis, Depends(from_state("redis"))]
 
 
 async def _writer(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> str:

@@ -7,8 +7,7 @@ import json
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
+from common.redis import AnyRedis
 from task_queue import events, store
 from task_queue.schemas import QueueRead, WorkerRead, iso
 from task_queue.service import JobService
@@ -23,12 +22,12 @@ def _alive(beat: dict[str, Any], settings: TaskQueueSettings, now: float) -> boo
     return bool(now - float(beat.get("last_heartbeat", 0)) <= 3 * settings.heartbeat_seconds)
 
 
-async def heartbeats(redis: Redis) -> list[dict[str, Any]]:
+async def heartbeats(redis: AnyRedis) -> list[dict[str, Any]]:
     raw = await redis.hgetall(events.WORKERS_KEY)
     return [json.loads(v) for v in raw.values()]
 
 
-async def queues(jobs: JobService, settings: TaskQueueSettings, redis: Redis) -> list[QueueRead]:
+async def queues(jobs: JobService, settings: TaskQueueSettings, redis: AnyRedis) -> list[QueueRead]:
     async with jobs.sessions() as session:
         stats = await store.queue_stats(session)
     now = time.time()
@@ -47,7 +46,9 @@ async def queues(jobs: JobService, settings: TaskQueueSettings, redis: Redis) ->
     return out
 
 
-async def workers(jobs: JobService, settings: TaskQueueSettings, redis: Redis) -> list[WorkerRead]:
+async def workers(
+    jobs: JobService, settings: TaskQueueSettings, redis: AnyRedis
+) -> list[WorkerRead]:
     async with jobs.sessions() as session:
         running = await store.running_jobs(session)
     raw = await redis.hgetall(events.PROCESSED_KEY)
@@ -72,7 +73,7 @@ async def workers(jobs: JobService, settings: TaskQueueSettings, redis: Redis) -
     return out
 
 
-async def consuming_workers(settings: TaskQueueSettings, redis: Redis) -> int:
+async def consuming_workers(settings: TaskQueueSettings, redis: AnyRedis) -> int:
     now = time.time()
     return sum(
         1 for b in await heartbeats(redis) if _alive(b, settings, now) and b.get("consuming")
