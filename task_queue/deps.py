@@ -5,9 +5,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Security
 
 from common.deps import from_state
+from common.openapi import API_KEY
 from common.redis import AnyRedis
 from task_queue.errors import Unauthorized
 from task_queue.service import JobService
@@ -18,8 +19,8 @@ SettingsDep = Annotated[TaskQueueSettings, Depends(from_state("settings"))]
 RedisDep = Annotated[AnyRedis, Depends(from_state("redis"))]
 
 
-async def _writer(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> str:
-    if not x_api_key or not hmac.compare_digest(x_api_key, settings.admin_key):
+async def _writer(settings: SettingsDep, api_key: Annotated[str | None, Security(API_KEY)]) -> str:
+    if not api_key or not hmac.compare_digest(api_key, settings.admin_key):
         raise Unauthorized("writes need a valid X-API-Key header")
     return "admin"
 

@@ -185,6 +185,8 @@ class JobService:
         cron: str | None,
         every_seconds: float | None,
     ) -> Schedule:
+        if (cron is None) == (every_seconds is None):
+            raise InvalidJob("give exactly one of cron or every_seconds")
         args, queue = self.validate(type, args, queue)
         now = time.time()
         row = Schedule(

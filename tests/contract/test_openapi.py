@@ -77,6 +77,13 @@ SHORTENER_ENV = {
     "URL_SHORTENER_UNLOCK_RATE_PER_MINUTE": "0",
 }
 
+TASK_QUEUE_ENV = {
+    "TASK_QUEUE_REDIS_URL": "{redis_url}",
+    "TASK_QUEUE_DATABASE_URL": "{database_url}",
+    "TASK_QUEUE_ADMIN_KEY": ADMIN_KEY,
+    "TASK_QUEUE_ACCESS_LOG": "false",
+}
+
 SERVICES = [
     # expires_at in the past (invalid-link); a cursor the API did not hand out.
     Service("url_shortener", SHORTENER_ENV, API_KEY_HEADER, ("invalid-link", "invalid-cursor")),
@@ -88,6 +95,9 @@ SERVICES = [
         {},
         ("invalid-request", "validation-failed:int_type"),
     ),
+    # A job's args must fit its type's signature (listed by /api/job-types), its queue must
+    # be configured and a cron expression must parse: checked at submit, stated in words.
+    Service("task_queue", TASK_QUEUE_ENV, API_KEY_HEADER, ("invalid-job", "invalid-cursor")),
 ]
 
 
