@@ -19,7 +19,9 @@ LOAD := $(addprefix load-,$(SERVICES))
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
 .PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
-.PHONY: protos-rate_limiter experiment-rate_limiter experiment-chat
+.PHONY: protos-rate_limiter experiment-rate_limiter
+.PHONY: experiment-chat
+.PHONY: experiment-task_queue
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -85,3 +87,6 @@ protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from
 
 experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
 	$(PY) -m rate_limiter.experiment
+
+experiment-task_queue: install ## kill -9 under acks early vs late; a long ETA vs the scheduler: tables and task_queue/experiment.png
+	$(PY) -m task_queue.experiment

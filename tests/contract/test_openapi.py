@@ -89,6 +89,12 @@ def chat_login(url: str) -> dict[str, str]:
     token = httpx.post(f"{url}/api/token", json=account).json()["access_token"]
     return {"Authorization": f"Bearer {token}"}
 
+TASK_QUEUE_ENV = {
+    "TASK_QUEUE_REDIS_URL": "{redis_url}",
+    "TASK_QUEUE_DATABASE_URL": "{database_url}",
+    "TASK_QUEUE_ADMIN_KEY": ADMIN_KEY,
+    "TASK_QUEUE_ACCESS_LOG": "false",
+}
 
 SERVICES = [
     # expires_at in the past (invalid-link); a cursor the API did not hand out.
@@ -113,6 +119,9 @@ SERVICES = [
         ("invalid-request",),
         login=chat_login,
     ),
+    # A job's args must fit its type's signature (listed by /api/job-types), its queue must
+    # be configured and a cron expression must parse: checked at submit, stated in words.
+    Service("task_queue", TASK_QUEUE_ENV, API_KEY_HEADER, ("invalid-job", "invalid-cursor")),
 ]
 
 
