@@ -10,10 +10,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from tests.support import ServiceProcess
 from url_shortener.app import create_app
+from url_shortener.metrics import WriterMetrics
 from url_shortener.settings import UrlShortenerSettings
+from url_shortener.visits import visitor_salt
+from url_shortener.writer import VisitWriter
 
 ADMIN = {"x-api-key": "test-admin-key"}
 
@@ -85,3 +89,29 @@ def shortener(
         return service_factory("url_shortener", {**base, **env})
 
     return start
+
+
+def in_process_writer(app: FastAPI, **kwargs: Any) -> VisitWriter:
+    """A visit writer over the app's own Redis and SQL (what `python -m url_shortener.writer`
+    runs), for tests that drive the app in-process."""
+    settings: UrlShortenerSettings = app.state.settings
+    links = app.state.links
+    return VisitWriter(
+        links.recorder.redis,
+        links.sessions,
+        stream=settings.visit_stream,
+        salt=visitor_salt(settings),
+        trusted_proxies=tuple(settings.trusted_proxies),
+        batch_entries=kwargs.pop("batch_entries", 20),
+        claim_idle=kwargs.pop("claim_idle", 30.0),
+        metrics=WriterMetrics(CollectorRegistry()),
+        **kwargs,
+    )
+
+
+async def settle_visits(app: FastAPI) -> int:
+    """Ship the app's buffered visits to the stream and write them all to SQL, as a writer
+    process would; returns how many visits were shipped."""
+    shipped: int = await app.state.links.recorder.flush()
+    await in_process_writer(app).drain()
+    return shipped
