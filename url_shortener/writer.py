@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import time
 import uuid
@@ -48,6 +49,7 @@ from url_shortener.visits import visitor_salt, write_batches
 log = structlog.get_logger("url_shortener.writer")
 GROUP = "writers"
 BLOCK_SECONDS = 1.0  # how long one read waits for new entries (and for a stop request)
+PARENT_ENV = "URL_SHORTENER_WRITER_PARENT_PID"
 BATCH_ID_DAYS = 2  # batch ids are kept this long: far past any redelivery
 
 
@@ -186,8 +188,10 @@ class VisitWriter:
         self._stopping = True
 
 
-def create_writer_app(settings: UrlShortenerSettings) -> FastAPI:
-    """A writer as an app: its loop runs in the lifespan; /healthz, /readyz, /metrics."""
+def create_writer_app(settings: UrlShortenerSettings, *, parent_pid: int | None = None) -> FastAPI:
+    """A writer as an app: its loop runs in the lifespan; /healthz, /readyz, /metrics.
+    With `parent_pid` (started by `python -m url_shortener all`) it stops when that
+    process is gone, however it ended."""
     if not settings.redis_url:
         raise ValueError("redis_url is required (python -m url_shortener.writer starts one)")
     redis_url = settings.redis_url
@@ -220,9 +224,11 @@ def create_writer_app(settings: UrlShortenerSettings) -> FastAPI:
         checks.add("sql", sql_ok, required=True)
         checks.add("redis", redis.ping, required=True)
         task = asyncio.create_task(writer.run(), name="visit-writer")
+        watch = asyncio.create_task(_stop_with_parent(parent_pid), name="parent-watch")
         try:
             yield
         finally:
+            watch.cancel()
             writer.stop()
             await task
             await redis.aclose()
@@ -238,6 +244,15 @@ def create_writer_app(settings: UrlShortenerSettings) -> FastAPI:
     )
 
 
+async def _stop_with_parent(parent_pid: int | None) -> None:
+    while parent_pid is not None:
+        await asyncio.sleep(0.5)
+        if os.getppid() != parent_pid:
+            log.warning("visit_writer_parent_gone", parent=parent_pid)
+            os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+            return
+
+
 def writer_settings(settings: UrlShortenerSettings) -> UrlShortenerSettings:
     return settings.model_copy(
         update={"service_name": "url_shortener_writer", "port": settings.writer_port}
@@ -249,7 +264,8 @@ def main() -> None:
     if not settings.redis_url:
         settings.redis_url = ensure_shared_redis(settings.data_dir)
     settings = writer_settings(settings)
-    serve(create_writer_app(settings), settings)
+    parent = os.environ.get(PARENT_ENV)
+    serve(create_writer_app(settings, parent_pid=int(parent) if parent else None), settings)
 
 
 if __name__ == "__main__":
