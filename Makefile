@@ -52,8 +52,10 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Extra arguments for a service's run target (the task queue starts API + workers + scheduler).
+# Extra arguments for a service's run target (the task queue starts API + workers + scheduler,
+# the shortener its server and a visit writer).
 RUN_ARGS_task_queue := all
+RUN_ARGS_url_shortener := all
 
 $(RUN): run-%: install ## Run a service on its default port (starts the shared local Redis if REDIS_URL is unset)
 	$(PY) -m $* $(RUN_ARGS_$*)
