@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SERVICES := url_shortener rate_limiter task_queue
+SERVICES := url_shortener rate_limiter task_queue notifications
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
@@ -52,6 +52,8 @@ format: install ## Apply ruff's fixes and formatting
 
 # Extra arguments for a service's run target (the task queue starts API + workers + scheduler).
 RUN_ARGS_task_queue := all
+# The notifications: API + local SMTP/SMS/webhook sinks + one worker pool per channel + sweeper.
+RUN_ARGS_notifications := all
 
 $(RUN): run-%: install ## Run a service on its default port (starts the shared local Redis if REDIS_URL is unset)
 	$(PY) -m $* $(RUN_ARGS_$*)
