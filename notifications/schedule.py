@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def parse_hhmm(value: str) -> time:
-    hours, minutes = value.split(":")
-    return time(int(hours), int(minutes))
+    """ "22:00" or "22:00:30" (seconds: for tests and demos that cannot wait a minute)."""
+    parts = [int(p) for p in value.split(":")]
+    return time(*parts)
 
 
 def valid_timezone(name: str) -> bool:

@@ -12,7 +12,7 @@ from notifications.schedule import parse_hhmm, valid_timezone
 Channel = Literal["email", "sms", "webhook", "inapp"]
 Priority = Literal["low", "normal", "high", "critical"]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
 
 
 class Strict(BaseModel):

@@ -49,6 +49,8 @@ class NotificationsSettings(ServiceSettings):
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     # Per user and channel, deliveries per minute (0 turns the limit off).
     user_rate_per_minute: int = Field(default=60, ge=0)
+    # How many of those may go at once before the pace applies (the GCRA bucket size).
+    user_rate_burst: int = Field(default=10, ge=1)
     # Per channel, deliveries per second across all users (0 turns it off).
     channel_rate_per_second: int = Field(default=0, ge=0)
     # Topic fan-out: most subscribers one notification reaches synchronously.

@@ -28,7 +28,10 @@ def rate_check(settings: NotificationsSettings, redis: sync_redis.Redis) -> Rate
     shared by every worker): returns the seconds to wait, 0 when the send may go now."""
     backend = SyncRedisBackend(redis)
     per_user = (
-        SyncRateLimiter(Limit.per_minute(settings.user_rate_per_minute), backend)
+        SyncRateLimiter(
+            Limit.per_minute(settings.user_rate_per_minute, burst=settings.user_rate_burst),
+            backend,
+        )
         if settings.user_rate_per_minute
         else None
     )
