@@ -7,7 +7,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SERVICES := url_shortener rate_limiter task_queue chat
+# One line a service (a new service adds its own line).
+SERVICES := url_shortener
+SERVICES += rate_limiter
+SERVICES += task_queue
+SERVICES += chat
+SERVICES += notifications
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
@@ -56,6 +61,8 @@ format: install ## Apply ruff's fixes and formatting
 # the shortener its server and a visit writer).
 RUN_ARGS_task_queue := all
 RUN_ARGS_url_shortener := all
+# The notifications: API + local SMTP/SMS/webhook sinks + one worker pool per channel + sweeper.
+RUN_ARGS_notifications := all
 
 $(RUN): run-%: install ## Run a service on its default port (starts the shared local Redis if REDIS_URL is unset)
 	$(PY) -m $* $(RUN_ARGS_$*)
