@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 RULES = """\
 domain: api
+algorithm: gcra
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 40}
@@ -92,6 +93,7 @@ def test_the_limiter_stays_exact_across_a_failover(
         "RATE_LIMITER_REDIS_URL": cluster.url,
         "RATE_LIMITER_BACKEND_RETRY_INTERVAL": "0.2",
         "RATE_LIMITER_REDIS_TIMEOUT": "0.3",
+        "RATE_LIMITER_GRPC_PORT": "0",
     }
     a, b = service_factory("rate_limiter", env), service_factory("rate_limiter", env)
     urls = (a.url, b.url)
