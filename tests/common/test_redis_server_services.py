@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 RULES = """\
 domain: api
+algorithm: gcra
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 5}
@@ -59,6 +60,7 @@ def test_services_restarted_in_any_order_share_one_redis_and_survive_its_restart
         "RATE_LIMITER_DATA_DIR": str(data_dir),
         "RATE_LIMITER_RULES": str(write_rules(tmp_path, RULES)),
         "RATE_LIMITER_BACKEND_RETRY_INTERVAL": "0.2",
+        "RATE_LIMITER_GRPC_PORT": "0",  # (no fixed port in tests)
     }
     shortener_env = {
         "URL_SHORTENER_REDIS_URL": "",
