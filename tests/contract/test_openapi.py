@@ -88,6 +88,24 @@ SERVICES = [
         {},
         ("invalid-request", "validation-failed:int_type"),
     ),
+    # Joined, not yet passing (strict: the mark must go the day it passes). Seed 1 found 14:
+    # 9 routes answer 404 without declaring it (problem_responses(404)), and 5 refusals of
+    # bodies the schema allows ("give exactly one of chain or group", "delay_seconds or
+    # run_at, not both", "exactly one of cron or every_seconds"), which JSON Schema can say
+    # (oneOf, `not: {required: [...]}`).
+    pytest.param(
+        Service(
+            "task_queue",
+            {
+                "TASK_QUEUE_REDIS_URL": "{redis_url}",
+                "TASK_QUEUE_BROKER_URL": "{redis_url}",
+                "TASK_QUEUE_DATABASE_URL": "{database_url}",
+                "TASK_QUEUE_ADMIN_KEY": ADMIN_KEY,
+            },
+            API_KEY_HEADER,
+        ),
+        marks=pytest.mark.xfail(strict=True, reason="undeclared 404s; one-of rules unstated"),
+    ),
 ]
 
 
@@ -125,7 +143,7 @@ def schemathesis_run(
 
 
 @pytest.mark.timeout(TIME_LIMIT + 60)
-@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.module)
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: getattr(s, "module", None))
 def test_schema_tells_the_truth(
     service: Service,
     service_factory: Callable[..., ServiceProcess],
