@@ -159,7 +159,7 @@ def schemathesis_run(
 
 
 @pytest.mark.timeout(TIME_LIMIT + 60)
-@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.module)
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: getattr(s, "module", None))
 def test_schema_tells_the_truth(
     service: Service,
     service_factory: Callable[..., ServiceProcess],
