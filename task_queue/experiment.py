@@ -61,6 +61,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         _kill_9(proc)
 
 
+def _counts(r: redis.Redis, key: str) -> dict[str, int]:
+    return {bytes(k).decode(): int(v) for k, v in r.hgetall(key).items()}
+
+
 def _wait_until_quiet(r: redis.Redis, quiet: float = 6.0, limit: float = 90.0) -> None:
     """Until every job finished, or nothing has started or finished for `quiet` seconds."""
     deadline = time.monotonic() + limit
@@ -100,8 +104,8 @@ def crash(redis_url: str, tmp: Path, *, acks_late: bool) -> tuple[int, int]:
     _wait_until_quiet(r)
     _stop(replacement)
     sender.close()
-    finished = {k.decode(): int(v) for k, v in r.hgetall("exp:finished").items()}
-    started = {k.decode(): int(v) for k, v in r.hgetall("exp:started").items()}
+    finished = _counts(r, "exp:finished")
+    started = _counts(r, "exp:started")
     lost = sum(1 for i in range(JOBS) if finished.get(f"job{i}", 0) == 0)
     twice = sum(1 for i in range(JOBS) if started.get(f"job{i}", 0) >= 2)
     return lost, twice
