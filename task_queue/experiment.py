@@ -62,7 +62,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _counts(r: redis.Redis, key: str) -> dict[str, int]:
-    return {bytes(k).decode(): int(v) for k, v in r.hgetall(key).items()}
+    return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in r.hgetall(key).items()}
 
 
 def _wait_until_quiet(r: redis.Redis, quiet: float = 6.0, limit: float = 90.0) -> None:
