@@ -7,10 +7,12 @@
     is acknowledged when it is received, so the jobs the dead worker held are lost; under
     *acks late* they are acknowledged after running, so Redis hands them out again (after
     its visibility timeout) and some run twice.
-(b) One job delayed 6 s while Redis's visibility timeout is 2 s: through raw Celery's ETA
-    (`countdown=6`; the worker holds the unacknowledged message while it waits, Redis
-    re-delivers it every 2 s) and through this service (`delay_seconds=6`: the job waits
-    in SQL and the scheduler sends it when due). How many times did each run?
+(b) One job delayed 6 s while Redis's visibility timeout is 2 s, and a second worker
+    started 3 s in (a deploy, a scale-out): through raw Celery's ETA (`countdown=6`; the
+    first worker holds the unacknowledged message while it waits, and the second, starting,
+    restores every message unacknowledged for longer than the timeout, so it gets a copy)
+    and through this service (`delay_seconds=6`: the job waits in SQL and the scheduler
+    sends it when due). How many times did each run?
 Prints both tables, writes a chart (PNG), and says what each teaches.
 """
 
@@ -123,8 +125,11 @@ def eta_runs(redis_url: str, tmp: Path) -> int:
     worker = _celery_worker(env, tmp / "eta.log")
     time.sleep(3)
     sender.send_task("experiment.work", args=["delayed", 0.1], countdown=6)
-    time.sleep(14)
+    time.sleep(3)  # past the visibility timeout, a second worker starts (a deploy, a scale-out)
+    second = _celery_worker(env, tmp / "eta.log")
+    time.sleep(12)
     _stop(worker)
+    _stop(second)
     sender.close()
     return int(r.hget("exp:finished", "delayed") or 0)
 
@@ -143,11 +148,16 @@ def service_runs(redis_url: str, tmp: Path) -> int:
     }
     api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start()
     out = open(tmp / "parts.log", "ab")  # noqa: SIM115 - owned by the processes
-    parts = [
-        subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT,
-                         stdout=out, stderr=out)
-        for module in ("task_queue.worker", "task_queue.scheduler")
-    ]  # fmt: skip
+
+    def start(module: str) -> subprocess.Popen[bytes]:
+        name = ["-n", f"w{len(parts)}@%h"] if "worker" in module else []
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *name],
+            env={**os.environ, **env}, cwd=ROOT, stdout=out, stderr=out,
+        )  # fmt: skip
+
+    parts: list[subprocess.Popen[bytes]] = []
+    parts += [start("task_queue.worker"), start("task_queue.scheduler")]
     try:
         with httpx.Client(base_url=api.url, timeout=10) as c:
             wait_for(lambda: c.get("/api/workers").json(), 60, interval=0.2)
@@ -156,7 +166,9 @@ def service_runs(redis_url: str, tmp: Path) -> int:
                 json={"type": "noop", "delay_seconds": 6},
                 headers={"x-api-key": "experiment-admin-key"},
             ).json()
-            time.sleep(14)
+            time.sleep(3)
+            parts.append(start("task_queue.worker"))  # the same second worker as raw Celery's
+            time.sleep(11)
             return len(c.get(f"/api/jobs/{job['id']}").json()["attempts"])
     finally:
         for proc in parts:

@@ -76,7 +76,7 @@ class Stack:
             [],
             {**self.env, **env},
             log_path=self.tmp / f"worker{len(self.workers)}.log",
-            broker_url=self.broker_url,
+            broker_url={**self.env, **env}["TASK_QUEUE_BROKER_URL"],
             concurrency=concurrency,
             queues=queues or ["default", "cpu", "io"],
             module="task_queue.worker",
