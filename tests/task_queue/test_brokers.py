@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from common.redis_server import RedisProcess
 from common.processes import wait_for
+from common.redis_server import RedisProcess
 from tests.task_queue.conftest import Stack, _broker_params
 
 
