@@ -45,6 +45,7 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess
     server.stop()
 
 
+@pytest.mark.timeout(300)
 def test_a_redis_restart_loses_no_acknowledged_job(
     stack_factory: Callable[..., Stack], own_redis: RedisProcess, tmp_path: Path
 ) -> None:
@@ -59,6 +60,7 @@ def test_a_redis_restart_loses_no_acknowledged_job(
         assert s.wait(job_id, timeout=60)["status"] == "succeeded"
 
 
+@pytest.mark.timeout(300)
 def test_a_worker_that_lost_its_broker_is_reported_not_consuming(
     stack_factory: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
