@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from common.processes import wait_for
 from common.redis_server import RedisProcess
@@ -58,6 +59,16 @@ def test_a_redis_restart_loses_no_acknowledged_job(
     after = [s.submit("add", {"value": i})["id"] for i in range(5)]
     for job_id in before + after:
         assert s.wait(job_id, timeout=60)["status"] == "succeeded"
+    # History lives in SQL: the API and the workers restarted, Redis emptied, it is all there.
+    s.api.stop()
+    s.workers[0].stop()
+    redis.Redis.from_url(own_redis.url).flushall()
+    s.api.start(timeout=90)
+    s.workers[0].start(timeout=90)
+    for job_id in before + after:
+        job = s.job(job_id)
+        assert job["status"] == "succeeded" and len(job["attempts"]) == 1
+    assert s.wait(s.submit("noop")["id"], timeout=60)["status"] == "succeeded"
 
 
 @pytest.mark.timeout(300)
