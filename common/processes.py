@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,16 @@ class ServiceProcess:
     services' settings expect). Tests and benchmarks both start servers this way."""
 
     def __init__(
-        self, module: str, env: dict[str, str], *, log_path: Path, env_prefix: str | None = None
+        self,
+        module: str,
+        env: dict[str, str],
+        *,
+        log_path: Path,
+        env_prefix: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.module = module
+        self.args = list(args)
         self.env = env
         self.env_prefix = env_prefix or module.upper()
         self.port = free_port()
@@ -62,7 +69,11 @@ class ServiceProcess:
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=env, cwd=ROOT, stdout=log, stderr=log
+            [sys.executable, "-m", self.module, *self.args],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
         )
 
         def healthy() -> bool:

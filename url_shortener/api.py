@@ -15,6 +15,7 @@ from starlette.types import Scope
 from common.errors import DomainError, status_for
 from common.openapi import problem_responses
 from url_shortener import qr
+from url_shortener.cache import Mode
 from url_shortener.deps import KeysDep, LinksDep, OwnerDep, SettingsDep
 from url_shortener.errors import LinkNotFound
 from url_shortener.schemas import (
@@ -275,9 +276,9 @@ async def follow(code: str, request: Request) -> Response:
     if not CODE_RE.fullmatch(code):
         raise LinkNotFound(f"No link has the code '{code[:64]}'.")
     if scope["method"] == "HEAD":
-        target = await links.resolve(code, mode="0", visitor=None)
+        target = await links.resolve(code, mode=Mode.LOOK, visitor=None)
     else:
-        target = await links.resolve(code, mode="1", visitor=_visitor(scope))
+        target = await links.resolve(code, mode=Mode.VISIT, visitor=_visitor(scope))
     if target.needs_password:
         return _form(code)
     return Response(
@@ -322,7 +323,7 @@ async def unlock(code: str, request: Request, links: LinksDep, settings: Setting
     password = (parse_qs(body).get("password") or [""])[0]
     if not password or not await links.check_password(code, password):
         return _form(code, status=401, error="Wrong password.")
-    target = await links.resolve(code, mode="pw", visitor=_visitor(request.scope))
+    target = await links.resolve(code, mode=Mode.UNLOCKED, visitor=_visitor(request.scope))
     return Response(
         status_code=303,
         headers={"location": _location(target.url), "cache-control": "no-store"},

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator
 
 import structlog
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.middleware import Middleware
 
@@ -41,9 +40,11 @@ from url_shortener.errors import (
     LinkNotFound,
     Unauthorized,
 )
-from url_shortener.service import KeyService, LinkService
+from url_shortener.keys import KeyService
+from url_shortener.metrics import ServerMetrics
+from url_shortener.service import LinkService
 from url_shortener.settings import UrlShortenerSettings
-from url_shortener.visits import VisitRecorder
+from url_shortener.visits import VisitRecorder, visitor_salt
 
 log = structlog.get_logger("url_shortener")
 MIGRATIONS = "url_shortener.migrations"
@@ -93,54 +94,43 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         raise ValueError("redis_url is required (python -m url_shortener starts one if unset)")
     redis_url = settings.redis_url
     registry = CollectorRegistry()
-    redis_up = Gauge("url_shortener_redis_up", "1 while Redis answers.", registry=registry)
-    visits_written = Counter(
-        "url_shortener_visits_written", "Visits written to SQL.", registry=registry
-    )
-    visits_dropped = Counter(
-        "url_shortener_visits_dropped", "Visits dropped: buffer full.", registry=registry
-    )
-    local_hits = Gauge(
-        "url_shortener_local_cache_hits", "In-process cache hits since start.", registry=registry
-    )
-    local_misses = Gauge(
-        "url_shortener_local_cache_misses", "In-process cache misses.", registry=registry
-    )
-    local_size = Gauge(
-        "url_shortener_local_cache_links", "Links held in process.", registry=registry
-    )
+    metrics = ServerMetrics(registry)
     checks = HealthChecks()
     limiter_metrics = LimiterMetrics(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
+        engine = create_engine(
+            settings.database_url or settings.sqlite_url("url_shortener"),
+            timeout=settings.sql_timeout,
+        )
         await upgrade(engine, MIGRATIONS)
         await store.check_database(engine)
         sessions = session_factory(engine)
         redis = create_redis(redis_url)
-        redis_up.set(1)
+        metrics.redis_up.set(1)
         local = LocalCache(ttl=settings.local_cache_ttl_seconds, size=settings.local_cache_size)
-        local_hits.set_function(lambda: local.hits)
-        local_misses.set_function(lambda: local.misses)
-        local_size.set_function(lambda: len(local))
+        metrics.watch_local_cache(lambda: local.hits, lambda: local.misses, lambda: len(local))
         cache = LinkCache(
             redis,
             ttl=settings.cache_ttl_seconds,
             negative_ttl=settings.negative_cache_ttl_seconds,
             retry_after=settings.redis_retry_after,
             local=local,
-            on_state=lambda up: redis_up.set(1 if up else 0),
+            on_state=lambda up: metrics.redis_up.set(1 if up else 0),
         )
         recorder = VisitRecorder(
+            redis,
             sessions,
-            salt=hashlib.sha256(b"visitor:" + settings.code_secret.encode()).digest(),
+            stream=settings.visit_stream,
+            stream_maxlen=settings.visit_stream_maxlen,
+            salt=visitor_salt(settings),
             trusted_proxies=tuple(settings.trusted_proxies),
             flush_interval=settings.visit_flush_interval,
             batch_size=settings.visit_batch_size,
             buffer_limit=settings.visit_buffer_limit,
-            written=visits_written,
-            dropped=visits_dropped,
+            metrics=metrics.visits,
+            redis_usable=lambda: not cache.breaker.is_open,
         )
         links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
         await links.start()
@@ -180,7 +170,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
             cache.stop_listening()
             background[0].cancel()
             await asyncio.wait(background)
-            await recorder.stop()  # graceful shutdown: every buffered visit reaches SQL
+            await recorder.stop()  # graceful shutdown: every buffered visit is shipped
             await limiter_backend.aclose()
             await redis.aclose()
             await engine.dispose()
