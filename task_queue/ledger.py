@@ -309,7 +309,3 @@ class Ledger:
                 .where(Workflow.id == workflow_id)
                 .values(status=status, finished_at=time.time())
             )
-
-    def insert_rows(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        with self.sessions.begin() as s:
-            s.execute(insert(table), rows)
