@@ -284,8 +284,8 @@ class Ledger:
     # -- workflows ---------------------------------------------------------------------
 
     def workflow_step_done(self, workflow_id: str) -> tuple[Workflow, list[Job]] | None:
-        """Count a finished step; returns the workflow and its jobs when this was the
-        step that completes a stage (the caller then starts the next one)."""
+        """Count a succeeded step; the workflow (with the count this step made, read in the
+        same transaction, so one caller alone sees the last count) and its jobs."""
         with self.sessions.begin() as s:
             s.execute(
                 update(Workflow).where(Workflow.id == workflow_id).values(done=Workflow.done + 1)
