@@ -89,6 +89,7 @@ def chat_login(url: str) -> dict[str, str]:
     token = httpx.post(f"{url}/api/token", json=account).json()["access_token"]
     return {"Authorization": f"Bearer {token}"}
 
+
 TASK_QUEUE_ENV = {
     "TASK_QUEUE_REDIS_URL": "{redis_url}",
     "TASK_QUEUE_DATABASE_URL": "{database_url}",
