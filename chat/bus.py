@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from common.redis import REDIS_DOWN, load_script
+from common.redis import REDIS_DOWN, AnyRedis, load_script
 
 log = structlog.get_logger("chat.bus")
 LUA = Path(__file__).parent / "lua"
@@ -39,7 +39,7 @@ def _room_of(channel_name: bytes) -> int:
 class Bus:
     """Publish and receive room events; presence and receipts in Redis."""
 
-    def __init__(self, redis: Redis, listener: Redis, *, instance: str) -> None:
+    def __init__(self, redis: AnyRedis, listener: Redis, *, instance: str) -> None:
         self.redis = redis
         self.listener = listener  # its own connection pool: a pub/sub read blocks
         self.instance = instance
@@ -128,7 +128,7 @@ class Bus:
     ) -> dict[int, tuple[int, list[str]]]:
         """Refresh this instance's (room, user) entries in one pipeline; per room, what
         `presence` returns."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe: Any = self.redis.pipeline(transaction=False)
         for room_id, user in entries:
             key = f"{{room:{room_id}}}:presence"
             await self._presence(

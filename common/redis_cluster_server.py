@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from common.redis_server import RedisLaunchError, RedisProcess, free_port, port_free
 
@@ -77,7 +79,11 @@ class RedisClusterProcess:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def client(self, node: RedisProcess) -> redis.Redis:
-        return redis.Redis(port=node.port, socket_timeout=2, decode_responses=True)
+        """A plain client on one node, that never sends a command twice (CLUSTER ADDSLOTS
+        and SET-CONFIG-EPOCH fail when repeated), with room for a busy machine."""
+        return redis.Redis(
+            port=node.port, socket_timeout=10, decode_responses=True, retry=Retry(NoBackoff(), 0)
+        )
 
     def start(self, timeout: float = 30.0) -> RedisClusterProcess:
         for node in self.nodes:

@@ -26,7 +26,8 @@ class DescriptorIn(BaseModel):
     """One descriptor in Envoy's shape: its entries and, optionally, its own cost."""
 
     entries: list[Entry] = Field(min_length=1, max_length=32)
-    hits_addend: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+    # (0: decided on, not counted)
+    hits_addend: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
 
 
 class CheckRequest(BaseModel):

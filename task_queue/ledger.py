@@ -38,6 +38,7 @@ def create_sync_engine(url: str) -> Engine:
     def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, as the API's
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
@@ -73,7 +74,7 @@ class Ledger:
         """Take a queued job for this worker; None when the message is stale or cancelled."""
         now = time.time()
         with self.sessions.begin() as s:
-            claimed = s.execute(
+            row = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.dispatch == dispatch, Job.status == JobStatus.QUEUED)
                 .values(
@@ -84,14 +85,22 @@ class Ledger:
                     updated_at=now,
                     attempts_count=Job.attempts_count + 1,
                 )
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                .returning(
+                    Job.type,
+                    Job.args,
+                    Job.attempts_count,
+                    Job.attempt_base,
+                    Job.max_retries,
+                    Job.workflow_id,
+                )
+            ).first()
+            if row is None:
                 return None
-            job = s.get_one(Job, job_id)
-            s.add(
-                Attempt(
+            type_name, args, attempts, base, max_retries, workflow_id = row
+            s.execute(
+                insert(Attempt).values(
                     job_id=job_id,
-                    number=job.attempts_count,
+                    number=attempts,
                     worker=worker,
                     started_at=now,
                     outcome=Outcome.RUNNING,
@@ -100,11 +109,11 @@ class Ledger:
             return Claim(
                 job_id=job_id,
                 dispatch=dispatch,
-                type=job.type,
-                args=dict(job.args),
-                attempt=job.attempts_count - job.attempt_base,
-                max_retries=job.max_retries,
-                workflow_id=job.workflow_id,
+                type=type_name,
+                args=dict(args),
+                attempt=attempts - base,
+                max_retries=max_retries,
+                workflow_id=workflow_id,
             )
 
     def _running(self, job_id: str, dispatch: int) -> Any:
@@ -126,16 +135,11 @@ class Ledger:
             )
 
     def _close_attempt(self, s: Session, job_id: str, outcome: Outcome, error: str | None) -> None:
-        attempt = s.scalar(
-            select(Attempt)
+        s.execute(
+            update(Attempt)
             .where(Attempt.job_id == job_id, Attempt.finished_at.is_(None))
-            .order_by(Attempt.number.desc())
-            .limit(1)
+            .values(finished_at=time.time(), outcome=outcome, error=error)
         )
-        if attempt is not None:
-            attempt.finished_at = time.time()
-            attempt.outcome = outcome
-            attempt.error = error
 
     def finish(
         self,

@@ -22,13 +22,14 @@ from croniter import croniter
 
 from common.celery import create_celery
 from common.logging import configure_logging
+from common.migrations import upgrade_url
 from common.redis_server import ensure_shared_redis
-from task_queue.dispatch import Dispatcher
+from task_queue.dispatch import MIGRATIONS, Dispatcher
 from task_queue.ledger import Due, Ledger, create_sync_engine
 from task_queue.runner import backoff_delay
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus
-from task_queue.store import Base, Schedule
+from task_queue.store import Schedule
 
 log = structlog.get_logger("task_queue.scheduler")
 
@@ -114,8 +115,8 @@ def main() -> None:
     if not settings.redis_url:
         settings.redis_url = ensure_shared_redis(settings.data_dir)
     configure_logging("task_queue-scheduler", settings.log_level, settings.log_format)
+    upgrade_url(settings.database(), MIGRATIONS)  # the scheduler may start before the API
     engine = create_sync_engine(settings.database())
-    Base.metadata.create_all(engine, checkfirst=True)
     app = create_celery(settings, name="task_queue")
     scheduler = Scheduler(settings, Ledger(engine), Dispatcher(app, settings))
     stop = threading.Event()

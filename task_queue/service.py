@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import transaction
+from common.redis import AnyRedis
 from task_queue import events, store
 from task_queue.dispatch import Dispatcher
 from task_queue.errors import BadCursor, InvalidJob, JobConflict, JobNotFound
@@ -45,7 +45,7 @@ class JobService:
         settings: TaskQueueSettings,
         sessions: async_sessionmaker[AsyncSession],
         dispatcher: Dispatcher,
-        redis: Redis,
+        redis: AnyRedis,
         registry: Registry,
     ) -> None:
         self.settings = settings
@@ -185,6 +185,8 @@ class JobService:
         cron: str | None,
         every_seconds: float | None,
     ) -> Schedule:
+        if (cron is None) == (every_seconds is None):
+            raise InvalidJob("give exactly one of cron or every_seconds")
         args, queue = self.validate(type, args, queue)
         now = time.time()
         row = Schedule(

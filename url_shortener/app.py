@@ -17,9 +17,15 @@ from common.db import create_engine, session_factory
 from common.health import HealthChecks
 from common.migrations import upgrade
 from common.redis import REDIS_DOWN, create_redis
-from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RedisBackend
-from rate_limiter.extractors import client_ip
-from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+from rate_limiter import (
+    FallbackBackend,
+    Limit,
+    LimiterMetrics,
+    RateLimitMiddleware,
+    RedisBackend,
+    RouteRule,
+    client_ip,
+)
 from url_shortener import store
 from url_shortener.api import api, redirects
 from url_shortener.cache import LinkCache, LocalCache
@@ -94,7 +100,10 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
+        engine = create_engine(
+            settings.database_url or settings.sqlite_url("url_shortener"),
+            timeout=settings.sql_timeout,
+        )
         await upgrade(engine, MIGRATIONS)
         await store.check_database(engine)
         sessions = session_factory(engine)

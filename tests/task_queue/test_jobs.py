@@ -100,7 +100,9 @@ def test_list_filters_and_pages_with_a_cursor(stack: Stack) -> None:
     cursor = None
     with stack.http as c:
         while True:
-            params = {"type": "add", "limit": 2, **({"cursor": cursor} if cursor else {})}
+            params: dict[str, str | int] = {"type": "add", "limit": 2}
+            if cursor:
+                params["cursor"] = cursor
             page = c.get("/api/jobs", params=params).json()
             seen += [j["id"] for j in page["items"]]
             cursor = page["next_cursor"]
