@@ -38,6 +38,7 @@ from url_shortener.errors import (
     InvalidTarget,
     LinkGone,
     LinkNotFound,
+    NotProtected,
     Unauthorized,
 )
 from url_shortener.keys import KeyService
@@ -51,6 +52,7 @@ MIGRATIONS = "url_shortener.migrations"
 
 ERRORS = {
     LinkNotFound: 404,
+    NotProtected: 405,
     LinkGone: 410,
     AliasTaken: 409,
     InvalidTarget: 422,

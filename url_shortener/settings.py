@@ -25,6 +25,9 @@ class UrlShortenerSettings(ServiceSettings):
     # Keys the code permutation; changing it changes which codes future links get.
     code_secret: str = "dev-code-secret"
     blocked_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Targets on loopback, private, link-local or metadata addresses (localhost, 10.0.0.0/8,
+    # 169.254.169.254, [::1], ...) are refused unless this is on (internal deployments).
+    allow_private_targets: bool = False
     # Other names this shortener is reached by (links to them would loop).
     own_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cache_ttl_seconds: int = Field(default=3600, ge=1)

@@ -39,7 +39,9 @@ class Load:
 
     def _client(self, seed: int) -> None:
         rng = random.Random(seed)
-        with httpx.Client(timeout=5) as http:
+        # A long timeout: a claim is committed before its answer is sent, so a client that
+        # gave up early would leave a visit used but not received (counted as an error).
+        with httpx.Client(timeout=60) as http:
             while not self._stop.is_set():
                 base = rng.choice(self.live)
                 try:
@@ -57,12 +59,20 @@ class Load:
     def drop(self, inst: ServiceProcess) -> None:
         self.live = [url for url in self.live if url != inst.url]
 
-    def wait_served(self, n: int, timeout: float = 60) -> None:
+    def wait_served(self, n: int, timeout: float = 90) -> None:
         try:
             wait_for(lambda: self.served() >= n, timeout=timeout, interval=0.01)
         except TimeoutError:
             self.finish()
             raise AssertionError(f"{n} never served: {self.statuses}") from None
+
+    def wait_exhausted(self, timeout: float = 90) -> None:
+        """Until the link answers 410: every visit is used (served, or lost with a crash)."""
+        try:
+            wait_for(lambda: self.statuses[410] > 0, timeout=timeout, interval=0.01)
+        except TimeoutError:
+            self.finish()
+            raise AssertionError(f"never exhausted: {self.statuses}") from None
 
     def finish(self) -> Counter[int | str]:
         self._stop.set()
@@ -94,20 +104,19 @@ def crash_redis_for(redis: RedisProcess, seconds: float) -> None:
     redis.start()  # same port, restored from its append-only file
 
 
-@pytest.mark.parametrize("run", range(2))
 def test_max_visits_exact_through_a_redis_kill_and_aof_restart(
-    shortener: Start, redis_factory: Callable[..., RedisProcess], run: int
+    shortener: Start, redis_factory: Callable[..., RedisProcess]
 ) -> None:
     redis = redis_factory(appendonly=True)
     a, b = instances(shortener, redis)
     code = limited_link(a.url)
     load = Load([a, b], code)
-    load.wait_served(30 + 20 * run)  # before the limit
+    load.wait_served(40)  # before the limit
     crash_redis_for(redis, 1.0)
     load.wait_served(LIMIT)
     time.sleep(1.0)  # the clients keep asking after the limit
     statuses = load.finish()
-    assert statuses[302] == LIMIT, statuses
+    assert statuses[302] == LIMIT and not statuses["error"], statuses
     assert statuses[410] > 0
     assert visits(b.url, code) == LIMIT
 
@@ -122,13 +131,15 @@ def test_max_visits_exact_through_an_instance_crash_then_redis_down_after_the_li
     load.wait_served(40)
     a.stop(signal.SIGKILL)  # its buffered visits die with it; its claims were committed
     load.drop(a)
-    load.wait_served(LIMIT)
+    load.wait_exhausted()
     redis.stop()
     time.sleep(3.0)  # Redis down for 3 s after the limit: answered from SQL
     redis.start()
     time.sleep(1.0)
     statuses = load.finish()
-    assert statuses[302] == LIMIT, statuses
+    # Never one visit too many. A request the killed instance had claimed but not answered
+    # is a visit used and not received (an error here), never one served twice.
+    assert LIMIT - statuses["error"] <= statuses[302] <= LIMIT, statuses
     assert visits(b.url, code) == LIMIT
 
 
@@ -144,10 +155,12 @@ def test_max_visits_exact_through_an_instance_crash_and_a_redis_kill_in_sequence
     load.drop(a)
     load.wait_served(50)
     crash_redis_for(redis, 1.0)
-    load.wait_served(LIMIT)
+    load.wait_exhausted()
     time.sleep(1.0)
     statuses = load.finish()
-    assert statuses[302] == LIMIT, statuses
+    # Never one visit too many. A request the killed instance had claimed but not answered
+    # is a visit used and not received (an error here), never one served twice.
+    assert LIMIT - statuses["error"] <= statuses[302] <= LIMIT, statuses
     assert visits(b.url, code) == LIMIT
 
 
