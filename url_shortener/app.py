@@ -163,7 +163,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
             batch_size=settings.visit_batch_size,
             buffer_limit=settings.visit_buffer_limit,
             metrics=metrics.visits,
-            redis_usable=lambda: not cache.breaker.is_open,
+            redis_usable=lambda: settings.visits_via_stream and not cache.breaker.is_open,
         )
         links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
         await links.start()

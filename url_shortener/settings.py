@@ -42,6 +42,9 @@ class UrlShortenerSettings(ServiceSettings):
     visit_flush_interval: float = Field(default=0.5, gt=0)
     visit_batch_size: int = Field(default=500, ge=1)
     visit_buffer_limit: int = Field(default=100_000, ge=1)
+    # False: the server parses and writes visits to SQL itself (no writer process needed;
+    # slower redirects: `make experiment-url_shortener` shows by how much).
+    visits_via_stream: bool = True
     visit_stream: str = "url_shortener:visits"
     # Entries (batches) the stream keeps at most: a bound for when no writer runs for long.
     visit_stream_maxlen: int = Field(default=100_000, ge=1)
