@@ -27,6 +27,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 .PHONY: protos-rate_limiter experiment-rate_limiter
 .PHONY: experiment-chat
 .PHONY: experiment-task_queue
+.PHONY: experiment-url_shortener
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -96,6 +97,9 @@ protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from
 
 experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
 	$(PY) -m rate_limiter.experiment
+
+experiment-url_shortener: install ## One Zipf redirect load: SQL only, + Redis, + in-process cache, + visit stream; url_shortener/experiment.png
+	$(PY) -m benchmarks.url_shortener_experiment
 
 experiment-task_queue: install ## kill -9 under acks early vs late; a long ETA vs the scheduler: tables and task_queue/experiment.png
 	$(PY) -m task_queue.experiment

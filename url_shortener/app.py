@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.middleware import Middleware
@@ -38,6 +43,7 @@ from url_shortener.errors import (
     InvalidTarget,
     LinkGone,
     LinkNotFound,
+    NotProtected,
     Unauthorized,
 )
 from url_shortener.keys import KeyService
@@ -51,6 +57,7 @@ MIGRATIONS = "url_shortener.migrations"
 
 ERRORS = {
     LinkNotFound: 404,
+    NotProtected: 405,
     LinkGone: 410,
     AliasTaken: 409,
     InvalidTarget: 422,
@@ -87,6 +94,32 @@ def _rate_limits(settings: UrlShortenerSettings, metrics: LimiterMetrics) -> lis
             metrics=metrics,
         )
     ]
+
+
+PAGE = Path(__file__).parent / "page"
+# Swagger UI 5 (it reads OpenAPI 3.1), as the fastapi-offline package ships it.
+SWAGGER_UI = Path(importlib.util.find_spec("fastapi_offline").origin or "").parent / "static"  # type: ignore[union-attr]
+
+
+def _add_pages(app: FastAPI) -> None:
+    """The web page at / and the API docs at /docs, every asset served from this process
+    (no CDN: both work offline). "assets" and "docs" are reserved aliases."""
+    app.mount("/assets", StaticFiles(directory=PAGE), name="assets")
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI), name="docs-assets")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html", headers={"cache-control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon.png",
+        )
 
 
 def create_app(settings: UrlShortenerSettings) -> FastAPI:
@@ -130,7 +163,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
             batch_size=settings.visit_batch_size,
             buffer_limit=settings.visit_buffer_limit,
             metrics=metrics.visits,
-            redis_usable=lambda: not cache.breaker.is_open,
+            redis_usable=lambda: settings.visits_via_stream and not cache.breaker.is_open,
         )
         links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
         await links.start()
@@ -184,7 +217,10 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         checks=checks,
         errors=ERRORS,
         access_log=settings.access_log,
+        docs_url=None,  # served below with local assets: /docs works offline
+        redoc_url=None,
     )
+    _add_pages(app)
     # The redirect routes go on the app's own route list, ahead of the API router: /{code}
     # matches a single path segment, so it cannot shadow /api/...; the single-segment routes
     # registered before it (/healthz, /metrics, /docs, ...) are reserved aliases. This way a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import UTC, datetime
 
 from common.db import transaction
@@ -12,6 +13,7 @@ from url_shortener import store
 from url_shortener.errors import Forbidden, LinkNotFound, Unauthorized
 from url_shortener.store import ApiKey
 
+TOUCH_EVERY = 60.0  # seconds between two writes of a key's last_used_at
 ADMIN = "admin"  # the owner name of the admin key, which sees and manages every link
 
 
@@ -25,6 +27,7 @@ class KeyService:
     def __init__(self, *, admin_key: str, sessions: store.Sessions) -> None:
         self.admin_key = admin_key
         self.sessions = sessions
+        self._touched: dict[int, float] = {}  # key id -> when last_used_at was last written
 
     @staticmethod
     def _hash(key: str) -> str:
@@ -40,7 +43,24 @@ class KeyService:
             row = await store.key_by_hash(session, self._hash(key))
         if row is None:
             raise Unauthorized("The API key is not valid.")
+        await self._touch(row.id)
         return f"key:{row.id}"
+
+    async def _touch(self, key_id: int) -> None:
+        """Record when a key was used: one write a minute per key at most, not per request."""
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -TOUCH_EVERY) < TOUCH_EVERY:
+            return
+        self._touched[key_id] = now
+        async with transaction(self.sessions) as session:
+            await store.touch_key(session, key_id)
+
+    async def list(self, *, owner: str) -> list[ApiKey]:
+        """The working minted keys (admin only): names, prefixes, dates; never a secret."""
+        if owner != ADMIN:
+            raise Forbidden("Only the admin key can list keys.")
+        async with self.sessions() as session:
+            return await store.active_keys(session)
 
     async def revoke(self, key_id: int, *, owner: str) -> None:
         """Revoke a minted key (admin only); it stops working at once."""

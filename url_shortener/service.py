@@ -21,6 +21,7 @@ from url_shortener.errors import (
     InvalidLink,
     LinkGone,
     LinkNotFound,
+    NotProtected,
 )
 from url_shortener.keys import ADMIN
 from url_shortener.passwords import hash_password_async, verify_password_async
@@ -109,7 +110,10 @@ class LinkService:
 
     def _validate(self, data: LinkCreate) -> None:
         check_target(
-            data.url, own_hosts=self.settings.self_hosts, blocked=self.settings.blocked_domains
+            data.url,
+            own_hosts=self.settings.self_hosts,
+            blocked=self.settings.blocked_domains,
+            allow_private=self.settings.allow_private_targets,
         )
         if data.alias is not None:
             check_alias(data.alias)
@@ -231,6 +235,7 @@ class LinkService:
                     data.url,
                     own_hosts=self.settings.self_hosts,
                     blocked=self.settings.blocked_domains,
+                    allow_private=self.settings.allow_private_targets,
                 )
             if "expires_at" in fields:
                 expires = _aware(data.expires_at)
@@ -335,10 +340,12 @@ class LinkService:
         return Redirect(link.url, link.status)
 
     async def check_password(self, code: str, password: str) -> bool:
+        """True for the right password. An unknown code is LinkNotFound (404), a link with
+        no password NotProtected (405): neither is a wrong password."""
         link = await self.get(code)
         if link.password_hash is None:
-            return False
-        return await verify_password_async(password, link.password_hash)
+            raise NotProtected(f"The link '{code}' has no password: follow it with GET.")
+        return bool(password) and await verify_password_async(password, link.password_hash)
 
     # -- analytics ------------------------------------------------------------------------
 

@@ -25,6 +25,9 @@ class UrlShortenerSettings(ServiceSettings):
     # Keys the code permutation; changing it changes which codes future links get.
     code_secret: str = "dev-code-secret"
     blocked_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Targets on loopback, private, link-local or metadata addresses (localhost, 10.0.0.0/8,
+    # 169.254.169.254, [::1], ...) are refused unless this is on (internal deployments).
+    allow_private_targets: bool = False
     # Other names this shortener is reached by (links to them would loop).
     own_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cache_ttl_seconds: int = Field(default=3600, ge=1)
@@ -39,6 +42,9 @@ class UrlShortenerSettings(ServiceSettings):
     visit_flush_interval: float = Field(default=0.5, gt=0)
     visit_batch_size: int = Field(default=500, ge=1)
     visit_buffer_limit: int = Field(default=100_000, ge=1)
+    # False: the server parses and writes visits to SQL itself (no writer process needed;
+    # slower redirects: `make experiment-url_shortener` shows by how much).
+    visits_via_stream: bool = True
     visit_stream: str = "url_shortener:visits"
     # Entries (batches) the stream keeps at most: a bound for when no writer runs for long.
     visit_stream_maxlen: int = Field(default=100_000, ge=1)

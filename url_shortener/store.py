@@ -116,6 +116,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Updated at most once a minute per key and process (keys.py): "roughly when".
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -456,6 +458,17 @@ async def revoke_key(session: AsyncSession, key_id: int) -> bool:
         .values(revoked_at=utcnow())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def active_keys(session: AsyncSession) -> list[ApiKey]:
+    """Keys that work, oldest first."""
+    return list(
+        await session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)).order_by(ApiKey.id))
+    )
+
+
+async def touch_key(session: AsyncSession, key_id: int) -> None:
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
 async def key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:

@@ -169,6 +169,33 @@ async def test_password_form_then_right_and_wrong_password(client: httpx.AsyncCl
     assert_problem(await client.post("/nosuchcode", data={"password": "x"}), 404)
 
 
+async def test_posting_to_an_unknown_or_unprotected_link_is_not_a_wrong_password(
+    client: httpx.AsyncClient,
+) -> None:
+    for body in ({"password": "x"}, {}):
+        unknown = assert_problem(await client.post("/nosuchcode", data=body), 404)
+        assert "Wrong password" not in unknown["detail"]
+    code = (await make_link(client))["code"]
+    for body in ({"password": "x"}, {}):
+        open_link = assert_problem(await client.post(f"/{code}", data=body), 405)
+        assert open_link["title"] == "Link has no password"
+    assert (await client.get(f"/{code}")).status_code == 302
+
+
+async def test_an_international_target_redirects_to_its_idna_host(
+    client: httpx.AsyncClient,
+) -> None:
+    code = (await make_link(client, url="https://例え.jp/パス?q=ü"))["code"]
+    for _ in range(2):  # from Redis, then from the in-process cache
+        resp = await client.get(f"/{code}")
+        assert resp.status_code == 302
+        assert resp.headers["location"] == "https://xn--r8jz45g.jp/%E3%83%91%E3%82%B9?q=%C3%BC"
+    port = (await make_link(client, url="http://Bücher.example:8080/"))["code"]
+    assert (await client.get(f"/{port}")).headers[
+        "location"
+    ] == "http://xn--bcher-kva.example:8080/"
+
+
 async def test_password_plus_max_visits_counts_only_unlocked_visits(
     client: httpx.AsyncClient,
 ) -> None:

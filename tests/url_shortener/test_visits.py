@@ -168,3 +168,67 @@ def test_several_forwarded_for_lines_are_read_as_one_list() -> None:
     assert two_lines != visitor_hash(b"6.6.6.6")
     # A client's huge line in front does not push the proxy's hop out of what is read.
     assert two_lines == visitor_hash(b"6.6.6.6, " * 400, b"198.51.100.4")
+
+
+async def test_a_batch_delivered_again_is_written_once(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """A writer that committed but died before its acknowledgement: the entry is delivered
+    again (to whoever claims it), and its batch id makes the second write a no-op."""
+    from url_shortener.visits import write_batches
+
+    code = (await make_link(client))["code"]
+    for _ in range(7):
+        await client.get(f"/{code}")
+    await app.state.links.recorder.flush()
+    dying = in_process_writer(app, consumer="dying")
+    await dying.ensure_group()
+    entries = await dying._read(block=None)
+    assert entries
+    batches = {f[b"b"].decode(): f[b"v"].decode() for _, f in entries if f}
+    done = await write_batches(
+        app.state.links.sessions, batches, salt=dying.salt, trusted_proxies=()
+    )
+    assert done.visits == 7  # committed... and the writer dies here, before XACK
+    heir = in_process_writer(app, consumer="heir", claim_idle=0.05)
+    await asyncio.sleep(0.1)
+    await heir.drain()
+    assert heir.metrics.claimed._value.get() == len(entries)
+    assert heir.metrics.duplicates._value.get() == len(batches)
+    assert await visit_rows(app) == 7
+    assert (await app.state.links.get(code)).visits == 7
+    pending = await dying.redis.xpending(app.state.settings.visit_stream, "writers")
+    assert pending["pending"] == 0
+
+
+async def test_a_dead_writers_entries_are_claimed_after_the_idle_time(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    code = (await make_link(client))["code"]
+    for _ in range(5):
+        await client.get(f"/{code}")
+    await app.state.links.recorder.flush()
+    dead = in_process_writer(app, consumer="dead")
+    await dead.ensure_group()
+    assert await dead._read(block=None)  # read, never written nor acknowledged: killed
+    patient = in_process_writer(app, consumer="patient", claim_idle=60)
+    await patient.drain()
+    assert await visit_rows(app) == 0  # not idle long enough: presumed still working
+    quick = in_process_writer(app, consumer="quick", claim_idle=0.05)
+    await asyncio.sleep(0.1)
+    await quick.drain()
+    assert await visit_rows(app) == 5
+
+
+async def test_visits_go_to_sql_directly_while_redis_is_away(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """No stream to ship to: the server writes the batch itself (same exactly-once path)."""
+    code = (await make_link(client))["code"]
+    for _ in range(4):
+        await client.get(f"/{code}")
+    recorder = app.state.links.recorder
+    recorder.redis_usable = lambda: False
+    assert await recorder.flush() == 4
+    assert await visit_rows(app) == 4
+    assert await recorder.redis.xlen(app.state.settings.visit_stream) == 0
