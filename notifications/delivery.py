@@ -219,16 +219,17 @@ class DeliveryEngine:
         results: list[Result] = []
         wait = 0.0
         for provider in self.providers[channel]:
-            verdict = self.breakers.allow(provider.name)
+            circuit = provider.circuit(message)
+            verdict = self.breakers.allow(circuit)
             if not verdict.allowed:
                 wait = max(wait, verdict.wait_seconds) if wait else verdict.wait_seconds
                 continue
             result = provider.send(message)
             results.append(result)
             if result.outcome == Outcome.TRANSIENT:
-                self.breakers.failure(provider.name)
+                self.breakers.failure(circuit)
                 continue  # fail over to the next provider
-            self.breakers.success(provider.name)
+            self.breakers.success(circuit)
             return results, 0.0
         return results, wait
 
