@@ -85,7 +85,7 @@ class Stack:
             module="notifications.worker",
         )
         self.workers.append(worker)
-        return worker.start()
+        return worker.start(timeout=60)
 
     def start_sweeper(self) -> Child:
         child = Child(["-m", "notifications.sweeper"], self.env, self.tmp / "sweeper.log")
@@ -239,8 +239,8 @@ def stack_factory(
             except httpx.HTTPError:
                 return False
 
-        wait_for(sink_up, 15)
-        api = ServiceProcess("notifications", full, log_path=tmp / "api.log").start()
+        wait_for(sink_up, 60)
+        api = ServiceProcess("notifications", full, log_path=tmp / "api.log").start(timeout=60)
         stack = Stack(env=full, api=api, tmp=tmp, sink_url=sink_url, broker_url=url)
         stack.children.append(sinks)
         stacks.append(stack)
