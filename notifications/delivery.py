@@ -8,6 +8,7 @@ after `lease_seconds`, after which the sweeper hands the delivery out again."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,7 +284,9 @@ class DeliveryEngine:
         for item in items:  # the digest failed: its items wait again with the lead one
             record(session, item, "digesting", lease_until=0.0)
         if last is None:  # every provider's circuit is open: wait, not an attempt
-            return self._defer(session, delivery, now + max(wait, 0.05), "circuit open")
+            # Spread over one reset period: a backlog must not all come due at the probe.
+            spread = random.uniform(0, self.settings.breaker_reset_seconds)
+            return self._defer(session, delivery, now + max(wait, 0.05) + spread, "circuit open")
         delivery.attempts += 1
         if delivery.attempts >= self.settings.max_attempts:
             record(session, delivery, "dead", provider=last.provider, error=last.error)
