@@ -19,7 +19,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
 .PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
-.PHONY: protos-rate_limiter experiment-rate_limiter
+.PHONY: protos-rate_limiter experiment-rate_limiter experiment-notifications
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -84,3 +84,6 @@ protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from
 
 experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
 	$(PY) -m rate_limiter.experiment
+
+experiment-notifications: install ## Retries vs duplicates, and the circuit breaker on/off: figures and notifications/experiment.png
+	$(PY) -m benchmarks.notifications_experiment
