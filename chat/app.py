@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from sqlalchemy import text
 
 from chat.api import api, pages
-from chat.bus import Bus
+from chat.bus import Bus, listeners_for
 from chat.errors import (
     Forbidden,
     InvalidRequest,
@@ -78,8 +77,8 @@ def create_app(settings: ChatSettings) -> FastAPI:
         await upgrade(engine, MIGRATIONS)  # under a lock: instances starting together
         store = ChatStore(session_factory(engine))
         redis = create_redis(redis_url, timeout=settings.redis_timeout)
-        listener = Redis.from_url(redis_url, socket_connect_timeout=0.5, health_check_interval=5)
-        bus = Bus(redis, listener, instance=instance)
+        listeners = listeners_for(redis_url)
+        bus = Bus(redis, listeners, instance=instance)
         hub = Hub(
             bus=bus,
             store=store,
@@ -131,7 +130,8 @@ def create_app(settings: ChatSettings) -> FastAPI:
             await asyncio.gather(*background, return_exceptions=True)
             await hub.aclose()
             with contextlib.suppress(*REDIS_DOWN):
-                await listener.aclose()
+                for listener in listeners:
+                    await listener.aclose()
                 await redis.aclose()
             await engine.dispose()
 

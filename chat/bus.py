@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
-from common.redis import REDIS_DOWN, AnyRedis, load_script
+from common.redis import REDIS_DOWN, AnyRedis, is_cluster_url, load_script
 
 log = structlog.get_logger("chat.bus")
 LUA = Path(__file__).parent / "lua"
@@ -39,9 +39,11 @@ def _room_of(channel_name: bytes) -> int:
 class Bus:
     """Publish and receive room events; presence and receipts in Redis."""
 
-    def __init__(self, redis: AnyRedis, listener: Redis, *, instance: str) -> None:
+    def __init__(self, redis: AnyRedis, listeners: list[Redis], *, instance: str) -> None:
         self.redis = redis
-        self.listener = listener  # its own connection pool: a pub/sub read blocks
+        # Pub/sub has its own connections (a read blocks): one server, or each node of a
+        # Redis Cluster in turn (a PUBLISH there reaches subscribers on every node).
+        self.listeners = listeners
         self.instance = instance
         self._presence = load_script(redis, LUA / "presence.lua")
         self._receipt = load_script(redis, LUA / "receipt.lua")
@@ -79,8 +81,11 @@ class Bus:
         `on_reconnect` (events published meanwhile were missed: the rooms resync from SQL)."""
         delay = 0.05
         first = True
+        turn = 0
         while True:
-            pubsub = self.listener.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.listeners[turn % len(self.listeners)].pubsub(
+                ignore_subscribe_messages=True
+            )
             try:
                 # A placeholder channel, so the connection exists before any room does.
                 await pubsub.subscribe(f"chat:instance:{self.instance}")
@@ -107,6 +112,7 @@ class Bus:
                     log.warning("pubsub_lost", error=str(exc))
                 self.connected.clear()
                 self._pubsub = None
+                turn += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
             finally:
@@ -130,13 +136,17 @@ class Bus:
     ) -> dict[int, tuple[int, list[str]]]:
         """Refresh this instance's (room, user) entries in one pipeline; per room, what
         `presence` returns."""
-        pipe: Any = self.redis.pipeline(transaction=False)
-        for room_id, user in entries:
-            key = f"{{room:{room_id}}}:presence"
-            await self._presence(
-                keys=[key], args=["add", self._member(user), int(ttl * 1000)], client=pipe
-            )
-        replies = await pipe.execute()
+        args: list[tuple[list[str], list[str | int]]] = [
+            ([f"{{room:{room_id}}}:presence"], ["add", self._member(user), int(ttl * 1000)])
+            for room_id, user in entries
+        ]
+        if isinstance(self.redis, RedisCluster):  # keys on many nodes: one call each
+            replies = await asyncio.gather(*(self._presence(keys=k, args=a) for k, a in args))
+        else:
+            pipe: Any = self.redis.pipeline(transaction=False)
+            for keys, argv in args:
+                await self._presence(keys=keys, args=argv, client=pipe)
+            replies = await pipe.execute()
         out: dict[int, tuple[int, list[str]]] = {}
         for (room_id, _), reply in zip(entries, replies, strict=True):
             pruned = int(reply[0]) + out.get(room_id, (0, []))[0]
@@ -160,3 +170,16 @@ class Bus:
                 "delivered" if kind == "d" else "read"
             ] = int(value)
         return out
+
+
+def listeners_for(url: str) -> list[Redis]:
+    """Pub/sub clients for a Redis URL: the server, or every node a cluster URL names."""
+    scheme, _, rest = url.partition("://")
+    if not is_cluster_url(url):
+        hosts, base = [rest], scheme
+    else:
+        hosts, base = rest.split("/", 1)[0].split(","), scheme.replace("+cluster", "")
+    return [
+        Redis.from_url(f"{base}://{host}", socket_connect_timeout=0.5, health_check_interval=5)
+        for host in hosts
+    ]

@@ -178,25 +178,27 @@ class Hub:
         try:
             await asyncio.sleep(self.gap_wait)
             while hub.held and min(hub.held) > hub.last_seq + 1 and self.rooms.get(hub.room_id):
-                await self.catch_up(hub, until=min(hub.held))
+                if not await self.catch_up(hub, until=min(hub.held)):
+                    break  # SQL has nothing more yet: the reconcile loop tries again
         except Exception as exc:  # SQL unavailable: the next event tries again
             log.warning("gap_fill_failed", room=hub.room_id, error=str(exc))
         finally:
             hub.filling = False
 
-    async def catch_up(self, hub: RoomHub, until: int | None = None) -> None:
-        """Deliver what SQL has after the hub's last seq (up to `until`, exclusive)."""
+    async def catch_up(self, hub: RoomHub, until: int | None = None) -> int:
+        """Deliver what SQL has after the hub's last seq (up to `until`, exclusive); how
+        many messages it read."""
+        read = 0
         while True:
             rows = await self.store.messages(
                 hub.room_id, after_seq=hub.last_seq, before_seq=until, limit=500
             )
-            if not rows:
-                return
+            read += len(rows)
             self.metrics.gap_fills.inc(len(rows))
             for msg in rows:
                 self._offer(hub, msg.seq, dumps(message_frame(msg)))
             if len(rows) < 500:
-                return
+                return read
 
     async def reconcile(self) -> None:
         """Catch up rooms that SQL says are ahead: a publish that failed (Redis timed out)

@@ -228,8 +228,9 @@ class Connection:
                         raise
                     self.send({"type": "joined", "room": room, "seq": latest})
                     if after is not None:
-                        self.rooms[room] = after
-                        await self._replay(room, after)
+                        # A client claiming more than exists would otherwise skip live ones.
+                        self.rooms[room] = min(after, latest)
+                        await self._replay(room, self.rooms[room])
                 else:
                     self.send({"type": "joined", "room": room, "seq": self.rooms[room]})
                     if after is not None:
@@ -305,7 +306,7 @@ class Connection:
             self.send({"type": "synced", "room": room, "seq": last})
             return
         self.paused[room] = []
-        await self._replay(room, after)
+        await self._replay(room, min(after, self.rooms[room]))
 
     async def _replay(self, room: int, after: int) -> None:
         """Send SQL's messages after `after`, then the live ones held meanwhile (those not

@@ -225,3 +225,27 @@ async def test_sending_faster_than_the_rate_gets_rate_limited(chat: Start, redis
     await c.send(type="ping")
     await c.wait_type("pong")
     await c.close()
+
+
+async def test_two_instances_on_a_redis_cluster(chat: Start, redis_cluster_url: str) -> None:
+    """The same protocol with Redis Cluster underneath: `{room:<id>}` keys, pub/sub across
+    nodes, presence from both instances."""
+    a, b = chat(redis_cluster_url), chat(redis_cluster_url)
+    alice, ta = user(a.url)
+    bob, tb = user(a.url)
+    r = room(a.url, ta, members=[bob])["id"]
+    ca, cb = await Client.open(a.url, ta), await Client.open(b.url, tb)
+    await ca.join(r)
+    await cb.join(r)
+    await ca.wait(lambda f: f["type"] == "presence" and f["users"] == sorted([alice, bob]))
+    acks = [await ca.say(r, f"a{i}") for i in range(5)] + [await cb.say(r, "b")]
+    assert [x["seq"] for x in acks] == list(range(1, 7))
+    for c in (ca, cb):
+        await c.wait_seq(r, 6)
+        assert c.seqs(r) == list(range(1, 7))
+    await cb.send(type="read", room=r, seq=6)
+    await ca.wait_type("receipt", room=r, user=bob, read=6)
+    users = http_get(f"{b.url}/api/rooms/{r}/presence", headers=auth(tb)).json()["users"]
+    assert users == sorted([alice, bob])
+    for c in (ca, cb):
+        await c.close()

@@ -24,7 +24,9 @@ def until(web: Any, check: Callable[[Any], Any], timeout: float = 10) -> Any:
 
 
 def texts(web: Any, selector: str) -> list[str]:
-    return [el.text for el in web.find_elements(By.CSS_SELECTOR, selector)]
+    """The elements' texts, read in one step (the page re-renders lists as frames arrive)."""
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    return list(web.execute_script(script, selector))
 
 
 def log_in(web: Any, base: str, name: str) -> None:
@@ -64,8 +66,8 @@ def test_two_people_talk_through_two_instances(
     say(web_a, "hello bob")
     until(web_b, lambda w: texts(w, ".msg .text") == ["hello bob"])
     # Bob's page is visible, so it reads what it shows: Alice's tick turns to read.
-    until(web_a, lambda w: w.find_element(By.CSS_SELECTOR, ".msg.mine .tick").get_attribute(
-        "class") == "tick read")  # fmt: skip
+    tick = "return document.querySelector('.msg.mine .tick').className"
+    until(web_a, lambda w: w.execute_script(tick) == "tick read")
     web_b.find_element(By.ID, "text").send_keys("hi")  # typing announces itself
     until(web_a, lambda w: w.find_element(By.ID, "typing").text == f"{bob} is typing…")
     web_b.find_element(By.ID, "send").click()
@@ -78,8 +80,9 @@ def test_two_people_talk_through_two_instances(
     until(web_b, lambda w: texts(w, ".msg .text")
           == ["hello bob", "hi", "while you were away", "and once more"])  # fmt: skip
     assert web_b.find_element(By.ID, "status").text == "online"
-    seqs = [int(el.get_attribute("data-seq")) for el in
-            web_b.find_elements(By.CSS_SELECTOR, ".msg")]  # fmt: skip
+    seqs = web_b.execute_script(
+        "return [...document.querySelectorAll('.msg')].map(e => Number(e.dataset.seq))"
+    )
     assert seqs == [1, 2, 3, 4]
     for web in (web_a, web_b):
         errors = javascript_errors(web)

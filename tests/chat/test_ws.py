@@ -109,7 +109,14 @@ async def test_join_after_seq_and_sync_return_exactly_what_was_missed(pair: Pair
     await reader.send(type="sync", room=r, after_seq=5)
     await reader.wait_type("synced", room=r, seq=7)
     assert reader.seqs(r) == [6, 7]
-    for c in (sender, late, reader):
+    # A client claiming a seq beyond the room's gets nothing replayed, and live ones still.
+    ahead = await Client.open(b, tb)
+    await ahead.join(r, after_seq=999)
+    await ahead.wait_type("synced", room=r, seq=7)
+    await sender.say(r, "for the one ahead")
+    await ahead.wait_seq(r, 8)
+    assert ahead.seqs(r) == [8]
+    for c in (sender, late, reader, ahead):
         await c.close()
 
 
