@@ -28,6 +28,7 @@ LOAD := $(addprefix load-,$(SERVICES))
 .PHONY: experiment-chat
 .PHONY: experiment-task_queue
 .PHONY: experiment-url_shortener
+.PHONY: protos-rate_limiter experiment-rate_limiter experiment-notifications
 
 help: ## Show this help
 	@grep -hE '^[$$()a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(([A-Z]+)\): ([a-z]+-%): [^#]*/\2:/'  | sed 's/-%:/-<service>:/' | \
@@ -103,3 +104,5 @@ experiment-url_shortener: install ## One Zipf redirect load: SQL only, + Redis, 
 
 experiment-task_queue: install ## kill -9 under acks early vs late; a long ETA vs the scheduler: tables and task_queue/experiment.png
 	$(PY) -m task_queue.experiment
+experiment-notifications: install ## Retries vs duplicates, and the circuit breaker on/off: figures and notifications/experiment.png
+	$(PY) -m benchmarks.notifications_experiment

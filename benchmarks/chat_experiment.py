@@ -5,7 +5,7 @@ reconnects, alternating between two instances: once rejoining with `after_seq` (
 seq it saw), once with a plain `join` (live only, as a pub/sub-only chat would). Messages
 lost and duplicated, in a table.
 (b) Delivery latency p50/p99 against room size (10 to 1,000 members) on one and on two
-instances, as a table and, when matplotlib is installed, a PNG (reports/chat-latency.png).
+instances, as a table and a chart (chat/experiment.png, which the README shows).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _chart(rows: list[tuple[int, int, float, float]]) -> None:
     ax.set_xlabel("members in the room")
     ax.set_ylabel("delivery latency (ms)")
     ax.legend()
-    out = ROOT / "reports" / "chat-latency.png"
+    out = ROOT / "chat" / "experiment.png"
     out.parent.mkdir(exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight")
     print(f"chart: {out}")

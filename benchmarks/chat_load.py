@@ -48,9 +48,12 @@ async def _open(url: str, *, chat: bool, token: str | None, room: int) -> Client
     full = f"{url}?token={token}" if token else url
     ws = await connect(full, proxy=None, compression=None, max_queue=None, open_timeout=60)
     if chat:
-        await ws.send(json.dumps({"type": "join", "room": room}))
-        while json.loads(await ws.recv()).get("type") != "joined":
-            pass
+        join = json.dumps({"type": "join", "room": room})
+        await ws.send(join)
+        while (kind := json.loads(await ws.recv()).get("type")) != "joined":
+            if kind == "error":  # the server was too busy for this join: ask again
+                await asyncio.sleep(0.5)
+                await ws.send(join)
     return ws
 
 

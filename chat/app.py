@@ -77,7 +77,7 @@ def create_app(settings: ChatSettings) -> FastAPI:
         engine = create_engine(settings.database_url or settings.sqlite_url("chat"))
         await upgrade(engine, MIGRATIONS)  # under a lock: instances starting together
         store = ChatStore(session_factory(engine))
-        redis = create_redis(redis_url)
+        redis = create_redis(redis_url, timeout=settings.redis_timeout)
         listener = Redis.from_url(redis_url, socket_connect_timeout=0.5, health_check_interval=5)
         bus = Bus(redis, listener, instance=instance)
         hub = Hub(
@@ -118,6 +118,9 @@ def create_app(settings: ChatSettings) -> FastAPI:
             ),
             asyncio.create_task(
                 _every(settings.receipt_interval, hub.flush_receipts, "receipts"), name="receipts"
+            ),
+            asyncio.create_task(
+                _every(settings.reconcile_interval, hub.reconcile, "reconcile"), name="reconcile"
             ),
         ]
         try:

@@ -53,12 +53,14 @@ class Bus:
     async def publish(self, room_id: int, frame: dict[str, Any]) -> bool:
         """Send an event to the room's other instances; False when Redis is down."""
         data = json.dumps({"o": self.instance, "f": frame}, separators=(",", ":"))
-        try:
-            await self.redis.publish(channel(room_id), data)
-            return True
-        except REDIS_DOWN as exc:
-            log.warning("publish_failed", room=room_id, error=str(exc))
-            return False
+        for attempt in (1, 2):  # a repeat is harmless: hubs drop a seq they have
+            try:
+                await self.redis.publish(channel(room_id), data)
+                return True
+            except REDIS_DOWN as exc:
+                if attempt == 2:
+                    log.warning("publish_failed", room=room_id, error=str(exc))
+        return False
 
     async def subscribe(self, room_id: int) -> None:
         self._rooms.add(room_id)

@@ -25,4 +25,3 @@ def setup_tracing(app: FastAPI, *, service: str, endpoint: str | None) -> Any | 
         app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
     )
     return provider
-

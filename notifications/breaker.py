@@ -41,11 +41,21 @@ def _verdict(reply: list[Any]) -> Verdict:
 class Breakers:
     """The worker side: ask before a call, report after it."""
 
-    def __init__(self, redis: sync_redis.Redis, *, failures: int, reset_seconds: float) -> None:
+    def __init__(
+        self,
+        redis: sync_redis.Redis,
+        *,
+        failures: int,
+        reset_seconds: float,
+        enabled: bool = True,
+    ) -> None:
         self._script = redis.register_script(SCRIPT)
         self._args = [failures, int(reset_seconds * 1000)]
+        self.enabled = enabled
 
     def _run(self, op: str, provider: str) -> Verdict:
+        if not self.enabled:
+            return Verdict(True, BreakerState.CLOSED, 0.0)
         return _verdict(self._script(keys=[key(provider)], args=[op, *self._args]))
 
     def allow(self, provider: str) -> Verdict:

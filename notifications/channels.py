@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from enum import StrEnum
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -57,6 +58,19 @@ class Provider(Protocol):
 
     def send(self, message: Message) -> Result: ...
 
+    def circuit(self, message: Message) -> str:
+        """The circuit breaker this call counts against (the provider, or an endpoint)."""
+        ...
+
+
+class Named:
+    """One circuit per provider."""
+
+    name = "provider"
+
+    def circuit(self, message: Message) -> str:
+        return self.name
+
 
 def classify_http(provider: str, resp: httpx.Response, ok: Outcome) -> Result:
     """2xx ok; 408, 429 and 5xx transient (Retry-After kept); any other 4xx permanent."""
@@ -73,7 +87,7 @@ def _transport_error(provider: str, exc: Exception) -> Result:
     return Result(Outcome.TRANSIENT, provider, f"{type(exc).__name__}: {exc}"[:300])
 
 
-class SmtpEmail:
+class SmtpEmail(Named):
     name = "smtp"
 
     def __init__(self, host: str, port: int, sender: str, timeout: float) -> None:
@@ -108,6 +122,11 @@ class SmtpEmail:
 
 class Webhook:
     name = "webhook"
+
+    def circuit(self, message: Message) -> str:
+        """One circuit per endpoint: one customer's dead receiver must not stop the others'."""
+        parts = urlsplit(str(message.user.get("webhook_url") or ""))
+        return f"webhook:{parts.netloc}{parts.path}"[:200]
 
     def __init__(self, secret: str, timeout: float, *, allow_private: bool) -> None:
         self.secret, self.allow_private = secret, allow_private
@@ -144,7 +163,7 @@ class Webhook:
         return classify_http(self.name, resp, Outcome.DELIVERED)
 
 
-class SmsA:
+class SmsA(Named):
     """A Twilio-shaped API: form POST, 201 with a message sid."""
 
     name = "sms_a"
@@ -165,7 +184,7 @@ class SmsA:
         return classify_http(self.name, resp, Outcome.SENT)
 
 
-class SmsB:
+class SmsB(Named):
     """A Vonage-shaped API: JSON POST, 200 with a per-message status ("0" is success)."""
 
     name = "sms_b"

@@ -8,6 +8,7 @@ after `lease_seconds`, after which the sweeper hands the delivery out again."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +109,9 @@ class DeliveryEngine:
         with self.sessions.begin() as session:
             delivery = session.get(Delivery, delivery_id)
             assert delivery is not None
-            return self._finish(session, delivery, results, wait, items)
+            # The digest's other deliveries, in this session (they were loaded in another).
+            attached = [session.get(Delivery, item.id) for item in items]
+            return self._finish(session, delivery, results, wait, [i for i in attached if i])
 
     def _claim(self, delivery_id: str) -> tuple[str, str | None] | None:
         """Take the delivery if it waits and is due; None when it is not ours to send
@@ -118,13 +121,14 @@ class DeliveryEngine:
             d = session.get(Delivery, delivery_id)
             if d is None or d.status not in WAITING or d.next_at > now + 0.05:
                 return None
+            was, key = d.status, d.digest_key  # (the UPDATE below refreshes `d`)
             claimed = session.execute(
                 update(Delivery)
-                .where(Delivery.id == d.id, Delivery.status == d.status)
+                .where(Delivery.id == d.id, Delivery.status == was)
                 .where(Delivery.lease_until == d.lease_until)
                 .values(status="sending", lease_until=now + self.settings.lease_seconds)
             ).rowcount  # type: ignore[attr-defined]
-            return (d.status, d.digest_key) if claimed else None
+            return (was, key) if claimed else None
 
     def _defer(self, session: Session, delivery: Delivery, until: float, why: str) -> str:
         record(session, delivery, "deferred", next_at=until, lease_until=0.0, error=why)
@@ -180,22 +184,34 @@ class DeliveryEngine:
         return templates.render_variant(variant, templates.context(n.data, user_json(user)))
 
     def _digest_items(self, session: Session, lead: Delivery, key: str | None) -> list[Delivery]:
-        """The other deliveries held in the same digest: claimed with the lead one."""
+        """The other deliveries held in the same digest, each claimed with the same
+        conditional UPDATE as a single one: a worker that claimed one of them first keeps it."""
         if not key:
             return []
-        rows = list(
-            session.scalars(
-                select(Delivery).where(
-                    Delivery.digest_key == key,
-                    Delivery.status == "digesting",
-                    Delivery.id != lead.id,
-                )
+        candidates = session.execute(
+            select(Delivery.id, Delivery.lease_until).where(
+                Delivery.digest_key == key,
+                Delivery.status == "digesting",
+                Delivery.id != lead.id,
             )
+        ).all()
+        until = time.time() + self.settings.lease_seconds
+        taken = [
+            row.id
+            for row in candidates
+            if session.execute(
+                update(Delivery)
+                .where(Delivery.id == row.id, Delivery.status == "digesting")
+                .where(Delivery.lease_until == row.lease_until)
+                .values(status="sending", lease_until=until)
+            ).rowcount  # type: ignore[attr-defined]
+        ]
+        if not taken:
+            return []
+        rows = session.scalars(
+            select(Delivery).where(Delivery.id.in_(taken)).order_by(Delivery.created_at)
         )
-        for row in rows:
-            row.status = "sending"
-            row.lease_until = time.time() + self.settings.lease_seconds
-        return rows
+        return list(rows)
 
     def _digest_content(
         self, session: Session, first: dict[str, str], items: list[Delivery], user: User
@@ -219,16 +235,17 @@ class DeliveryEngine:
         results: list[Result] = []
         wait = 0.0
         for provider in self.providers[channel]:
-            verdict = self.breakers.allow(provider.name)
+            circuit = provider.circuit(message)
+            verdict = self.breakers.allow(circuit)
             if not verdict.allowed:
                 wait = max(wait, verdict.wait_seconds) if wait else verdict.wait_seconds
                 continue
             result = provider.send(message)
             results.append(result)
             if result.outcome == Outcome.TRANSIENT:
-                self.breakers.failure(provider.name)
+                self.breakers.failure(circuit)
                 continue  # fail over to the next provider
-            self.breakers.success(provider.name)
+            self.breakers.success(circuit)
             return results, 0.0
         return results, wait
 
@@ -267,7 +284,9 @@ class DeliveryEngine:
         for item in items:  # the digest failed: its items wait again with the lead one
             record(session, item, "digesting", lease_until=0.0)
         if last is None:  # every provider's circuit is open: wait, not an attempt
-            return self._defer(session, delivery, now + max(wait, 0.05), "circuit open")
+            # Spread over one reset period: a backlog must not all come due at the probe.
+            spread = random.uniform(0, self.settings.breaker_reset_seconds)
+            return self._defer(session, delivery, now + max(wait, 0.05) + spread, "circuit open")
         delivery.attempts += 1
         if delivery.attempts >= self.settings.max_attempts:
             record(session, delivery, "dead", provider=last.provider, error=last.error)

@@ -35,6 +35,9 @@ def item_json(item: InboxItem) -> dict[str, object]:
 class InApp:
     name = "inapp"
 
+    def circuit(self, message: Message) -> str:
+        return self.name
+
     def __init__(self, sessions: sessionmaker[Session], redis: sync_redis.Redis) -> None:
         self.sessions, self.redis = sessions, redis
 

@@ -27,4 +27,10 @@ class ProvidersView:
         for name, channel in provider_channels(self.settings):
             fields = await self.redis.hgetall(key(name))  # type: ignore[misc]
             out.append(ProviderRead(name=name, channel=channel, **describe(fields)))
+        # Webhook circuits are per endpoint: the ones that have ever failed.
+        found = [k async for k in self.redis.scan_iter(match="{breaker:webhook:*", count=500)]
+        for raw in sorted(found)[:200]:
+            name = (raw.decode() if isinstance(raw, bytes) else raw)[len("{breaker:") : -1]
+            fields = await self.redis.hgetall(raw)  # type: ignore[misc]
+            out.append(ProviderRead(name=name, channel="webhook", **describe(fields)))
         return out

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 def parse_hhmm(value: str) -> time:
     """ "22:00" or "22:00:30" (seconds: for tests and demos that cannot wait a minute)."""
     parts = [int(p) for p in value.split(":")]
-    return time(*parts)
+    return time(parts[0], parts[1], parts[2] if len(parts) > 2 else 0)
 
 
 def valid_timezone(name: str) -> bool:

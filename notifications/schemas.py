@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from notifications.schedule import parse_hhmm, valid_timezone
 
 Channel = Literal["email", "sms", "webhook", "inapp"]
 Priority = Literal["low", "normal", "high", "critical"]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+CATEGORY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]
 
 
@@ -104,10 +106,17 @@ class QuietHours(Strict):
 
 class Preferences(Strict):
     # {category: {channel: on/off}}; absent means on.
-    channels: dict[Name, dict[Channel, bool]] = Field(default_factory=dict)
+    channels: dict[str, dict[Channel, StrictBool]] = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
     # {category: seconds}: events of that category within the window go out as one message.
-    digest: dict[Name, Annotated[int, Field(ge=1, le=7 * 86400)]] = Field(default_factory=dict)
+    digest: dict[str, Annotated[int, Field(ge=1, le=7 * 86400)]] = Field(default_factory=dict)
+
+    @field_validator("channels", "digest")
+    @classmethod
+    def _categories(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if any(not CATEGORY.fullmatch(k) for k in value):
+            raise ValueError("categories are 1-64 of A-Z a-z 0-9 _ . : -")
+        return value
 
     @field_validator("quiet_hours")
     @classmethod
@@ -143,7 +152,7 @@ class TemplateRead(BaseModel):
 
 class PreviewRequest(Strict):
     data: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class Preview(BaseModel):

@@ -57,7 +57,7 @@ def _skip_reason(user: User, channel: str, category: str, critical: bool) -> str
 def decode_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 18:
+    if not cursor.isdigit() or len(cursor) > 10 or int(cursor) > 2**31 - 1:
         raise BadCursor("cursor must be one the API handed out")
     return int(cursor)
 

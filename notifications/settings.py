@@ -43,6 +43,8 @@ class NotificationsSettings(ServiceSettings):
     # Circuit breaker per provider: open after N failures in a row, probe after `reset`.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    # Off: every call goes to the provider, however it is doing (the experiment's control).
+    breaker_enabled: bool = True
     # A delivery claimed (or enqueued) but not finished within this is handed out again.
     lease_seconds: float = Field(default=60.0, gt=0)
     # How often the sweeper looks for due, deferred and lost deliveries.

@@ -150,17 +150,21 @@ def http_app() -> FastAPI:
     async def webhook(name: str, request: Request) -> Response:
         target = f"webhook:{name}"
         mode = MODES.get(target, {"mode": "ok"})
-        if mode["mode"] == "flaky":
-            body = await request.body()
-            _record("webhook", name=name, headers=dict(request.headers), body=body.decode())
-            if random.random() < float(mode.get("rate", 0.3)):
+        body = await request.body()
+        entry = {"name": name, "headers": dict(request.headers), "body": body.decode()}
+        if mode["mode"] in ("flaky", "slow"):
+            # The receiver does the work first, then fails or is slow to answer: the sender
+            # cannot tell, retries, and the receiver sees the delivery id again.
+            _record("webhook", **entry)
+            if mode["mode"] == "slow":
+                await asyncio.sleep(float(mode.get("delay", 0.5)))
+            elif random.random() < float(mode.get("rate", 0.3)):
                 return JSONResponse({"error": "flaky"}, status_code=503)
             return Response(status_code=204)
         refused = await _misbehave(target)
         if refused is not None:
             return refused
-        body = await request.body()
-        _record("webhook", name=name, headers=dict(request.headers), body=body.decode())
+        _record("webhook", **entry)
         return Response(status_code=204)
 
     @app.get("/messages")

@@ -84,6 +84,7 @@ def build_engine(settings: NotificationsSettings) -> DeliveryEngine:
             redis,
             failures=settings.breaker_failures,
             reset_seconds=settings.breaker_reset_seconds,
+            enabled=settings.breaker_enabled,
         ),
         rate_check=rate_check(settings, redis),
     )

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from common.openapi import problem_responses
 from task_queue import events, monitor
-from task_queue.deps import JobsDep, RedisDep, SettingsDep, WriterDep
+from task_queue.deps import JobsDep, MetricsDep, RedisDep, SettingsDep, WriterDep
 from task_queue.errors import InvalidJob
 from task_queue.schemas import (
     AttemptRead,
@@ -81,6 +81,7 @@ def job_read(job: Job) -> JobRead:
 async def submit_job(
     body: JobCreate,
     jobs: JobsDep,
+    metrics: MetricsDep,
     _: WriterDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -110,7 +111,10 @@ async def submit_job(
         )
     )
     response.headers["Location"] = f"/api/jobs/{job.id}"
-    if not created:
+    if created:
+        metrics.submitted.labels(type=job.type).inc()
+    else:
+        metrics.deduplicated.inc()
         response.headers["Idempotent-Replayed"] = "true"
     return job_read(job)
 

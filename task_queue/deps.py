@@ -11,11 +11,13 @@ from common.deps import from_state
 from common.openapi import API_KEY
 from common.redis import AnyRedis
 from task_queue.errors import Unauthorized
+from task_queue.metrics import QueueMetrics
 from task_queue.service import JobService
 from task_queue.settings import TaskQueueSettings
 
 JobsDep = Annotated[JobService, Depends(from_state("jobs"))]
 SettingsDep = Annotated[TaskQueueSettings, Depends(from_state("settings"))]
+MetricsDep = Annotated[QueueMetrics, Depends(from_state("metrics"))]
 RedisDep = Annotated[AnyRedis, Depends(from_state("redis"))]
 
 

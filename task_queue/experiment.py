@@ -7,10 +7,11 @@
     is acknowledged when it is received, so the jobs the dead worker held are lost; under
     *acks late* they are acknowledged after running, so Redis hands them out again (after
     its visibility timeout) and some run twice.
-(b) One job delayed 6 s while Redis's visibility timeout is 2 s: through raw Celery's ETA
-    (`countdown=6`; the worker holds the unacknowledged message while it waits, Redis
-    re-delivers it every 2 s) and through this service (`delay_seconds=6`: the job waits
-    in SQL and the scheduler sends it when due). How many times did each run?
+(b) One job delayed 8 s while Redis's visibility timeout is 2 s: through raw Celery's ETA
+    (`countdown=8`; the worker holds the unacknowledged message while it waits, and kombu's
+    sweep puts messages unacknowledged for longer than the timeout back in the queue, so
+    copies are delivered and scheduled again) and through this service (`delay_seconds=8`:
+    the job waits in SQL and the scheduler sends it when due). How many times did each run?
 Prints both tables, writes a chart (PNG), and says what each teaches.
 """
 
@@ -33,6 +34,7 @@ from common.redis_server import RedisProcess
 
 OUT = Path(__file__).resolve().parent / "experiment.png"
 JOBS, SECONDS = 10, 2.0
+DELAY = 8  # seconds; Redis's visibility timeout is 2 s, swept every second
 
 
 def _celery_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -59,6 +61,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         _kill_9(proc)
+
+
+def _counts(r: redis.Redis, key: str) -> dict[str, int]:
+    return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in r.hgetall(key).items()}
 
 
 def _wait_until_quiet(r: redis.Redis, quiet: float = 6.0, limit: float = 90.0) -> None:
@@ -88,6 +94,7 @@ def crash(redis_url: str, tmp: Path, *, acks_late: bool) -> tuple[int, int]:
 
     sender = Celery(broker=redis_url)
     worker = _celery_worker(env, tmp / "crash.log")
+    wait_for(lambda: sender.control.ping(timeout=0.5), 60, interval=0.2)
     for i in range(JOBS):
         sender.send_task("experiment.work", args=[f"job{i}", SECONDS])
     wait_for(lambda: len(r.hgetall("exp:started")) >= 2, 60, interval=0.05)
@@ -97,18 +104,19 @@ def crash(redis_url: str, tmp: Path, *, acks_late: bool) -> tuple[int, int]:
     # dead worker's unacknowledged messages as lost and hands them out again.
     time.sleep(5)
     replacement = _celery_worker(env, tmp / "crash.log")
+    wait_for(lambda: sender.control.ping(timeout=0.5), 60, interval=0.2)  # it consumes
     _wait_until_quiet(r)
     _stop(replacement)
     sender.close()
-    finished = {k.decode(): int(v) for k, v in r.hgetall("exp:finished").items()}
-    started = {k.decode(): int(v) for k, v in r.hgetall("exp:started").items()}
+    finished = _counts(r, "exp:finished")
+    started = _counts(r, "exp:started")
     lost = sum(1 for i in range(JOBS) if finished.get(f"job{i}", 0) == 0)
     twice = sum(1 for i in range(JOBS) if started.get(f"job{i}", 0) >= 2)
     return lost, twice
 
 
 def eta_runs(redis_url: str, tmp: Path) -> int:
-    """How many times raw Celery ran one job given a 6 s ETA under a 2 s visibility timeout."""
+    """How many times raw Celery ran one job given a long ETA under a 2 s visibility timeout."""
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
     env = {"EXP_REDIS_URL": redis_url, "EXP_ACKS_LATE": "1", "EXP_VT": "2"}
@@ -117,16 +125,16 @@ def eta_runs(redis_url: str, tmp: Path) -> int:
 
     sender = Celery(broker=redis_url)
     worker = _celery_worker(env, tmp / "eta.log")
-    time.sleep(3)
-    sender.send_task("experiment.work", args=["delayed", 0.1], countdown=6)
-    time.sleep(14)
+    wait_for(lambda: sender.control.ping(timeout=0.5), 60, interval=0.2)
+    sender.send_task("experiment.work", args=["delayed", 0.1], countdown=DELAY)
+    time.sleep(DELAY + 8)
     _stop(worker)
     sender.close()
     return int(r.hget("exp:finished", "delayed") or 0)
 
 
 def service_runs(redis_url: str, tmp: Path) -> int:
-    """How many times this service ran one job delayed 6 s under a 2 s visibility timeout."""
+    """How many times this service ran one job delayed as long, same visibility timeout."""
     redis.Redis.from_url(redis_url).flushdb()
     env = {
         "TASK_QUEUE_REDIS_URL": redis_url,
@@ -139,20 +147,25 @@ def service_runs(redis_url: str, tmp: Path) -> int:
     }
     api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start()
     out = open(tmp / "parts.log", "ab")  # noqa: SIM115 - owned by the processes
-    parts = [
-        subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT,
-                         stdout=out, stderr=out)
-        for module in ("task_queue.worker", "task_queue.scheduler")
-    ]  # fmt: skip
+
+    def start(module: str) -> subprocess.Popen[bytes]:
+        name = ["-n", f"w{len(parts)}@%h"] if "worker" in module else []
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *name],
+            env={**os.environ, **env}, cwd=ROOT, stdout=out, stderr=out,
+        )  # fmt: skip
+
+    parts: list[subprocess.Popen[bytes]] = []
+    parts += [start("task_queue.worker"), start("task_queue.scheduler")]
     try:
         with httpx.Client(base_url=api.url, timeout=10) as c:
             wait_for(lambda: c.get("/api/workers").json(), 60, interval=0.2)
             job = c.post(
                 "/api/jobs",
-                json={"type": "noop", "delay_seconds": 6},
+                json={"type": "noop", "delay_seconds": DELAY},
                 headers={"x-api-key": "experiment-admin-key"},
             ).json()
-            time.sleep(14)
+            time.sleep(DELAY + 8)
             return len(c.get(f"/api/jobs/{job['id']}").json()["attempts"])
     finally:
         for proc in parts:
@@ -176,7 +189,7 @@ def chart(path: Path, crashes: dict[str, tuple[int, int]], runs: dict[str, int])
     left.set_ylabel("jobs")
     left.legend()
     right.bar(list(runs), list(runs.values()), color=["#c44", "#3a7"])
-    right.set_title("(b) one job delayed 6 s, visibility timeout 2 s")
+    right.set_title(f"(b) one job delayed {DELAY} s, visibility timeout 2 s")
     right.set_ylabel("times it ran")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -198,7 +211,7 @@ def main() -> None:
     print(f"    {'mode':<12} {'lost':>5} {'ran twice':>10}")
     for mode, (lost, twice) in crashes.items():
         print(f"    {mode:<12} {lost:>5} {twice:>10}")
-    print("(b) one job delayed 6 s, Redis visibility timeout 2 s")
+    print(f"(b) one job delayed {DELAY} s, Redis visibility timeout 2 s")
     for name, count in runs.items():
         print(f"    {name:<16} ran {count} time(s)")
     chart(out, crashes, runs)

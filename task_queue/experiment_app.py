@@ -21,7 +21,13 @@ app.conf.update(
     task_reject_on_worker_lost=ACKS_LATE,
     worker_prefetch_multiplier=1,
     worker_hijack_root_logger=False,
-    broker_transport_options={"visibility_timeout": float(os.environ.get("EXP_VT", "3600"))},
+    broker_transport_options={
+        "visibility_timeout": float(os.environ.get("EXP_VT", "3600")),
+        # Sweep for messages past their visibility timeout every second (kombu's default
+        # is about every 100 s), as a deployment with a short timeout would tune it.
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
 )
 _client: redis.Redis | None = None
 

@@ -220,22 +220,30 @@ class Ledger:
             return [Due(*row) for row in rows]
 
     def reap(self, due: Due, *, retry_at: float | None) -> bool:
-        """Close a lost job's attempt as `lost`; it is retried at `retry_at` or dead."""
+        """Close a lost job's attempt; it is retried at `retry_at` or dead. An attempt that
+        ran past its job's timeout was killed by the hard limit: `timeout`, else `lost`."""
         now = time.time()
         status = JobStatus.RETRYING if retry_at is not None else JobStatus.DEAD
+        with self.sessions() as s:
+            started, timeout = s.execute(
+                select(Job.started_at, Job.timeout_seconds).where(Job.id == due.job_id)
+            ).one()
+        timed_out = started is not None and now - started >= timeout
+        outcome = Outcome.TIMEOUT if timed_out else Outcome.LOST
+        error = "hard time limit reached" if timed_out else "worker lost (no heartbeat)"
         with self.sessions.begin() as s:
             done = s.execute(
                 self._running(due.job_id, due.dispatch).values(
                     status=status,
                     run_at=retry_at,
                     updated_at=now,
-                    error="worker lost (no heartbeat)",
+                    error=error,
                     finished_at=None if retry_at is not None else now,
                 )
             )
             if not done.rowcount:  # type: ignore[attr-defined]
                 return False
-            self._close_attempt(s, due.job_id, Outcome.LOST, "worker lost (no heartbeat)")
+            self._close_attempt(s, due.job_id, outcome, error)
             return True
 
     def attempts_left(self, job_id: str) -> bool:
@@ -276,8 +284,8 @@ class Ledger:
     # -- workflows ---------------------------------------------------------------------
 
     def workflow_step_done(self, workflow_id: str) -> tuple[Workflow, list[Job]] | None:
-        """Count a finished step; returns the workflow and its jobs when this was the
-        step that completes a stage (the caller then starts the next one)."""
+        """Count a succeeded step; the workflow (with the count this step made, read in the
+        same transaction, so one caller alone sees the last count) and its jobs."""
         with self.sessions.begin() as s:
             s.execute(
                 update(Workflow).where(Workflow.id == workflow_id).values(done=Workflow.done + 1)
@@ -301,7 +309,3 @@ class Ledger:
                 .where(Workflow.id == workflow_id)
                 .values(status=status, finished_at=time.time())
             )
-
-    def insert_rows(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        with self.sessions.begin() as s:
-            s.execute(insert(table), rows)

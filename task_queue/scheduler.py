@@ -12,6 +12,7 @@ Several schedulers may run at once: each step is a conditional UPDATE that only 
 
 from __future__ import annotations
 
+import random
 import signal
 import threading
 import time
@@ -50,7 +51,7 @@ class Scheduler:
         self.settings = settings
         self.ledger = ledger
         self.dispatcher = dispatcher
-        self.rng = __import__("random").Random()
+        self.rng = random.Random()
 
     def tick(self, now: float | None = None) -> int:
         """One pass; returns how many jobs it sent."""

@@ -108,8 +108,9 @@ class JobService:
         return job, created
 
     async def _send(self, job: Job) -> None:
-        await asyncio.to_thread(
-            self.dispatcher.send,
+        # Called on the event loop, not in a thread: a publish to the broker is one short
+        # write, cheaper than the hop to a worker thread and back on a busy machine.
+        self.dispatcher.send(
             job_id=job.id,
             dispatch=job.dispatch,
             type=job.type,

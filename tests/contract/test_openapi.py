@@ -89,6 +89,7 @@ def chat_login(url: str) -> dict[str, str]:
     token = httpx.post(f"{url}/api/token", json=account).json()["access_token"]
     return {"Authorization": f"Bearer {token}"}
 
+
 TASK_QUEUE_ENV = {
     "TASK_QUEUE_REDIS_URL": "{redis_url}",
     "TASK_QUEUE_DATABASE_URL": "{database_url}",
@@ -122,6 +123,25 @@ SERVICES = [
     # A job's args must fit its type's signature (listed by /api/job-types), its queue must
     # be configured and a cron expression must parse: checked at submit, stated in words.
     Service("task_queue", TASK_QUEUE_ENV, API_KEY_HEADER, ("invalid-job", "invalid-cursor")),
+    # A template or user the body names must exist (invalid-notification) and the template
+    # must render with the data (template-does-not-render); a reused Idempotency-Key with
+    # another body; time zones and "user_id or topic" are rules in words (value_error).
+    Service(
+        "notifications",
+        {
+            "NOTIFICATIONS_REDIS_URL": "{redis_url}",
+            "NOTIFICATIONS_DATABASE_URL": "{database_url}",
+            "NOTIFICATIONS_ADMIN_KEY": ADMIN_KEY,
+        },
+        API_KEY_HEADER,
+        (
+            "invalid-notification",
+            "template-does-not-render",
+            "idempotency-key-reused",
+            "invalid-cursor",
+            "validation-failed:value_error",
+        ),
+    ),
 ]
 
 
@@ -159,7 +179,7 @@ def schemathesis_run(
 
 
 @pytest.mark.timeout(TIME_LIMIT + 60)
-@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.module)
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: getattr(s, "module", None))
 def test_schema_tells_the_truth(
     service: Service,
     service_factory: Callable[..., ServiceProcess],

@@ -85,7 +85,7 @@ class Stack:
             module="notifications.worker",
         )
         self.workers.append(worker)
-        return worker.start()
+        return worker.start(timeout=60)
 
     def start_sweeper(self) -> Child:
         child = Child(["-m", "notifications.sweeper"], self.env, self.tmp / "sweeper.log")
@@ -239,11 +239,12 @@ def stack_factory(
             except httpx.HTTPError:
                 return False
 
-        wait_for(sink_up, 15)
-        api = ServiceProcess("notifications", full, log_path=tmp / "api.log").start()
+        api = ServiceProcess("notifications", full, log_path=tmp / "api.log")
         stack = Stack(env=full, api=api, tmp=tmp, sink_url=sink_url, broker_url=url)
         stack.children.append(sinks)
-        stacks.append(stack)
+        stacks.append(stack)  # registered first: stopped at the end even if a start fails
+        wait_for(sink_up, 60)
+        api.start(timeout=60)
         return stack
 
     yield make

@@ -76,13 +76,13 @@ class Stack:
             [],
             {**self.env, **env},
             log_path=self.tmp / f"worker{len(self.workers)}.log",
-            broker_url=self.broker_url,
+            broker_url={**self.env, **env}["TASK_QUEUE_BROKER_URL"],
             concurrency=concurrency,
             queues=queues or ["default", "cpu", "io"],
             module="task_queue.worker",
         )
         self.workers.append(worker)
-        return worker.start()
+        return worker.start(timeout=90)
 
     def start_scheduler(self) -> Scheduler:
         scheduler = Scheduler(self.env, self.tmp / f"scheduler{len(self.schedulers)}.log")
@@ -192,7 +192,8 @@ def stack_factory(
                 r.flushdb()  # what an earlier module left behind
         broker_url = TEST_AMQP_URL if broker == "amqp" and TEST_AMQP_URL else redis_url
         env = stack_env(redis_url, module_database_url, broker_url, tmp)
-        api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start()
+        # Generous start-up: the machine running the suite may be busy.
+        api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start(timeout=90)
         stack = Stack(env=env, api=api, tmp=tmp, broker_url=broker_url)
         stacks.append(stack)
         return stack

@@ -20,7 +20,9 @@ def test_dashboard_shows_the_queue_and_replays_a_dead_letter(stack: Stack, brows
     wait = WebDriverWait(browser, 15)
 
     def text(selector: str) -> str:
-        return str(browser.find_element(By.CSS_SELECTOR, selector).text)
+        # Read in one script call: the tables are re-rendered every second.
+        script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';"
+        return str(browser.execute_script(script, selector))
 
     wait.until(lambda _: "default" in text("#queues tbody"))
     wait.until(lambda _: stack.workers[0].hostname in text("#workers tbody"))
@@ -33,6 +35,9 @@ def test_dashboard_shows_the_queue_and_replays_a_dead_letter(stack: Stack, brows
     # Replay the dead letter (the key field is what the API checks).
     wait.until(lambda _: dead["id"] in text("#dead tbody"))
     browser.find_element(By.ID, "key").send_keys("test-admin-key")
-    browser.find_element(By.CSS_SELECTOR, f'button[data-replay="{dead["id"]}"]').click()
+    # Click in the page's own turn, so a re-render cannot swap the button in between.
+    browser.execute_script(
+        "document.querySelector(`button[data-replay='${arguments[0]}']`).click();", dead["id"]
+    )
     WebDriverWait(browser, 15).until(lambda _: len(stack.job(dead["id"])["attempts"]) == 2)
     assert javascript_errors(browser) == []

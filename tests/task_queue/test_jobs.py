@@ -72,6 +72,15 @@ def test_the_same_idempotency_key_returns_the_same_job(stack: Stack) -> None:
         )
     assert again.status_code == 202 and again.json()["id"] == first["id"]
     assert again.headers["idempotent-replayed"] == "true"
+    with stack.http as c:
+        metrics = c.get("/metrics").text
+    assert 'task_queue_jobs_submitted_total{type="noop"}' in metrics
+    [deduplicated] = [
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("task_queue_jobs_deduplicated_total ")
+    ]
+    assert deduplicated >= 1
 
 
 def test_concurrent_submits_with_one_key_make_one_job(stack: Stack) -> None:
