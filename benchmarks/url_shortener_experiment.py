@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks import loadgen
+from common.processes import ServiceProcess
 from common.redis_server import RedisProcess, free_port
-from tests.support import ServiceProcess
 
 ADMIN = {"x-api-key": "experiment-admin-key"}
 CHART = Path(__file__).parent.parent / "url_shortener" / "experiment.png"
