@@ -57,9 +57,13 @@ class Cli:
 
 
 def test_link_lifecycle_and_errors(
-    redis_url: str, shortener: Callable[..., ServiceProcess], tmp_path: Path
+    redis_url: str,
+    shortener: Callable[..., ServiceProcess],
+    visit_writer: Callable[..., ServiceProcess],
+    tmp_path: Path,
 ) -> None:
     svc = shortener(redis_url)
+    visit_writer(redis_url)  # visits reach SQL (and the stats) through a writer
     cli = Cli(svc.url)
 
     # shorten: every option, the short URL on its own first line
