@@ -85,8 +85,16 @@ class Stack:
         return worker.start(timeout=90)
 
     def start_scheduler(self) -> Scheduler:
+        """Returns once the scheduler has migrated and entered its loop."""
         scheduler = Scheduler(self.env, self.tmp / f"scheduler{len(self.schedulers)}.log")
         self.schedulers.append(scheduler)
+
+        def started() -> bool:
+            if scheduler.proc.poll() is not None:
+                raise RuntimeError(f"scheduler exited:\n{scheduler.log_path.read_text()}")
+            return "scheduler_started" in scheduler.log_path.read_text(errors="replace")
+
+        wait_for(started, 90, interval=0.1)
         return scheduler
 
     def submit(

@@ -108,10 +108,12 @@ def solo(stack_factory: Callable[..., Stack]) -> Stack:
 
 
 def test_a_high_priority_job_overtakes_a_backlog(solo: Stack) -> None:
-    blocker = solo.submit("sleep", {"seconds": 1.5}, queue="solo")
+    blocker = solo.submit("sleep", {"seconds": 5}, queue="solo")
     solo.wait(blocker["id"], {"running"})
     low = [solo.submit("sleep", {"seconds": 0.2}, queue="solo", priority=1) for _ in range(5)]
     high = solo.submit("sleep", {"seconds": 0.2}, queue="solo", priority=9)
+    # The premise: the backlog and the high one all wait behind the busy process.
+    assert solo.job(blocker["id"])["status"] == "running"
     done_high = solo.wait(high["id"], timeout=30)
     starts_low = []
     for job in low:
