@@ -75,6 +75,7 @@ def breaker_run(stack: Stack, db: Path, breaker: bool) -> tuple[Counter[int], Co
                 stack.control(provider, "timeout")
 
     threading.Thread(target=failing_later, daemon=True).start()
+    sent: list[str] = []
     with httpx.Client(base_url=stack.api.url, timeout=30) as c:
         i = 0
         while time.time() - start < RUN_SECONDS:
@@ -84,10 +85,13 @@ def breaker_run(stack: Stack, db: Path, breaker: bool) -> tuple[Counter[int], Co
                 "data": {"n": i},
                 "channels": ["webhook", "sms"],
             }
-            c.post("/api/notifications", json=body, headers=ADMIN)
+            sent.append(c.post("/api/notifications", json=body, headers=ADMIN).json()["id"])
             i += 1
             time.sleep(max(0.0, start + i / RATE - time.time()))
-    stop.set()
+        stop.set()
+        # What still waits would spill into the next run (and its SMS calls): cancelled.
+        for notification in sent:
+            c.post(f"/api/notifications/{notification}/cancel", headers=ADMIN)
     hooks = Counter(int(m["at"] - start) for m in stack.received("webhook") if m["name"] == hook)
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
