@@ -33,7 +33,7 @@ from notifications.dispatch import queue_for
 from tests.notifications.conftest import ADMIN, Stack
 
 OUT = Path(__file__).resolve().parent.parent / "notifications" / "experiment.png"
-RUN_SECONDS, FAIL_AT, RATE = 25, 5, 4  # per second, each channel
+RUN_SECONDS, FAIL_AT, RATE = 30, 5, 4  # per second, each channel
 
 
 def dedup(stack: Stack, count: int = 100) -> tuple[int, int, int]:
@@ -61,6 +61,9 @@ def breaker_run(stack: Stack, db: Path, breaker: bool) -> tuple[Counter[int], Co
         queues=[queue_for("webhook"), queue_for("sms")],
         concurrency=2,
         NOTIFICATIONS_BREAKER_ENABLED="true" if breaker else "false",
+        # Opens after 2 failures in a row, probes every 10 s.
+        NOTIFICATIONS_BREAKER_FAILURES="2",
+        NOTIFICATIONS_BREAKER_RESET_SECONDS="10",
     )
     for provider in ("sms_a", "sms_b"):
         stack.control(provider, "ok")
