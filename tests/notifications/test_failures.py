@@ -208,3 +208,18 @@ def test_a_failing_channel_never_slows_the_healthy_one(
     assert any(st in ("queued", "sending", "retrying") for st in pending)
     s.control("sms_a", "ok")  # let the SMS pool finish quickly at teardown
     s.control("sms_b", "ok")
+
+
+def test_a_webhook_to_a_private_address_is_refused_by_the_worker(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    s = stack_factory(NOTIFICATIONS_ALLOW_PRIVATE_WEBHOOKS="false")
+    s.template("all", ALL, {"n": 1})
+    s.start_worker(queues=[queue_for("webhook")], concurrency=1)
+    hook = f"h{uuid.uuid4().hex[:8]}"
+    user = s.user(webhook_url=s.hook_url(hook))  # the sink, on 127.0.0.1
+    sent = s.send(user_id=user, template="all", data={"n": 1}, channels=["webhook"])
+    (d,) = s.wait_done(sent["id"])["deliveries"]
+    assert d["status"] == "failed" and d["attempts"] == 1
+    assert "target refused" in d["error"] and "127.0.0.1" in d["error"]
+    assert not [m for m in s.received("webhook") if m["name"] == hook]
