@@ -7,7 +7,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SERVICES := url_shortener rate_limiter task_queue notifications
+# One line a service (a new service adds its own line).
+SERVICES := url_shortener
+SERVICES += rate_limiter
+SERVICES += task_queue
+SERVICES += chat
+SERVICES += notifications
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
@@ -19,6 +24,10 @@ LOAD := $(addprefix load-,$(SERVICES))
 # Static pattern rules (`$(RUN): run-%: ...`): plain pattern rules are never applied to
 # targets listed in .PHONY.
 .PHONY: help install test fuzz lint format bench clean start-redis stop-redis $(RUN) $(BENCH) $(LOAD)
+.PHONY: protos-rate_limiter experiment-rate_limiter
+.PHONY: experiment-chat
+.PHONY: experiment-task_queue
+.PHONY: experiment-url_shortener
 .PHONY: protos-rate_limiter experiment-rate_limiter experiment-notifications
 
 help: ## Show this help
@@ -50,8 +59,10 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Extra arguments for a service's run target (the task queue starts API + workers + scheduler).
+# Extra arguments for a service's run target (the task queue starts API + workers + scheduler,
+# the shortener its server and a visit writer).
 RUN_ARGS_task_queue := all
+RUN_ARGS_url_shortener := all
 # The notifications: API + local SMTP/SMS/webhook sinks + one worker pool per channel + sweeper.
 RUN_ARGS_notifications := all
 
@@ -67,6 +78,9 @@ $(LOAD): load-%: install ## Locust, headless, against a running service; HTML re
 	@mkdir -p reports
 	$(VENV)/bin/locust -f $*/locustfile.py --headless -u $(LOAD_USERS) -r 10 -t $(LOAD_TIME) \
 	  --html reports/$*.html
+
+experiment-chat: install ## Chat: messages lost/duplicated on reconnect with and without sync; delivery latency vs room size
+	$(PY) -m benchmarks.chat_experiment
 
 start-redis: install ## Start the shared local Redis (as run-* does) at its recorded address
 	$(PY) -m common.redis_server start
@@ -85,5 +99,10 @@ protos-rate_limiter: install ## Regenerate the limiter's Envoy gRPC modules from
 experiment-rate_limiter: install ## One bursty trace through each limiter algorithm: a table and rate_limiter/experiment.png
 	$(PY) -m rate_limiter.experiment
 
+experiment-url_shortener: install ## One Zipf redirect load: SQL only, + Redis, + in-process cache, + visit stream; url_shortener/experiment.png
+	$(PY) -m benchmarks.url_shortener_experiment
+
+experiment-task_queue: install ## kill -9 under acks early vs late; a long ETA vs the scheduler: tables and task_queue/experiment.png
+	$(PY) -m task_queue.experiment
 experiment-notifications: install ## Retries vs duplicates, and the circuit breaker on/off: figures and notifications/experiment.png
 	$(PY) -m benchmarks.notifications_experiment

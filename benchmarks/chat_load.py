@@ -14,6 +14,7 @@ import json
 import statistics
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +48,12 @@ async def _open(url: str, *, chat: bool, token: str | None, room: int) -> Client
     full = f"{url}?token={token}" if token else url
     ws = await connect(full, proxy=None, compression=None, max_queue=None, open_timeout=60)
     if chat:
-        await ws.send(json.dumps({"type": "join", "room": room}))
-        while json.loads(await ws.recv()).get("type") != "joined":
-            pass
+        join = json.dumps({"type": "join", "room": room})
+        await ws.send(join)
+        while (kind := json.loads(await ws.recv()).get("type")) != "joined":
+            if kind == "error":  # the server was too busy for this join: ask again
+                await asyncio.sleep(0.5)
+                await ws.send(join)
     return ws
 
 
@@ -92,6 +96,8 @@ async def fanout(
     latencies.clear()
     sender = await _open(urls[0], chat=chat, token=tokens[0] if tokens else None, room=room)
     total = int(rate * seconds)
+    run = uuid.uuid4().hex[:8]  # client_ids unique per run: a repeated one is deduplicated
+    drain = asyncio.create_task(drain_frames(sender))
     start = time.perf_counter()
     for i in range(total):
         due = start + i / rate
@@ -100,7 +106,12 @@ async def fanout(
             await asyncio.sleep(delay)
         payload: Any = {"t": time.perf_counter()}
         if chat:
-            frame = {"type": "send", "room": room, "text": json.dumps(payload), "client_id": str(i)}
+            frame = {
+                "type": "send",
+                "room": room,
+                "text": json.dumps(payload),
+                "client_id": f"{run}-{i}",
+            }
         else:
             frame = {"type": "message", "text": payload}
         await sender.send(json.dumps(frame))
@@ -109,7 +120,7 @@ async def fanout(
     while len(latencies) < expected and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
     elapsed = (last_rx or time.perf_counter()) - start
-    for task in readers:
+    for task in [*readers, drain]:
         task.cancel()
     await asyncio.gather(sender.close(), *(ws.close() for ws in conns), return_exceptions=True)
     return Fanout(
@@ -120,6 +131,12 @@ async def fanout(
         p50_ms=_pct(latencies, 0.50) * 1000,
         p99_ms=_pct(latencies, 0.99) * 1000,
     )
+
+
+async def drain_frames(ws: ClientConnection) -> None:
+    """Read and drop what a sender is sent (its acks), so its socket never backs up."""
+    async for _ in ws:
+        pass
 
 
 async def _ceiling(port: int) -> None:
@@ -140,14 +157,15 @@ async def _ceiling(port: int) -> None:
 
 
 async def _hold(url: str, room: int, count: int) -> None:
-    """Hold `count` joined connections (tokens read from stdin, one a line) until stdin ends."""
+    """Hold `count` authenticated connections (tokens on stdin's first line, comma-separated)
+    until stdin ends. They join no room: a room's presence frames would make them busy."""
     tokens = [line.strip() for line in sys.stdin.readline().split(",") if line.strip()]
     sem = asyncio.Semaphore(200)
     conns: list[ClientConnection] = []
 
     async def one(i: int) -> None:
         async with sem:
-            conns.append(await _open(url, chat=True, token=tokens[i % len(tokens)], room=room))
+            conns.append(await _open(url, chat=False, token=tokens[i % len(tokens)], room=room))
 
     await asyncio.gather(*(one(i) for i in range(count)))
     print("ready", len(conns), flush=True)

@@ -417,8 +417,8 @@ def pinned(redis: Any = None) -> Iterator[None]:
 def _server(mode: str, protected: bool, redis_url: str) -> Iterator[int]:
     """One benchmark server (`python -m benchmarks.rate_limiter <mode>`) for the block,
     answering on the port it yields; stopped after. Inside `pinned`, on a CPU of its own."""
+    from common.processes import wait_for
     from common.redis_server import free_port
-    from tests.support import wait_for
 
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.rate_limiter", mode]
@@ -575,8 +575,8 @@ def _server_instructions(mode: str, arg: str, requests: int, redis_url: str) -> 
     import signal
     import tempfile
 
+    from common.processes import wait_for
     from common.redis_server import free_port
-    from tests.support import wait_for
 
     port = free_port()
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]

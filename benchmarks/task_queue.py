@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import os
 import sqlite3
 import statistics
@@ -23,12 +24,13 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
 
+from common.processes import ROOT, ServiceProcess, wait_for
 from common.redis_server import RedisProcess
-from tests.support import ROOT, ServiceProcess, wait_for
 
 ADMIN = {"x-api-key": "bench-admin-key"}
 
@@ -49,6 +51,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _count_done(r: redis.Redis, target: int, timeout: float = 600) -> None:
     wait_for(lambda: int(r.get("bench:done") or 0) >= target, timeout, interval=0.01)
+
+
+def _succeeded(client: httpx.Client, job_id: str) -> dict[str, Any] | None:
+    body: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
+    return body if body["status"] == "succeeded" else None
 
 
 def bench_service(redis_url: str, tmp: Path, jobs: int, workers: int) -> tuple[float, list[float]]:
@@ -80,6 +87,7 @@ def bench_service(redis_url: str, tmp: Path, jobs: int, workers: int) -> tuple[f
             started = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
                 list(pool.map(submit, range(jobs)))
+            submitted = time.perf_counter() - started
 
             def all_done() -> bool:
                 with sqlite3.connect(db) as conn:
@@ -90,17 +98,12 @@ def bench_service(redis_url: str, tmp: Path, jobs: int, workers: int) -> tuple[f
 
             wait_for(all_done, 600, interval=0.05)
             rate = jobs / (time.perf_counter() - started)
+            print(f"  (service: {jobs / submitted:.0f} submits/s over HTTP)", file=sys.stderr)
             latencies = []
             for _ in range(40):
                 before = time.time()
                 job = c.post("/api/jobs", json={"type": "noop"}).json()
-                done = wait_for(
-                    lambda j=job: (
-                        (b := c.get(f"/api/jobs/{j['id']}").json())["status"] == "succeeded" and b
-                    ),
-                    30,
-                    interval=0.005,
-                )
+                done = wait_for(functools.partial(_succeeded, c, job["id"]), 30, interval=0.005)
                 latencies.append(datetime.fromisoformat(done["started_at"]).timestamp() - before)
         return rate, latencies
     finally:
@@ -146,7 +149,7 @@ def bench_rq(redis_url: str, tmp: Path, jobs: int, workers: int) -> float:
         for i in range(workers)
     ]  # fmt: skip
     try:
-        from benchmarks.task_queue_jobs import rq_noop
+        from benchmarks.task_queue_rq import rq_noop
 
         queue = Queue("bench", connection=r)
         queue.enqueue(rq_noop)
@@ -169,7 +172,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir, RedisProcess() as server:
         tmp = Path(tmp_dir)
         url = server.url
+        only = os.environ.get("BENCH_ONLY", "")
         service, latencies = bench_service(url, tmp, args.jobs, args.workers)
+        if only == "service":
+            print(f"service: {service:.1f} jobs/s, p50 {statistics.median(latencies) * 1e3:.1f} ms")
+            return
         redis.Redis.from_url(url).flushall()
         celery = bench_celery(url, tmp, args.jobs, args.workers)
         redis.Redis.from_url(url).flushall()

@@ -1,6 +1,5 @@
-"""The baselines' no-op jobs for `make bench-task_queue`: a raw Celery app (no tracking)
-and an RQ function. Each run counts itself in Redis, which is how the benchmark knows that
-every job has run."""
+"""Raw Celery's no-op for `make bench-task_queue` (no result backend, no tracking).
+Each run counts itself in Redis: how the benchmark knows every job has run."""
 
 from __future__ import annotations
 
@@ -33,8 +32,4 @@ def _count() -> None:
 
 @raw.task(name="bench.noop")
 def celery_noop() -> None:
-    _count()
-
-
-def rq_noop() -> None:
     _count()

@@ -26,8 +26,9 @@ from chat.schemas import (
     UserRead,
 )
 from chat.store import MessageRecord, RoomRecord
+from common.openapi import problem_responses
 
-api = APIRouter(prefix="/api")
+api = APIRouter(prefix="/api", responses=problem_responses(503))
 pages = APIRouter()
 PAGE = Path(__file__).parent / "static" / "index.html"
 
@@ -62,19 +63,19 @@ async def index() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text())
 
 
-@api.post("/users", status_code=status.HTTP_201_CREATED)
+@api.post("/users", status_code=status.HTTP_201_CREATED, responses=problem_responses(409))
 async def create_user(body: UserCreate, accounts: AccountsDep) -> UserRead:
     user = await accounts.register(username=body.username, password=body.password)
     return UserRead(id=user.id, username=user.username)
 
 
-@api.post("/token")
+@api.post("/token", responses=problem_responses(401))
 async def create_token(body: TokenRequest, accounts: AccountsDep) -> TokenRead:
     token, expires_in = await accounts.login(username=body.username, password=body.password)
     return TokenRead(access_token=token, expires_in=expires_in)
 
 
-@api.post("/rooms", status_code=status.HTTP_201_CREATED)
+@api.post("/rooms", status_code=status.HTTP_201_CREATED, responses=problem_responses(401, 404, 409))
 async def create_room(body: RoomCreate, caller: CallerDep, chat: ChatDep) -> RoomRead:
     room = await chat.create_room(
         caller, name=body.name, private=body.private, members=body.members
@@ -83,7 +84,7 @@ async def create_room(body: RoomCreate, caller: CallerDep, chat: ChatDep) -> Roo
     return _room(room, members=members, read_seq=0, unread=0)
 
 
-@api.get("/rooms")
+@api.get("/rooms", responses=problem_responses(401))
 async def list_rooms(
     caller: CallerDep,
     chat: ChatDep,
@@ -106,13 +107,20 @@ async def list_rooms(
     )
 
 
-@api.post("/rooms/{room}/members")
+@api.post("/rooms/{room}/members", responses=problem_responses(401, 403, 404))
 async def add_members(room: int, body: MembersAdd, caller: CallerDep, chat: ChatDep) -> MembersRead:
     members = await chat.add_members(caller, room, body.users)
     return MembersRead(room=room, members=members)
 
 
-@api.post("/dms")
+@api.post(
+    "/dms",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "The direct room existed already."},
+        **problem_responses(401, 404),
+    },
+)
 async def direct_room(
     body: DirectCreate, caller: CallerDep, chat: ChatDep, response: Response
 ) -> RoomRead:
@@ -122,7 +130,7 @@ async def direct_room(
     return _room(room, members=sorted({caller.username, body.user}))
 
 
-@api.get("/rooms/{room}/messages")
+@api.get("/rooms/{room}/messages", responses=problem_responses(401, 404))
 async def history(
     room: int,
     caller: CallerDep,
@@ -146,6 +154,6 @@ async def history(
     )
 
 
-@api.get("/rooms/{room}/presence")
+@api.get("/rooms/{room}/presence", responses=problem_responses(401, 404))
 async def presence(room: int, caller: CallerDep, chat: ChatDep) -> PresenceRead:
     return PresenceRead(room=room, users=await chat.presence(caller, room))

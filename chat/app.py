@@ -29,16 +29,18 @@ from chat.hub import Hub
 from chat.metrics import ChatMetrics
 from chat.service import AccountService, ChatService
 from chat.settings import ChatSettings
-from chat.store import Base, ChatStore
+from chat.store import ChatStore
 from chat.ws import router as ws_router
 from common.app import build_app
 from common.auth import TokenIssuer
-from common.db import create_engine, create_schema, session_factory
+from common.db import create_engine, session_factory
 from common.health import HealthChecks
+from common.migrations import upgrade
 from common.redis import REDIS_DOWN, create_redis
 from rate_limiter import Limit, RateLimiter
 
 log = structlog.get_logger("chat")
+MIGRATIONS = "chat.migrations"
 
 ERRORS = {
     Unauthorized: 401,
@@ -73,9 +75,9 @@ def create_app(settings: ChatSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url or settings.sqlite_url("chat"))
-        await create_schema(engine, Base)
+        await upgrade(engine, MIGRATIONS)  # under a lock: instances starting together
         store = ChatStore(session_factory(engine))
-        redis = create_redis(redis_url)
+        redis = create_redis(redis_url, timeout=settings.redis_timeout)
         listener = Redis.from_url(redis_url, socket_connect_timeout=0.5, health_check_interval=5)
         bus = Bus(redis, listener, instance=instance)
         hub = Hub(
@@ -116,6 +118,9 @@ def create_app(settings: ChatSettings) -> FastAPI:
             ),
             asyncio.create_task(
                 _every(settings.receipt_interval, hub.flush_receipts, "receipts"), name="receipts"
+            ),
+            asyncio.create_task(
+                _every(settings.reconcile_interval, hub.reconcile, "reconcile"), name="reconcile"
             ),
         ]
         try:

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from common.redis import REDIS_DOWN, load_script
+from common.redis import REDIS_DOWN, AnyRedis, load_script
 
 log = structlog.get_logger("chat.bus")
 LUA = Path(__file__).parent / "lua"
@@ -39,7 +39,7 @@ def _room_of(channel_name: bytes) -> int:
 class Bus:
     """Publish and receive room events; presence and receipts in Redis."""
 
-    def __init__(self, redis: Redis, listener: Redis, *, instance: str) -> None:
+    def __init__(self, redis: AnyRedis, listener: Redis, *, instance: str) -> None:
         self.redis = redis
         self.listener = listener  # its own connection pool: a pub/sub read blocks
         self.instance = instance
@@ -53,12 +53,14 @@ class Bus:
     async def publish(self, room_id: int, frame: dict[str, Any]) -> bool:
         """Send an event to the room's other instances; False when Redis is down."""
         data = json.dumps({"o": self.instance, "f": frame}, separators=(",", ":"))
-        try:
-            await self.redis.publish(channel(room_id), data)
-            return True
-        except REDIS_DOWN as exc:
-            log.warning("publish_failed", room=room_id, error=str(exc))
-            return False
+        for attempt in (1, 2):  # a repeat is harmless: hubs drop a seq they have
+            try:
+                await self.redis.publish(channel(room_id), data)
+                return True
+            except REDIS_DOWN as exc:
+                if attempt == 2:
+                    log.warning("publish_failed", room=room_id, error=str(exc))
+        return False
 
     async def subscribe(self, room_id: int) -> None:
         self._rooms.add(room_id)
@@ -128,7 +130,7 @@ class Bus:
     ) -> dict[int, tuple[int, list[str]]]:
         """Refresh this instance's (room, user) entries in one pipeline; per room, what
         `presence` returns."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe: Any = self.redis.pipeline(transaction=False)
         for room_id, user in entries:
             key = f"{{room:{room_id}}}:presence"
             await self._presence(

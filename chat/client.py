@@ -5,8 +5,9 @@
     python -m chat.client rooms                       # your rooms, with unread counts
     python -m chat.client --room general              # chat: type lines; /sync, /who, /quit
 
-Global options come first: --url (env CHAT_URL), --token (env CHAT_TOKEN; else the saved
-one), --json. Exit status: 0 done, 1 the service refused (its problem+json on stderr),
+The suite's client convention (common/cli.py): global options first, --url (env CHAT_URL,
+default from CHAT_PORT), --json; here --token (env CHAT_TOKEN; else the saved one) instead
+of an API key. Exit status: 0 done, 1 the service refused (its problem+json on stderr),
 2 the service could not be reached.
 """
 
@@ -17,7 +18,6 @@ import json
 import os
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -27,7 +27,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-DEFAULT_URL = "http://127.0.0.1:8003"
+from chat.settings import ChatSettings
+from common.cli import Api, ServiceCli
+
 TOKEN_FILE = Path(".data") / "chat.token"
 
 app = typer.Typer(help="Talk to a running chat service.", invoke_without_command=True)
@@ -35,35 +37,27 @@ users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 
 
-@dataclass
-class Api:
-    url: str
-    token: str | None
-    as_json: bool
+CLI = ServiceCli(name="chat", title="chat service", settings=ChatSettings, admin_key_field=None)
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; a problem+json answer exits 1, an unreachable service exits 2."""
-        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            resp = httpx.request(
-                method, self.url.rstrip("/") + path, headers=headers, timeout=30, **kwargs
-            )
-        except httpx.HTTPError:
-            fail(
-                f"cannot reach the chat service at {self.url}. Start it with `make run-chat`, "
-                "or point --url (CHAT_URL) at a running one.",
-                2,
-            )
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-                fail(f"{body.get('title', resp.status_code)}: {body.get('detail', '')}", 1)
-            except ValueError:
-                fail(f"HTTP {resp.status_code}", 1)
-        return resp.json()
 
-    def show(self, data: Any, human: str) -> None:
-        typer.echo(json.dumps(data, indent=2) if self.as_json else human)
+class ChatApi(Api):
+    """The suite's client convention (common/cli.py) with the user's bearer token."""
+
+    token: str | None = None
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self.token:
+            kwargs["headers"] = {
+                "authorization": f"Bearer {self.token}",
+                **kwargs.get("headers", {}),
+            }
+        return super().send(method, path, **kwargs)
+
+    def json_call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.call(method, path, **kwargs).json()
+
+    def text(self, data: Any, human: str) -> None:
+        self.show(data, lambda _: self.out.print(human, markup=False))
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -71,22 +65,32 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _api(ctx: typer.Context) -> Api:
-    api: Api = ctx.obj
+def _api(ctx: typer.Context) -> ChatApi:
+    api: ChatApi = ctx.obj
     return api
 
 
 @app.callback()
 def main(
     ctx: typer.Context,
-    url: Annotated[str, typer.Option(envvar="CHAT_URL", help="The service.")] = DEFAULT_URL,
-    token: Annotated[str | None, typer.Option(envvar="CHAT_TOKEN", help="Access token.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHAT_URL", help="Service URL (default: http://127.0.0.1:<CHAT_PORT>)."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="CHAT_TOKEN", help="Access token (default: the saved one).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON responses.")] = False,
     room: Annotated[str | None, typer.Option(help="Chat in this room (made if missing).")] = None,
 ) -> None:
     if token is None and TOKEN_FILE.exists():
         token = TOKEN_FILE.read_text().strip() or None
-    ctx.obj = Api(url=url, token=token, as_json=as_json)
+    default_url, _ = CLI.defaults()
+    ctx.obj = ChatApi(url=url or default_url, api_key=None, as_json=as_json, service=CLI.name,
+                      title=CLI.title)  # fmt: skip
+    ctx.obj.token = token
     if ctx.invoked_subcommand is None:
         if room is None:
             typer.echo(ctx.get_help())
@@ -104,8 +108,8 @@ def users_create(
 ) -> None:
     """Create an account."""
     api = _api(ctx)
-    user = api.call("POST", "/api/users", json={"username": username, "password": password})
-    api.show(user, f"created user {user['username']}")
+    user = api.json_call("POST", "/api/users", json={"username": username, "password": password})
+    api.text(user, f"created user {user['username']}")
 
 
 @app.command()
@@ -116,33 +120,33 @@ def login(
 ) -> None:
     """Get a token and keep it in .data/chat.token for the other commands."""
     api = _api(ctx)
-    tok = api.call("POST", "/api/token", json={"username": username, "password": password})
+    tok = api.json_call("POST", "/api/token", json={"username": username, "password": password})
     TOKEN_FILE.parent.mkdir(parents=True, exist_ok=True)
     TOKEN_FILE.write_text(tok["access_token"])
     os.chmod(TOKEN_FILE, 0o600)
-    api.show(tok, f"logged in as {username} (token valid {tok['expires_in']} s)")
+    api.text(tok, f"logged in as {username} (token valid {tok['expires_in']} s)")
 
 
 @app.command()
 def rooms(ctx: typer.Context) -> None:
     """Your rooms, with unread counts."""
     api = _api(ctx)
-    data = api.call("GET", "/api/rooms")
+    data = api.json_call("GET", "/api/rooms")
     lines = [
         f"{r['id']:>5}  {r['name']:<24} {'private' if r['private'] else 'public ':<8} "
         f"unread {r['unread']}"
         for r in data["rooms"]
     ]
-    api.show(data, "\n".join(lines) or "no rooms yet")
+    api.text(data, "\n".join(lines) or "no rooms yet")
 
 
-def _room_id(api: Api, name: str) -> int:
+def _room_id(api: ChatApi, name: str) -> int:
     if name.isdigit():
         return int(name)
-    found = api.call("GET", "/api/rooms", params={"name": name})["rooms"]
+    found = api.json_call("GET", "/api/rooms", params={"name": name})["rooms"]
     if found:
         return int(found[0]["id"])
-    return int(api.call("POST", "/api/rooms", json={"name": name})["id"])
+    return int(api.json_call("POST", "/api/rooms", json={"name": name})["id"])
 
 
 def _line(frame: dict[str, Any]) -> str | None:
@@ -161,7 +165,7 @@ def _line(frame: dict[str, Any]) -> str | None:
     return None
 
 
-async def chat(api: Api, room_name: str) -> None:
+async def chat(api: ChatApi, room_name: str) -> None:
     """Type lines to send them; messages arrive live. Reconnects and resyncs by itself."""
     room = _room_id(api, room_name)
     ws_url = api.url.replace("http", "ws", 1).rstrip("/") + "/ws"
@@ -213,7 +217,7 @@ async def chat(api: Api, room_name: str) -> None:
 
 
 async def _send_lines(
-    api: Api, ws: ClientConnection, room: int, lines: asyncio.Queue[str | None], last: Any
+    api: ChatApi, ws: ClientConnection, room: int, lines: asyncio.Queue[str | None], last: Any
 ) -> bool:
     """Send typed lines until end of input or /quit (True), or until the socket drops."""
     while True:
@@ -225,7 +229,7 @@ async def _send_lines(
         if line == "/sync":
             await ws.send(json.dumps({"type": "sync", "room": room, "after_seq": last()}))
         elif line == "/who":
-            users = api.call("GET", f"/api/rooms/{room}/presence")["users"]
+            users = api.json_call("GET", f"/api/rooms/{room}/presence")["users"]
             typer.echo(f"* online: {', '.join(users)}")
         else:
             frame = {"type": "send", "room": room, "text": line, "client_id": uuid.uuid4().hex}

@@ -198,6 +198,17 @@ class Hub:
             if len(rows) < 500:
                 return
 
+    async def reconcile(self) -> None:
+        """Catch up rooms that SQL says are ahead: a publish that failed (Redis timed out)
+        is otherwise only noticed when the room's next message arrives."""
+        if not self.rooms:
+            return
+        latest = await self.store.last_seqs(list(self.rooms))
+        for room_id, seq in latest.items():
+            hub = self.rooms.get(room_id)
+            if hub is not None and hub.ready.is_set() and seq > hub.last_seq and not hub.filling:
+                await self.catch_up(hub)
+
     async def resync(self) -> None:
         """After pub/sub was lost: fetch what was missed, and tell Redis who is here."""
         for hub in list(self.rooms.values()):

@@ -32,7 +32,7 @@ class TokenRead(BaseModel):
 
 class RoomCreate(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\s].*$")]
-    private: bool = False
+    private: Annotated[bool, Field(strict=True)] = False
     members: Annotated[list[Username], Field(max_length=1000)] = []
 
 

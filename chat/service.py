@@ -126,10 +126,7 @@ class ChatService:
 
     async def enter(self, caller: Caller, room_id: int) -> RoomRecord:
         """Check the caller may join; a public room makes them a member."""
-        room = await self.readable_room(caller, room_id)
-        if not room.private:
-            await self.store.add_members(room_id, [caller.id], now_ms())
-        return room
+        return await self.store.enter(room_id, caller.id, now_ms())
 
     async def add_members(self, caller: Caller, room_id: int, usernames: list[str]) -> list[str]:
         room = await self.readable_room(caller, room_id)

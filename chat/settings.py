@@ -34,6 +34,11 @@ class ChatSettings(ServiceSettings):
     presence_ttl: float = Field(default=15.0, gt=0)
     # Joins and leaves within this many seconds are announced in one presence frame.
     presence_debounce: float = Field(default=0.05, ge=0)
+    # Seconds a Redis call may take: a busy event loop reads late, so not too short.
+    redis_timeout: float = Field(default=2.0, gt=0)
+    # Every so often each instance compares its rooms' last seq with SQL and fetches what a
+    # failed publish kept from it.
+    reconcile_interval: float = Field(default=2.0, gt=0)
     # How long a message that arrives ahead of a missing seq waits before SQL fills the gap.
     gap_wait: float = Field(default=0.2, ge=0)
     # Delivered watermarks are written to Redis and announced at most this often.

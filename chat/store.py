@@ -228,6 +228,23 @@ class ChatStore:
         async with self.sessions() as s:
             return await s.get(Member, (room_id, user_id)) is not None
 
+    async def enter(self, room_id: int, user_id: int, now_ms: int) -> RoomRecord:
+        """The room, the user made a member of it if it is public; `RoomNotFound` for a
+        private room the user is not in. One read, and a write only for a newcomer."""
+        async with self.sessions() as s:
+            room = await s.get(Room, room_id)
+            member = room is not None and await s.get(Member, (room_id, user_id)) is not None
+        if room is None or (room.private and not member):
+            raise RoomNotFound(f"no room {room_id}")
+        if not member:
+            await self.add_members(room_id, [user_id], now_ms)
+        return _room(room)
+
+    async def last_seqs(self, room_ids: list[int]) -> dict[int, int]:
+        async with self.sessions() as s:
+            rows = await s.execute(select(Room.id, Room.last_seq).where(Room.id.in_(room_ids)))
+            return dict(rows.tuples().all())
+
     async def add_members(self, room_id: int, user_ids: list[int], now_ms: int) -> None:
         async with transaction(self.sessions) as s:
             have = set(

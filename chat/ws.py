@@ -40,7 +40,6 @@ from chat.protocol import (
 from chat.service import AccountService, Caller, ChatService
 from chat.settings import ChatSettings
 from common.errors import DomainError
-from common.redis import REDIS_DOWN
 from rate_limiter import RateLimiter
 
 log = structlog.get_logger("chat.ws")
@@ -190,9 +189,9 @@ class Connection:
                 except DomainError as exc:
                     code = next((c for t, c in _CODES.items() if isinstance(exc, t)), None)
                     self._error(code or ErrorCode.INVALID, exc.detail)
-                except (*REDIS_DOWN, OSError) as exc:
+                except Exception as exc:  # SQL or Redis overloaded or down: this frame only
                     self._error(ErrorCode.UNAVAILABLE, "storage unavailable; try again")
-                    log.warning("frame_failed", error=str(exc))
+                    log.warning("frame_failed", error=repr(exc)[:300])
         except WebSocketDisconnect:
             pass
         if self._scope is not None:

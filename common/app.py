@@ -76,6 +76,7 @@ def build_app(
         service=settings.service_name,
         metrics=HttpMetrics(registry),
         access_log=access_log,
+        deadline=settings.request_timeout or None,
     )
     app.state.tracer_provider = setup_tracing(
         app, service=settings.service_name, endpoint=settings.otel_exporter_otlp_endpoint

@@ -26,12 +26,14 @@ from typing import Any
 import structlog
 from celery import Celery, signals
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 from common.logging import configure_logging
 from common.settings import ServiceSettings
 
 REQUEST_ID_HEADER = "request_id"
+# Each pool process's own tracer provider (exporter threads do not survive a fork).
+_tracer_provider: Any = None
 log = structlog.get_logger("common.celery")
 
 
@@ -129,17 +131,54 @@ def _bind_context(task: Any = None, **_: Any) -> None:
     if task is None:
         return
     bind_task_context(task.request)
-    # The caller's trace continues in the task (a no-op while no tracer is configured).
-    token = otel_context.attach(propagate.extract(_message_headers(task.request)))
-    task.request.otel_token = token
+    # The caller's trace continues in the task: its context becomes current (log lines get
+    # its trace_id), and with an exporter configured the task is a span of that trace.
+    ctx = propagate.extract(_message_headers(task.request))
+    span = None
+    if _tracer_provider is not None:
+        span = _tracer_provider.get_tracer("common.celery").start_span(
+            f"run {task.name}",
+            context=ctx,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"celery.task_id": str(task.request.id), "celery.task": task.name},
+        )
+        ctx = trace.set_span_in_context(span, ctx)
+    task.request.otel = (otel_context.attach(ctx), span)
 
 
 @signals.task_postrun.connect
 def _unbind_context(task: Any = None, **_: Any) -> None:
     structlog.contextvars.clear_contextvars()
-    token = getattr(getattr(task, "request", None), "otel_token", None)
-    if token is not None:
+    held = getattr(getattr(task, "request", None), "otel", None)
+    if held is not None:
+        token, span = held
+        if span is not None:
+            span.end()
         otel_context.detach(token)
+
+
+@signals.worker_process_init.connect
+def _init_tracing(**_: Any) -> None:
+    """In each pool process: export task spans over OTLP when an endpoint is configured."""
+    global _tracer_provider
+    from celery import current_app
+
+    settings = getattr(current_app.conf, "suite_settings", None)
+    endpoint = getattr(settings, "otel_exporter_otlp_endpoint", None)
+    if not endpoint or not isinstance(settings, ServiceSettings):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"{settings.service_name}-worker"})
+    )
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces"))
+    )
+    _tracer_provider = provider
 
 
 @signals.setup_logging.connect

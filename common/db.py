@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,26 +33,53 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so several processes can share a file."""
+SQL_TIMEOUT = 5.0
+
+
+def create_engine(url: str, *, echo: bool = False, timeout: float = SQL_TIMEOUT) -> AsyncEngine:
+    """An async engine whose waits are bounded by `timeout` seconds (a database that stops
+    answering makes requests fail with a 503, not hang):
+
+    - PostgreSQL: connecting (`connect_timeout`), waiting for a pooled connection
+      (`pool_timeout`) and every statement (the server's `statement_timeout`). A server that
+      stops answering altogether (packets dropped) is bounded by the request deadline
+      (`common.middleware`), since no client-side socket timeout applies then.
+    - SQLite: WAL and a busy timeout, so several processes can share a file and a writer
+      waits at most `timeout` for another's lock.
+    """
     url = async_url(url)
     parsed = make_url(url)
+    millis = int(timeout * 1000)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": timeout})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={millis}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    connect_args: dict[str, object] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # libpq counts whole seconds, and at least 2.
+        connect_args["connect_timeout"] = max(2, math.ceil(timeout))
+        options = str(parsed.query.get("options", ""))
+        connect_args["options"] = f"{options} -c statement_timeout={millis}".strip()
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        connect_args=connect_args,
+    )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

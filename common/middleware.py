@@ -7,6 +7,7 @@ size with 413 before the app reads them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -48,14 +49,58 @@ def new_request_id() -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
+class _Exchange:
+    """One HTTP request in flight: its `send` (wrapped: the status is noted and the request id
+    added), when it started, and whether the deadline already answered for it."""
+
+    __slots__ = ("request_id", "send", "started", "status", "task", "timed_out")
+
+    def __init__(self, send: Send, request_id: str, started: float) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.started = started
+        self.status = 0  # 0: no response yet
+        self.task: asyncio.Task[Any] | None = None
+        self.timed_out = False
+
+    async def __call__(self, message: Message) -> None:
+        if self.timed_out:
+            return  # the deadline answered already; the app's late reply goes nowhere
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [
+                *message.get("headers", ()),
+                (b"x-request-id", self.request_id.encode("latin-1")),
+            ]
+        await self.send(message)
+
+
 class ObservabilityMiddleware:
+    """Request ids, metrics, the access log, and a deadline: a request that has not started
+    its response within `deadline` seconds (a database that stopped answering, say) gets a
+    503 problem+json with `Retry-After` and its work is cancelled.
+
+    The deadline costs no timer per request: one sweep per app, every `deadline / 10`
+    seconds while requests are in flight, answers those past it. A streamed response (Server-
+    Sent Events) is past the deadline's reach once it has started; WebSockets are not timed."""
+
     def __init__(
-        self, app: ASGIApp, *, service: str, metrics: HttpMetrics, access_log: bool = True
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        metrics: HttpMetrics,
+        access_log: bool = True,
+        deadline: float | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.metrics = metrics
         self.access_log = access_log
+        self.deadline = deadline
+        self._inflight: dict[int, _Exchange] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -68,23 +113,26 @@ class ObservabilityMiddleware:
                 break
         request_id = request_id or new_request_id()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        status = 500
         start = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
-            await send(message)
-
+        exchange = _Exchange(send, request_id, start)
+        timed = self.deadline is not None and scope["type"] == "http"
+        if timed:
+            exchange.task = asyncio.current_task()
+            self._inflight[id(exchange)] = exchange
+            if self._sweep is None:
+                self._schedule_sweep()
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, exchange)
+        except asyncio.CancelledError:
+            if not exchange.timed_out:
+                raise
+            # Cancelled by the deadline, which has answered: end normally.
+            if exchange.task is not None:
+                exchange.task.uncancel()
         finally:
+            if timed:
+                del self._inflight[id(exchange)]
+            status = 503 if exchange.timed_out else (exchange.status or 500)
             elapsed = time.perf_counter() - start
             method = scope.get("method", "WS")
             route = _route_template(scope)
@@ -100,6 +148,47 @@ class ObservabilityMiddleware:
                     duration_ms=round(elapsed * 1000, 2),
                 )
             structlog.contextvars.unbind_contextvars("request_id")
+
+    def _schedule_sweep(self) -> None:
+        assert self.deadline is not None
+        loop = asyncio.get_running_loop()
+        self._sweep = loop.call_later(max(self.deadline / 10, 0.05), self._expire)
+
+    def _expire(self) -> None:
+        """Answer every request past the deadline that has no response yet."""
+        self._sweep = None
+        assert self.deadline is not None
+        cutoff = time.perf_counter() - self.deadline
+        for exchange in list(self._inflight.values()):
+            if exchange.started <= cutoff and not exchange.status and not exchange.timed_out:
+                exchange.timed_out = True
+                answer = asyncio.ensure_future(self._answer(exchange))
+                self._answering.add(answer)
+                answer.add_done_callback(self._answering.discard)
+        if self._inflight:
+            self._schedule_sweep()
+
+    async def _answer(self, exchange: _Exchange) -> None:
+        assert self.deadline is not None
+        seconds = f"{self.deadline:g}"
+        body, headers = problem_message(
+            503,
+            f"The request did not complete within {seconds} s: a dependency is not "
+            "answering. Try again shortly.",
+            title="Service Unavailable",
+            headers=[
+                (b"retry-after", b"5"),
+                (b"x-request-id", exchange.request_id.encode("latin-1")),
+            ],
+        )
+        try:
+            await exchange.send({"type": "http.response.start", "status": 503, "headers": headers})
+            await exchange.send({"type": "http.response.body", "body": body})
+        except OSError:
+            pass  # the client left meanwhile
+        finally:
+            if exchange.task is not None:
+                exchange.task.cancel()
 
 
 class BodyLimitMiddleware:

@@ -14,6 +14,7 @@ hash tags (`{l:abc}`), and never sends a multi-key command across slots.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
@@ -71,12 +72,19 @@ def cluster_url(url: str) -> str:
 
 def create_redis(
     url: str, *, timeout: float = 0.5, max_connections: int = 200, cluster: bool = False
-) -> AnyRedis:
+) -> Redis:
     """An asyncio client with short timeouts, so a dead Redis fails fast, not slowly: one
-    server, or a Redis Cluster for a `redis+cluster://` URL (or `cluster=True`)."""
+    server, or a Redis Cluster for a `redis+cluster://` URL (or `cluster=True`).
+
+    Typed as `Redis` either way, so services are written once: `RedisCluster` takes the
+    same commands, except what a cluster refuses (multi-key commands across slots,
+    transactions, PUBLISH inside a pipeline). Code that runs on a cluster stays within that
+    and proves it in the cluster run (`any_redis_url`); code that must tell them apart
+    checks `isinstance(client, RedisCluster)` or takes `AnyRedis`."""
     retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), retries=1)
     if cluster or is_cluster_url(url):
-        return _create_cluster(cluster_url(url), timeout=timeout, max_connections=max_connections)
+        client = _create_cluster(cluster_url(url), timeout=timeout, max_connections=max_connections)
+        return cast(Redis, client)
     return Redis.from_url(
         url,
         decode_responses=False,

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from common.redis_server import RedisLaunchError, RedisProcess, free_port, port_free
 
@@ -77,7 +79,11 @@ class RedisClusterProcess:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def client(self, node: RedisProcess) -> redis.Redis:
-        return redis.Redis(port=node.port, socket_timeout=2, decode_responses=True)
+        """A plain client on one node, that never sends a command twice (CLUSTER ADDSLOTS
+        and SET-CONFIG-EPOCH fail when repeated), with room for a busy machine."""
+        return redis.Redis(
+            port=node.port, socket_timeout=10, decode_responses=True, retry=Retry(NoBackoff(), 0)
+        )
 
     def start(self, timeout: float = 30.0) -> RedisClusterProcess:
         for node in self.nodes:
@@ -210,3 +216,29 @@ class RedisClusterProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main() -> None:
+    """`python -m common.redis_cluster_server`: a local cluster to try the services on, under
+    `$DATA_DIR/redis-cluster` (made afresh each time), until Ctrl-C."""
+    import contextlib
+    import os
+    import shutil
+    import signal
+
+    folder = Path(os.environ.get("DATA_DIR") or ".data") / "redis-cluster"
+    shutil.rmtree(folder, ignore_errors=True)  # a node's nodes.conf names an old cluster
+    with RedisClusterProcess(folder) as cluster:
+        for node in cluster.nodes:
+            with cluster.client(node) as c:
+                role = c.info("replication")["role"]
+            pid = node.proc.pid if node.proc else "-"
+            print(f"  {role:7} 127.0.0.1:{node.port}  pid {pid}")
+        print(f"\nREDIS_URL={cluster.url} make run-url_shortener")
+        print("(kill a primary's pid to watch its replica take over; Ctrl-C stops them all)")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()

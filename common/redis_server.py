@@ -157,8 +157,20 @@ def port_free(port: int) -> bool:
     return True
 
 
+# Linux tells a process's state and command line; elsewhere (macOS) only whether it lives.
+_PROC = Path("/proc/self").exists()
+
+
 def _alive(pid: int) -> bool:
     """True while `pid` runs (a zombie waiting for its parent to reap it has exited)."""
+    if not _PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, someone else's
+        return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
@@ -171,12 +183,19 @@ def _shared_pid(folder: Path, port: int) -> int | None:
     redis-server listening on that port (not a stale file whose pid is someone else now)."""
     try:
         pid = int((folder / "redis.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not _alive(pid):
+        return None
+    if not _PROC:
+        return pid if ping(port) else None
+    try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (FileNotFoundError, ProcessLookupError):
         return None
     # A daemonized redis-server renames itself "redis-server 127.0.0.1:PORT".
     ours = b"redis-server" in cmdline and f":{port}".encode() in cmdline
-    return pid if ours and _alive(pid) else None
+    return pid if ours else None
 
 
 def shared_redis_url(data_dir: Path) -> str | None:

@@ -70,6 +70,12 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     otel_exporter_otlp_endpoint: str | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Seconds a request may take before its response starts; past it the service answers
+    # 503 problem+json itself (a dependency that stopped answering). 0 turns it off.
+    request_timeout: float = Field(default=10.0, ge=0)
+    # Seconds SQL may take to connect, to wait for a pooled connection, and per statement
+    # (PostgreSQL's statement_timeout; SQLite's busy timeout): then a 503, not a hang.
+    sql_timeout: float = Field(default=5.0, gt=0)
     # Seconds a connection may take to send a request's headers (common.server closes it then).
     header_timeout: float = Field(default=10.0, gt=0)
 

@@ -25,11 +25,3 @@ def setup_tracing(app: FastAPI, *, service: str, endpoint: str | None) -> Any | 
         app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
     )
     return provider
-
-
-def inject_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Copy the current trace context into outgoing HTTP (or Celery) headers."""
-    from opentelemetry.propagate import inject
-
-    inject(headers)
-    return headers

@@ -16,8 +16,10 @@ from rate_limiter.backends import (
     SyncRedisBackend,
 )
 from rate_limiter.errors import InvalidCost, RateLimited, RulesError
+from rate_limiter.extractors import client_ip
 from rate_limiter.limiter import RateLimiter, SyncRateLimiter
 from rate_limiter.metrics import LimiterMetrics
+from rate_limiter.middleware import RateLimitMiddleware, RouteRule
 
 __all__ = [
     "Algorithm",
@@ -30,11 +32,14 @@ __all__ = [
     "LimiterMetrics",
     "MemoryBackend",
     "PrefetchBackend",
+    "RateLimitMiddleware",
     "RateLimited",
     "RateLimiter",
     "RedisBackend",
+    "RouteRule",
     "RulesError",
     "SyncBackend",
     "SyncRateLimiter",
     "SyncRedisBackend",
+    "client_ip",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from fastapi import FastAPI
@@ -42,6 +42,13 @@ ERRORS = {
     BackendError: 502,
 }
 log = structlog.get_logger("rate_limiter.app")
+
+
+def _unavailable(error: str) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        raise ConnectionError(error)
+
+    return check
 
 
 def create_app(settings: RateLimiterSettings) -> FastAPI:
@@ -100,9 +107,14 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
             servicer = EnvoyRateLimitServicer(
                 app.state.service, response_headers=settings.limit_response_headers
             )
-            grpc_server, app.state.grpc_port = await start_grpc_server(
-                servicer, host=settings.host, port=settings.grpc_port
-            )
+            try:
+                grpc_server, app.state.grpc_port = await start_grpc_server(
+                    servicer, host=settings.host, port=settings.grpc_port
+                )
+            except OSError as exc:
+                # The HTTP API still answers; /readyz names the missing gRPC listener.
+                log.error("grpc_unavailable", port=settings.grpc_port, error=str(exc))
+                checks.add("grpc", _unavailable(str(exc)), required=False)
         watch = asyncio.create_task(watcher.watch())
         try:
             yield

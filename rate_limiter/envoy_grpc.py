@@ -20,7 +20,7 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from rate_limiter.envoy_api import rls_pb2, rls_pb2_grpc
+from rate_limiter.envoy_api import ratelimit_pb2, rls_pb2, rls_pb2_grpc
 from rate_limiter.envoy_api.base_pb2 import HeaderValue
 from rate_limiter.errors import InvalidCost
 from rate_limiter.service import CheckResult, Descriptor, RateLimitService, RuleDecision
@@ -69,6 +69,24 @@ def descriptor_status(result: CheckResult, index: int) -> Response.DescriptorSta
     )
 
 
+OVERRIDE_UNITS = {
+    Response.RateLimit.SECOND: "second",
+    Response.RateLimit.MINUTE: "minute",
+    Response.RateLimit.HOUR: "hour",
+    Response.RateLimit.DAY: "day",
+    Response.RateLimit.WEEK: "week",
+    Response.RateLimit.MONTH: "month",
+    Response.RateLimit.YEAR: "year",
+}
+
+
+def _override(d: ratelimit_pb2.RateLimitDescriptor) -> tuple[int, str] | None:
+    """A descriptor's limit override, when it has one with a known unit."""
+    if not d.HasField("limit") or d.limit.unit not in OVERRIDE_UNITS:
+        return None
+    return d.limit.requests_per_unit, OVERRIDE_UNITS[d.limit.unit]  # type: ignore[index]
+
+
 class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     def __init__(
         self,
@@ -92,7 +110,12 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "rate limit descriptor list must not be empty"
             )
         descriptors = [
-            Descriptor([(e.key, e.value) for e in d.entries]) for d in request.descriptors
+            Descriptor(
+                [(e.key, e.value) for e in d.entries],
+                d.hits_addend.value if d.HasField("hits_addend") else None,
+                _override(d),
+            )
+            for d in request.descriptors
         ]
         try:
             result = await self.service.check(
@@ -128,7 +151,10 @@ async def start_grpc_server(
     """The gRPC server, started; and the port it listens on (port 0: one the OS picked)."""
     server = grpc.aio.server()
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # (grpcio's way of saying the port is taken)
+        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()

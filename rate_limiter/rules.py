@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from rate_limiter.algorithms import Decision, Limit
+from rate_limiter.algorithms import UNITS, Algorithm, Decision, Limit
 
 Entries = Sequence[tuple[str, str]]
 
@@ -254,6 +254,26 @@ def _metric_value(node: Node, how: str, value: str) -> str:
     if how == "value":
         return value
     return value if node.value_to_metric else ""
+
+
+def override(domain: str, entries: Entries, requests_per_unit: int, unit: str) -> Match:
+    """Envoy's limit override: a descriptor that carries its own limit gets that one, counted
+    as Envoy counts, under its entries (`domain.key_value...` in the stats), never shadowed."""
+    stat = ".".join([domain, *(f"{k}_{v}" if v else k for k, v in entries)])
+    key = "|".join(
+        [
+            quote(domain, safe=""),
+            "override",
+            *(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in entries),
+        ]
+    )
+    period = float(UNITS[unit])
+    if requests_per_unit == 0:
+        rule = Rule(stat, None, unit, 0, block=Block(period), stat_key=stat)
+    else:
+        limit = Limit(requests_per_unit, period, Algorithm.FIXED_WINDOW, count_refused=True)
+        rule = Rule(stat, limit, unit, requests_per_unit, stat_key=stat)
+    return Match(rule, key, stat)
 
 
 def resolve(found: Sequence[list[Match]]) -> list[list[Match] | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -26,14 +27,19 @@ class DescriptorIn(BaseModel):
     """One descriptor in Envoy's shape: its entries and, optionally, its own cost."""
 
     entries: list[Entry] = Field(min_length=1, max_length=32)
-    hits_addend: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+    # (0: decided on, not counted)
+    hits_addend: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
 
 
 class CheckRequest(BaseModel):
     domain: str = Field(min_length=1, max_length=255)
     # Entries (`{key, value}`: one descriptor) or descriptors (`{entries: [...]}`: several,
     # as Envoy sends them; each decided on its own, the request refused if one refuses).
-    descriptors: list[Entry] | list[DescriptorIn] = Field(min_length=1, max_length=32)
+    # (the bounds on each arm, so the schema states them)
+    descriptors: (
+        Annotated[list[Entry], Field(min_length=1, max_length=32)]
+        | Annotated[list[DescriptorIn], Field(min_length=1, max_length=32)]
+    )
     # (strict: `true` or `"3"` is a 422, not a cost of 1 or 3)
     cost: int = Field(default=1, ge=1, le=1_000_000, strict=True)
 

@@ -15,7 +15,7 @@ from rate_limiter.backends.fallback import BACKEND_FAILED
 from rate_limiter.errors import InvalidCost
 from rate_limiter.headers import Applied
 from rate_limiter.metrics import LimiterMetrics
-from rate_limiter.rules import Block, Match, RuleSet, resolve
+from rate_limiter.rules import Block, Match, RuleSet, override, resolve
 
 Entries = Sequence[tuple[str, str]]
 
@@ -23,10 +23,12 @@ Entries = Sequence[tuple[str, str]]
 @dataclass(frozen=True)
 class Descriptor:
     """One of a check's descriptors: its entries and, when it has its own, its cost (Envoy's
-    per-descriptor `hits_addend`)."""
+    per-descriptor `hits_addend`; 0 checks without counting)."""
 
     entries: Entries
     cost: int | None = None
+    # Envoy's limit override, (requests_per_unit, unit): this limit instead of the rules'.
+    limit: tuple[int, str] | None = None
 
 
 log = structlog.get_logger("rate_limiter.service")
@@ -105,7 +107,12 @@ class RateLimitService:
         found = self.rules().get(domain)
         if found is None:
             return [[] for _ in descriptors]
-        return resolve([found.lookup(d.entries) for d in descriptors])
+        return resolve(
+            [
+                [override(domain, d.entries, *d.limit)] if d.limit else found.lookup(d.entries)
+                for d in descriptors
+            ]
+        )
 
     async def _decide(
         self, domain: str, descriptors: Sequence[Descriptor], cost: int
@@ -162,9 +169,11 @@ class RateLimitService:
         unless one refuses (see `verdict`). A refused check keeps nothing it took (see
         `_give_back`)."""
         wanted = _descriptors(entries, descriptors)
-        for c in [cost, *(d.cost for d in wanted if d.cost is not None)]:
-            if not 1 <= c <= self.max_cost:
-                raise InvalidCost(f"cost must be between 1 and {self.max_cost}")
+        if not 1 <= cost <= self.max_cost:
+            raise InvalidCost(f"cost must be between 1 and {self.max_cost}")
+        for one in wanted:  # (a descriptor's own cost may be 0: checked, not counted)
+            if one.cost is not None and not 0 <= one.cost <= self.max_cost:
+                raise InvalidCost(f"a descriptor's cost must be between 0 and {self.max_cost}")
         decisions, unlimited = await self._decide(domain, wanted, cost)
         if self.metrics:
             for d in decisions:

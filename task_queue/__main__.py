@@ -2,7 +2,8 @@
 
 `python -m task_queue all` (what `make run-task_queue` runs) starts the API, a worker pool
 and the scheduler together, one log stream; Ctrl-C stops all of them.
-`python -m task_queue migrate` creates the tables and exits; `serve` (the default) runs the API.
+`python -m task_queue migrate` applies the schema's migrations and exits; `serve` (the
+default) runs the API alone.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ def main() -> None:
 
         sys.exit(run_all(settings))
     if command == "migrate":
-        from task_queue.ledger import create_sync_engine
-        from task_queue.store import Base
+        from common.migrations import upgrade_url
+        from task_queue.app import MIGRATIONS
 
-        Base.metadata.create_all(create_sync_engine(settings.database()), checkfirst=True)
+        upgrade_url(settings.database(), MIGRATIONS)
+        print("migrated")
         return
     serve(create_app(settings), settings)
 

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from common.openapi import problem_responses
 from task_queue import events, monitor
-from task_queue.deps import JobsDep, RedisDep, SettingsDep, WriterDep
+from task_queue.deps import JobsDep, MetricsDep, RedisDep, SettingsDep, WriterDep
 from task_queue.errors import InvalidJob
 from task_queue.schemas import (
     AttemptRead,
@@ -34,7 +35,8 @@ from task_queue.service import Submission
 from task_queue.states import TERMINAL, JobStatus
 from task_queue.store import Job, Schedule, Workflow
 
-api = APIRouter(prefix="/api")
+api = APIRouter(prefix="/api", tags=["jobs"], responses=problem_responses(503))
+WRITE = problem_responses(401)
 
 
 def job_read(job: Job) -> JobRead:
@@ -75,10 +77,11 @@ def job_read(job: Job) -> JobRead:
     )
 
 
-@api.post("/jobs", status_code=202, response_model=JobRead)
+@api.post("/jobs", status_code=202, response_model=JobRead, responses=WRITE)
 async def submit_job(
     body: JobCreate,
     jobs: JobsDep,
+    metrics: MetricsDep,
     _: WriterDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -86,6 +89,10 @@ async def submit_job(
     key = body.idempotency_key or idempotency_key
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise InvalidJob("the Idempotency-Key header and body field differ")
+    if body.delay_seconds is not None and body.run_at is not None:
+        raise InvalidJob("give delay_seconds or run_at, not both")
+    if body.run_at is not None and body.run_at.tzinfo is None:
+        raise InvalidJob("run_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
     run_at = None
     if body.delay_seconds:
         run_at = time.time() + body.delay_seconds
@@ -104,7 +111,10 @@ async def submit_job(
         )
     )
     response.headers["Location"] = f"/api/jobs/{job.id}"
-    if not created:
+    if created:
+        metrics.submitted.labels(type=job.type).inc()
+    else:
+        metrics.deduplicated.inc()
         response.headers["Idempotent-Replayed"] = "true"
     return job_read(job)
 
@@ -124,22 +134,41 @@ async def list_jobs(
     return JobPage(items=[job_read(j) for j in items], next_cursor=next_cursor)
 
 
-@api.get("/jobs/{job_id}", response_model=JobRead)
+@api.get("/jobs/{job_id}", response_model=JobRead, responses=problem_responses(404))
 async def get_job(job_id: str, jobs: JobsDep) -> JobRead:
     return job_read(await jobs.get(job_id))
 
 
-@api.post("/jobs/{job_id}/cancel", response_model=JobRead)
+@api.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobRead,
+    responses={**WRITE, **problem_responses(404, 409)},
+)
 async def cancel_job(job_id: str, jobs: JobsDep, _: WriterDep) -> JobRead:
     return job_read(await jobs.cancel(job_id))
 
 
-@api.post("/jobs/{job_id}/retry", status_code=202, response_model=JobRead)
+@api.post(
+    "/jobs/{job_id}/retry",
+    status_code=202,
+    response_model=JobRead,
+    responses={**WRITE, **problem_responses(404, 409)},
+)
 async def retry_job(job_id: str, jobs: JobsDep, _: WriterDep) -> JobRead:
     return job_read(await jobs.retry(job_id))
 
 
-@api.get("/jobs/{job_id}/events", response_class=StreamingResponse)
+@api.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: `snapshot`, then `status` and `progress`.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(404),
+    },
+)
 async def job_events(
     job_id: str,
     jobs: JobsDep,
@@ -162,7 +191,7 @@ async def job_events(
         key = events.stream_key(job_id)
         while not await request.is_disconnected():
             block = 1 if finished else 1000
-            replies = await redis.xread({key: cursor}, count=100, block=block)
+            replies: Any = await redis.xread({key: cursor}, count=100, block=block)
             for _, entries in replies or []:
                 for entry_id, fields in entries:
                     cursor = entry_id.decode()
@@ -217,12 +246,19 @@ async def dead_letters(
     return JobPage(items=[job_read(j) for j in items], next_cursor=next_cursor)
 
 
-@api.post("/dead-letters/{job_id}/replay", status_code=202, response_model=JobRead)
+@api.post(
+    "/dead-letters/{job_id}/replay",
+    status_code=202,
+    response_model=JobRead,
+    responses={**WRITE, **problem_responses(404)},
+)
 async def replay(job_id: str, jobs: JobsDep, _: WriterDep) -> JobRead:
     return job_read(await jobs.retry(job_id, only_dead=True))
 
 
-@api.delete("/dead-letters/{job_id}", status_code=204)
+@api.delete(
+    "/dead-letters/{job_id}", status_code=204, responses={**WRITE, **problem_responses(404)}
+)
 async def delete_dead_letter(job_id: str, jobs: JobsDep, _: WriterDep) -> Response:
     await jobs.delete_dead(job_id)
     return Response(status_code=204)
@@ -247,7 +283,7 @@ def schedule_read(s: Schedule) -> ScheduleRead:
     )
 
 
-@api.post("/schedules", status_code=201, response_model=ScheduleRead)
+@api.post("/schedules", status_code=201, response_model=ScheduleRead, responses=WRITE)
 async def add_schedule(body: ScheduleCreate, jobs: JobsDep, _: WriterDep) -> ScheduleRead:
     return schedule_read(await jobs.add_schedule(**body.model_dump()))
 
@@ -257,14 +293,20 @@ async def list_schedules(jobs: JobsDep) -> list[ScheduleRead]:
     return [schedule_read(s) for s in await jobs.schedules()]
 
 
-@api.patch("/schedules/{schedule_id}", response_model=ScheduleRead)
+@api.patch(
+    "/schedules/{schedule_id}",
+    response_model=ScheduleRead,
+    responses={**WRITE, **problem_responses(404)},
+)
 async def pause_schedule(
     schedule_id: str, body: ScheduleUpdate, jobs: JobsDep, _: WriterDep
 ) -> ScheduleRead:
     return schedule_read(await jobs.pause_schedule(schedule_id, body.paused))
 
 
-@api.delete("/schedules/{schedule_id}", status_code=204)
+@api.delete(
+    "/schedules/{schedule_id}", status_code=204, responses={**WRITE, **problem_responses(404)}
+)
 async def delete_schedule(schedule_id: str, jobs: JobsDep, _: WriterDep) -> Response:
     await jobs.delete_schedule(schedule_id)
     return Response(status_code=204)
@@ -300,8 +342,12 @@ def workflow_read(flow: Workflow, jobs: list[Job]) -> WorkflowRead:
     )
 
 
-@api.post("/workflows", status_code=202, response_model=WorkflowRead)
+@api.post("/workflows", status_code=202, response_model=WorkflowRead, responses=WRITE)
 async def start_workflow(body: WorkflowCreate, jobs: JobsDep, _: WriterDep) -> WorkflowRead:
+    if (body.chain is None) == (body.group is None):
+        raise InvalidJob("give exactly one of chain or group")
+    if body.final is not None and body.group is None:
+        raise InvalidJob("final goes with a group")
     kind = "chain" if body.chain else "group"
     steps = [s.model_dump() for s in (body.chain or body.group or [])]
     flow = await jobs.start_workflow(
@@ -313,7 +359,7 @@ async def start_workflow(body: WorkflowCreate, jobs: JobsDep, _: WriterDep) -> W
     return workflow_read(*await jobs.workflow(flow.id))
 
 
-@api.get("/workflows/{workflow_id}", response_model=WorkflowRead)
+@api.get("/workflows/{workflow_id}", response_model=WorkflowRead, responses=problem_responses(404))
 async def get_workflow(workflow_id: str, jobs: JobsDep) -> WorkflowRead:
     return workflow_read(*await jobs.workflow(workflow_id))
 

@@ -13,12 +13,13 @@ from sqlalchemy import text
 
 from common.app import build_app
 from common.celery import create_celery
-from common.db import create_engine, create_schema, session_factory
+from common.db import create_engine, session_factory
 from common.health import HealthChecks
+from common.migrations import upgrade
 from common.redis import create_redis
 from task_queue import monitor
 from task_queue.api import api
-from task_queue.dispatch import Dispatcher
+from task_queue.dispatch import MIGRATIONS, Dispatcher
 from task_queue.errors import (
     BadCursor,
     InvalidJob,
@@ -32,7 +33,6 @@ from task_queue.jobtypes import registry as job_registry
 from task_queue.metrics import QueueMetrics
 from task_queue.service import JobService
 from task_queue.settings import TaskQueueSettings
-from task_queue.store import Base
 
 ERRORS = {
     JobNotFound: 404,
@@ -61,7 +61,7 @@ def create_app(settings: TaskQueueSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database())
-        await create_schema(engine, Base)
+        await upgrade(engine, MIGRATIONS)  # under a lock: instances starting together are safe
         redis = create_redis(redis_url, timeout=2.0)
         celery_app = create_celery(
             settings, name="task_queue", visibility_timeout=settings.visibility_timeout_seconds

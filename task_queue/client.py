@@ -8,85 +8,36 @@ workflow|schedules|dead-letters|replay
     python -m task_queue.client schedules add noop --every 60
     python -m task_queue.client --json status j0190...
 
-Global options come before the command: --url (env TASK_QUEUE_URL), --api-key (env
-TASK_QUEUE_API_KEY) and --json. Exit status: 0 done, 1 the service refused (its
-problem+json on stderr) or the watched job did not succeed, 2 the service is unreachable.
+Global options come before the command (common/cli.py, the suite's convention): --url (env
+TASK_QUEUE_URL), --api-key (env TASK_QUEUE_API_KEY) and --json. Exit status: 0 done, 1 the
+service refused (its problem+json on stderr) or the watched job did not succeed, 2 the
+service is unreachable.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import httpx
 import typer
 
-DEFAULT_URL = "http://127.0.0.1:8002"
-DEV_ADMIN_KEY = "dev-admin-key"
+from common.cli import Api, ServiceCli
+from task_queue.settings import TaskQueueSettings
+
 TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
 
-app = typer.Typer(help="Talk to a running task queue.", no_args_is_help=True)
-schedules_app = typer.Typer(help="Recurring jobs (cron or every N seconds).")
+cli = ServiceCli(name="task_queue", title="task queue", settings=TaskQueueSettings)
+app = cli.typer(help="Talk to a running task queue.")
+schedules_app = typer.Typer(help="Recurring jobs (cron or every N seconds).", no_args_is_help=True)
 app.add_typer(schedules_app, name="schedules")
 
 
-@dataclass
-class Api:
-    """Where the service is, how to authenticate, how to print (the suite's CLI shape)."""
-
-    url: str
-    api_key: str
-    as_json: bool
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        headers = {"x-api-key": self.api_key, **kwargs.pop("headers", {})}
-        try:
-            resp = httpx.request(
-                method, self.url.rstrip("/") + path, headers=headers, timeout=30, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            typer.echo(
-                f"Error: cannot reach the task queue at {self.url} ({exc.__class__.__name__}). "
-                "Start it with `make run-task_queue`, or point --url (TASK_QUEUE_URL) at one.",
-                err=True,
-            )
-            raise typer.Exit(2) from None
-        if resp.status_code >= 400:
-            self.fail(resp)
-        return resp.json() if resp.content else None
-
-    def fail(self, resp: httpx.Response) -> NoReturn:
-        try:
-            body = resp.json()
-            text = f"{body.get('title')}: {body.get('detail', '')}"
-        except ValueError:
-            text = resp.text[:200]
-        typer.echo(f"Error {resp.status_code} {text}", err=True)
-        raise typer.Exit(1)
-
-    def show(self, data: Any, human: Callable[[Any], None]) -> None:
-        if self.as_json:
-            typer.echo(json.dumps(data, indent=2))
-        else:
-            human(data)
-
-
-def _api(ctx: typer.Context) -> Api:
-    return ctx.obj  # type: ignore[no-any-return]
-
-
-@app.callback()
-def main(
-    ctx: typer.Context,
-    url: Annotated[str, typer.Option(envvar="TASK_QUEUE_URL", help="The service.")] = DEFAULT_URL,
-    api_key: Annotated[
-        str, typer.Option(envvar="TASK_QUEUE_API_KEY", help="X-API-Key for writes.")
-    ] = DEV_ADMIN_KEY,
-    as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
-) -> None:
-    ctx.obj = Api(url=url, api_key=api_key, as_json=as_json)
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    """One request through the suite's CLI convention; the decoded JSON body."""
+    resp = cli.api().call(method, path, **kwargs)
+    return resp.json() if resp.content else None
 
 
 def parse_args(pairs: list[str]) -> dict[str, Any]:
@@ -122,30 +73,47 @@ def _detail(job: dict[str, Any]) -> None:
         typer.echo(f"  result: {json.dumps(job['result'])}")
 
 
+def _lines(page: dict[str, Any]) -> None:
+    for job in page["items"]:
+        typer.echo(_line(job))
+
+
+def _dead_lines(page: dict[str, Any]) -> None:
+    for job in page["items"]:
+        typer.echo(f"{_line(job)}  {job['error']}")
+
+
+def _progress_bar(label: str, lines: Iterator[str]) -> None:
+    """Move a progress bar with the stream's `progress` events until the stream ends."""
+    done = 0
+    with typer.progressbar(length=100, label=label) as bar:
+        kind = ""
+        for line in lines:
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "progress":
+                percent = int(float(json.loads(line[6:])["percent"]))
+                bar.update(max(0, percent - done))
+                done = max(done, percent)
+
+
 def _watch(api: Api, job_id: str) -> dict[str, Any]:
     """Follow the job's SSE stream with a progress bar; returns the final job."""
-    last = -1.0
-    with httpx.stream(
-        "GET", f"{api.url.rstrip('/')}/api/jobs/{job_id}/events", timeout=None
-    ) as resp:
-        if resp.status_code >= 400:
-            resp.read()
-            api.fail(resp)
-        with typer.progressbar(length=100, label=job_id) as bar:
-            kind = ""
-            for line in resp.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "progress":
-                    percent = float(json.loads(line[6:])["percent"])
-                    bar.update(max(0, int(percent) - int(max(last, 0))))
-                    last = percent
-    return api.call("GET", f"/api/jobs/{job_id}")  # type: ignore[no-any-return]
+    try:
+        with httpx.stream(
+            "GET", f"{api.url.rstrip('/')}/api/jobs/{job_id}/events", timeout=None
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                api.fail(resp)
+            _progress_bar(job_id, resp.iter_lines())
+    except httpx.ConnectError:
+        api.unreachable()
+    return _call("GET", f"/api/jobs/{job_id}")  # type: ignore[no-any-return]
 
 
 @app.command()
 def submit(
-    ctx: typer.Context,
     type: Annotated[str, typer.Argument(help="The job type (see GET /api/job-types).")],
     args: Annotated[list[str] | None, typer.Argument(help="name=value arguments.")] = None,
     queue: Annotated[str | None, typer.Option(help="Queue (default: the type's).")] = None,
@@ -157,7 +125,7 @@ def submit(
     watch: Annotated[bool, typer.Option(help="Follow its progress until it ends.")] = False,
 ) -> None:
     """Submit a job."""
-    api = _api(ctx)
+    api = cli.api()
     body: dict[str, Any] = {"type": type, "args": parse_args(args or []), "priority": priority}
     for name, value in (
         ("queue", queue),
@@ -168,7 +136,7 @@ def submit(
     ):
         if value is not None:
             body[name] = value
-    job = api.call("POST", "/api/jobs", json=body)
+    job = _call("POST", "/api/jobs", json=body)
     if watch:
         job = _watch(api, job["id"])
     api.show(job, _detail)
@@ -177,16 +145,16 @@ def submit(
 
 
 @app.command()
-def status(ctx: typer.Context, job_id: str) -> None:
+def status(job_id: str) -> None:
     """A job's status, progress, attempts and result."""
-    api = _api(ctx)
-    api.show(api.call("GET", f"/api/jobs/{job_id}"), _detail)
+    api = cli.api()
+    api.show(_call("GET", f"/api/jobs/{job_id}"), _detail)
 
 
 @app.command()
-def watch(ctx: typer.Context, job_id: str) -> None:
+def watch(job_id: str) -> None:
     """A live progress bar until the job ends (exit 1 unless it succeeded)."""
-    api = _api(ctx)
+    api = cli.api()
     job = _watch(api, job_id)
     api.show(job, _detail)
     if job["status"] != "succeeded":
@@ -195,31 +163,30 @@ def watch(ctx: typer.Context, job_id: str) -> None:
 
 @app.command("list")
 def list_jobs(
-    ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
     type: Annotated[str | None, typer.Option(help="Only this type.")] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
 ) -> None:
     """Recent jobs, newest first."""
-    api = _api(ctx)
+    api = cli.api()
     params = {k: v for k, v in {"status": status, "type": type, "queue": queue}.items() if v}
-    page = api.call("GET", "/api/jobs", params={**params, "limit": limit})
-    api.show(page, lambda p: [typer.echo(_line(j)) for j in p["items"]])
+    page = _call("GET", "/api/jobs", params={**params, "limit": limit})
+    api.show(page, _lines)
 
 
 @app.command()
-def cancel(ctx: typer.Context, job_id: str) -> None:
+def cancel(job_id: str) -> None:
     """Cancel a job: a waiting one never runs, a running one is stopped."""
-    api = _api(ctx)
-    api.show(api.call("POST", f"/api/jobs/{job_id}/cancel"), _detail)
+    api = cli.api()
+    api.show(_call("POST", f"/api/jobs/{job_id}/cancel"), _detail)
 
 
 @app.command()
-def retry(ctx: typer.Context, job_id: str) -> None:
+def retry(job_id: str) -> None:
     """Run a finished (failed, dead or cancelled) job again."""
-    api = _api(ctx)
-    api.show(api.call("POST", f"/api/jobs/{job_id}/retry"), _detail)
+    api = cli.api()
+    api.show(_call("POST", f"/api/jobs/{job_id}/retry"), _detail)
 
 
 def _step(spec: str) -> dict[str, Any]:
@@ -229,17 +196,16 @@ def _step(spec: str) -> dict[str, Any]:
 
 @app.command()
 def workflow(
-    ctx: typer.Context,
     steps: Annotated[list[str], typer.Argument(help="Steps as type:name=value,name=value.")],
     group: Annotated[bool, typer.Option("--group/--chain", help="Parallel or in turn.")] = False,
     final: Annotated[str | None, typer.Option(help="A group's final step.")] = None,
 ) -> None:
     """Start a chain (each step gets the previous result) or a group (+ a final step)."""
-    api = _api(ctx)
+    api = cli.api()
     body: dict[str, Any] = {"group" if group else "chain": [_step(s) for s in steps]}
     if final:
         body["final"] = _step(final)
-    flow = api.call("POST", "/api/workflows", json=body)
+    flow = _call("POST", "/api/workflows", json=body)
 
     def human(f: dict[str, Any]) -> None:
         typer.echo(f"{f['id']}  {f['kind']}  {f['status']}")
@@ -250,18 +216,18 @@ def workflow(
 
 
 @app.command("dead-letters")
-def dead_letters(ctx: typer.Context) -> None:
+def dead_letters() -> None:
     """Jobs that exhausted their retries."""
-    api = _api(ctx)
-    page = api.call("GET", "/api/dead-letters")
-    api.show(page, lambda p: [typer.echo(_line(j) + f"  {j['error']}") for j in p["items"]])
+    api = cli.api()
+    page = _call("GET", "/api/dead-letters")
+    api.show(page, _dead_lines)
 
 
 @app.command()
-def replay(ctx: typer.Context, job_id: str) -> None:
+def replay(job_id: str) -> None:
     """Send a dead letter back to the queue with a fresh set of retries."""
-    api = _api(ctx)
-    api.show(api.call("POST", f"/api/dead-letters/{job_id}/replay"), _detail)
+    api = cli.api()
+    api.show(_call("POST", f"/api/dead-letters/{job_id}/replay"), _detail)
 
 
 def _schedule_line(s: dict[str, Any]) -> None:
@@ -270,41 +236,43 @@ def _schedule_line(s: dict[str, Any]) -> None:
     typer.echo(f"{s['id']}  {s['type']:<16} {when:<16} runs={s['runs']}  {state}")
 
 
+def _schedule_lines(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        _schedule_line(row)
+
+
 @schedules_app.command("list")
-def schedules_list(ctx: typer.Context) -> None:
+def schedules_list() -> None:
     """Every schedule."""
-    api = _api(ctx)
-    api.show(api.call("GET", "/api/schedules"), lambda rows: [_schedule_line(s) for s in rows])
+    api = cli.api()
+    api.show(_call("GET", "/api/schedules"), _schedule_lines)
 
 
 @schedules_app.command("add")
 def schedules_add(
-    ctx: typer.Context,
     type: str,
     args: Annotated[list[str] | None, typer.Argument(help="name=value arguments.")] = None,
     cron: Annotated[str | None, typer.Option(help="A cron expression (UTC).")] = None,
     every: Annotated[float | None, typer.Option(help="Every N seconds.")] = None,
 ) -> None:
     """Add a recurring job."""
-    api = _api(ctx)
+    api = cli.api()
     body = {"type": type, "args": parse_args(args or []), "cron": cron, "every_seconds": every}
-    api.show(api.call("POST", "/api/schedules", json=body), _schedule_line)
+    api.show(_call("POST", "/api/schedules", json=body), _schedule_line)
 
 
 @schedules_app.command("pause")
-def schedules_pause(
-    ctx: typer.Context, schedule_id: str, resume: Annotated[bool, typer.Option()] = False
-) -> None:
+def schedules_pause(schedule_id: str, resume: Annotated[bool, typer.Option()] = False) -> None:
     """Pause a schedule (--resume to start it again)."""
-    api = _api(ctx)
-    row = api.call("PATCH", f"/api/schedules/{schedule_id}", json={"paused": not resume})
+    api = cli.api()
+    row = _call("PATCH", f"/api/schedules/{schedule_id}", json={"paused": not resume})
     api.show(row, _schedule_line)
 
 
 @schedules_app.command("delete")
-def schedules_delete(ctx: typer.Context, schedule_id: str) -> None:
+def schedules_delete(schedule_id: str) -> None:
     """Delete a schedule."""
-    _api(ctx).call("DELETE", f"/api/schedules/{schedule_id}")
+    _call("DELETE", f"/api/schedules/{schedule_id}")
 
 
 if __name__ == "__main__":

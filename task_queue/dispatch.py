@@ -11,6 +11,7 @@ from celery import Celery
 from task_queue.settings import TaskQueueSettings
 
 TASK_NAME = "task_queue.run"
+MIGRATIONS = "task_queue.migrations"  # the schema's Alembic revisions
 
 
 def task_id(job_id: str, dispatch: int) -> str:

@@ -12,9 +12,8 @@ from typing import Any
 
 import structlog
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
-from common.redis import REDIS_DOWN
+from common.redis import REDIS_DOWN, AnyRedis
 
 log = structlog.get_logger("task_queue.events")
 TTL_SECONDS = 86_400
@@ -43,7 +42,7 @@ def publish_sync(redis: SyncRedis, job_id: str, kind: str, **data: Any) -> None:
         log.warning("event_not_published", job_id=job_id, error=str(exc))
 
 
-async def publish(redis: Redis, job_id: str, kind: str, **data: Any) -> None:
+async def publish(redis: AnyRedis, job_id: str, kind: str, **data: Any) -> None:
     key = stream_key(job_id)
     try:
         pipe = redis.pipeline(transaction=False)

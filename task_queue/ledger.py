@@ -38,6 +38,7 @@ def create_sync_engine(url: str) -> Engine:
     def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, as the API's
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
@@ -73,7 +74,7 @@ class Ledger:
         """Take a queued job for this worker; None when the message is stale or cancelled."""
         now = time.time()
         with self.sessions.begin() as s:
-            claimed = s.execute(
+            row = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.dispatch == dispatch, Job.status == JobStatus.QUEUED)
                 .values(
@@ -84,14 +85,22 @@ class Ledger:
                     updated_at=now,
                     attempts_count=Job.attempts_count + 1,
                 )
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                .returning(
+                    Job.type,
+                    Job.args,
+                    Job.attempts_count,
+                    Job.attempt_base,
+                    Job.max_retries,
+                    Job.workflow_id,
+                )
+            ).first()
+            if row is None:
                 return None
-            job = s.get_one(Job, job_id)
-            s.add(
-                Attempt(
+            type_name, args, attempts, base, max_retries, workflow_id = row
+            s.execute(
+                insert(Attempt).values(
                     job_id=job_id,
-                    number=job.attempts_count,
+                    number=attempts,
                     worker=worker,
                     started_at=now,
                     outcome=Outcome.RUNNING,
@@ -100,11 +109,11 @@ class Ledger:
             return Claim(
                 job_id=job_id,
                 dispatch=dispatch,
-                type=job.type,
-                args=dict(job.args),
-                attempt=job.attempts_count - job.attempt_base,
-                max_retries=job.max_retries,
-                workflow_id=job.workflow_id,
+                type=type_name,
+                args=dict(args),
+                attempt=attempts - base,
+                max_retries=max_retries,
+                workflow_id=workflow_id,
             )
 
     def _running(self, job_id: str, dispatch: int) -> Any:
@@ -126,16 +135,11 @@ class Ledger:
             )
 
     def _close_attempt(self, s: Session, job_id: str, outcome: Outcome, error: str | None) -> None:
-        attempt = s.scalar(
-            select(Attempt)
+        s.execute(
+            update(Attempt)
             .where(Attempt.job_id == job_id, Attempt.finished_at.is_(None))
-            .order_by(Attempt.number.desc())
-            .limit(1)
+            .values(finished_at=time.time(), outcome=outcome, error=error)
         )
-        if attempt is not None:
-            attempt.finished_at = time.time()
-            attempt.outcome = outcome
-            attempt.error = error
 
     def finish(
         self,
@@ -216,22 +220,30 @@ class Ledger:
             return [Due(*row) for row in rows]
 
     def reap(self, due: Due, *, retry_at: float | None) -> bool:
-        """Close a lost job's attempt as `lost`; it is retried at `retry_at` or dead."""
+        """Close a lost job's attempt; it is retried at `retry_at` or dead. An attempt that
+        ran past its job's timeout was killed by the hard limit: `timeout`, else `lost`."""
         now = time.time()
         status = JobStatus.RETRYING if retry_at is not None else JobStatus.DEAD
+        with self.sessions() as s:
+            started, timeout = s.execute(
+                select(Job.started_at, Job.timeout_seconds).where(Job.id == due.job_id)
+            ).one()
+        timed_out = started is not None and now - started >= timeout
+        outcome = Outcome.TIMEOUT if timed_out else Outcome.LOST
+        error = "hard time limit reached" if timed_out else "worker lost (no heartbeat)"
         with self.sessions.begin() as s:
             done = s.execute(
                 self._running(due.job_id, due.dispatch).values(
                     status=status,
                     run_at=retry_at,
                     updated_at=now,
-                    error="worker lost (no heartbeat)",
+                    error=error,
                     finished_at=None if retry_at is not None else now,
                 )
             )
             if not done.rowcount:  # type: ignore[attr-defined]
                 return False
-            self._close_attempt(s, due.job_id, Outcome.LOST, "worker lost (no heartbeat)")
+            self._close_attempt(s, due.job_id, outcome, error)
             return True
 
     def attempts_left(self, job_id: str) -> bool:
@@ -272,8 +284,8 @@ class Ledger:
     # -- workflows ---------------------------------------------------------------------
 
     def workflow_step_done(self, workflow_id: str) -> tuple[Workflow, list[Job]] | None:
-        """Count a finished step; returns the workflow and its jobs when this was the
-        step that completes a stage (the caller then starts the next one)."""
+        """Count a succeeded step; the workflow (with the count this step made, read in the
+        same transaction, so one caller alone sees the last count) and its jobs."""
         with self.sessions.begin() as s:
             s.execute(
                 update(Workflow).where(Workflow.id == workflow_id).values(done=Workflow.done + 1)
@@ -297,7 +309,3 @@ class Ledger:
                 .where(Workflow.id == workflow_id)
                 .values(status=status, finished_at=time.time())
             )
-
-    def insert_rows(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        with self.sessions.begin() as s:
-            s.execute(insert(table), rows)

@@ -7,24 +7,27 @@ import json
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
+from common.redis import AnyRedis
 from task_queue import events, store
 from task_queue.schemas import QueueRead, WorkerRead, iso
 from task_queue.service import JobService
 from task_queue.settings import TaskQueueSettings
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _alive(beat: dict[str, Any], settings: TaskQueueSettings, now: float) -> bool:
     return bool(now - float(beat.get("last_heartbeat", 0)) <= 3 * settings.heartbeat_seconds)
 
 
-async def heartbeats(redis: Redis) -> list[dict[str, Any]]:
+async def heartbeats(redis: AnyRedis) -> list[dict[str, Any]]:
     raw = await redis.hgetall(events.WORKERS_KEY)
     return [json.loads(v) for v in raw.values()]
 
 
-async def queues(jobs: JobService, settings: TaskQueueSettings, redis: Redis) -> list[QueueRead]:
+async def queues(jobs: JobService, settings: TaskQueueSettings, redis: AnyRedis) -> list[QueueRead]:
     async with jobs.sessions() as session:
         stats = await store.queue_stats(session)
     now = time.time()
@@ -43,10 +46,13 @@ async def queues(jobs: JobService, settings: TaskQueueSettings, redis: Redis) ->
     return out
 
 
-async def workers(jobs: JobService, settings: TaskQueueSettings, redis: Redis) -> list[WorkerRead]:
+async def workers(
+    jobs: JobService, settings: TaskQueueSettings, redis: AnyRedis
+) -> list[WorkerRead]:
     async with jobs.sessions() as session:
         running = await store.running_jobs(session)
-    processed = {k.decode(): int(v) for k, v in (await redis.hgetall(events.PROCESSED_KEY)).items()}
+    raw = await redis.hgetall(events.PROCESSED_KEY)
+    processed = {_text(k): int(v) for k, v in raw.items()}
     now = time.time()
     out = []
     for beat in sorted(await heartbeats(redis), key=lambda b: b["hostname"]):
@@ -67,7 +73,7 @@ async def workers(jobs: JobService, settings: TaskQueueSettings, redis: Redis) -
     return out
 
 
-async def consuming_workers(settings: TaskQueueSettings, redis: Redis) -> int:
+async def consuming_workers(settings: TaskQueueSettings, redis: AnyRedis) -> int:
     now = time.time()
     return sum(
         1 for b in await heartbeats(redis) if _alive(b, settings, now) and b.get("consuming")

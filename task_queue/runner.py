@@ -6,6 +6,7 @@ in which exceptions mean "soft time limit reached".
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -93,10 +94,8 @@ class Runner:
         finally:
             stop.set()
             beat.join()
-            try:
+            with contextlib.suppress(*events.REDIS_DOWN):
                 self.redis.hincrby(events.PROCESSED_KEY, worker.split("/")[0], 1)
-            except events.REDIS_DOWN:
-                pass
 
     def _beat(self, claim: Claim, stop: threading.Event) -> None:
         while not stop.wait(self.settings.heartbeat_seconds):

@@ -12,6 +12,7 @@ Several schedulers may run at once: each step is a conditional UPDATE that only 
 
 from __future__ import annotations
 
+import random
 import signal
 import threading
 import time
@@ -22,13 +23,14 @@ from croniter import croniter
 
 from common.celery import create_celery
 from common.logging import configure_logging
+from common.migrations import upgrade_url
 from common.redis_server import ensure_shared_redis
-from task_queue.dispatch import Dispatcher
+from task_queue.dispatch import MIGRATIONS, Dispatcher
 from task_queue.ledger import Due, Ledger, create_sync_engine
 from task_queue.runner import backoff_delay
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus
-from task_queue.store import Base, Schedule
+from task_queue.store import Schedule
 
 log = structlog.get_logger("task_queue.scheduler")
 
@@ -49,7 +51,7 @@ class Scheduler:
         self.settings = settings
         self.ledger = ledger
         self.dispatcher = dispatcher
-        self.rng = __import__("random").Random()
+        self.rng = random.Random()
 
     def tick(self, now: float | None = None) -> int:
         """One pass; returns how many jobs it sent."""
@@ -114,8 +116,8 @@ def main() -> None:
     if not settings.redis_url:
         settings.redis_url = ensure_shared_redis(settings.data_dir)
     configure_logging("task_queue-scheduler", settings.log_level, settings.log_format)
+    upgrade_url(settings.database(), MIGRATIONS)  # the scheduler may start before the API
     engine = create_sync_engine(settings.database())
-    Base.metadata.create_all(engine, checkfirst=True)
     app = create_celery(settings, name="task_queue")
     scheduler = Scheduler(settings, Ledger(engine), Dispatcher(app, settings))
     stop = threading.Event()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 
 def iso(ts: float | None) -> datetime | None:
@@ -13,6 +13,10 @@ def iso(ts: float | None) -> datetime | None:
 
 
 class JobCreate(BaseModel):
+    """`args` must fit the type's signature (GET /api/job-types) and `queue` be configured;
+    give at most one of `delay_seconds` and `run_at` (with a timezone). Otherwise 422
+    `invalid-job`."""
+
     type: str = Field(min_length=1, max_length=64)
     args: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(default=None, max_length=64)
@@ -22,14 +26,6 @@ class JobCreate(BaseModel):
     max_retries: int | None = Field(default=None, ge=0, le=100)
     timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-
-    @model_validator(mode="after")
-    def _one_delay(self) -> JobCreate:
-        if self.delay_seconds is not None and self.run_at is not None:
-            raise ValueError("give delay_seconds or run_at, not both")
-        if self.run_at is not None and self.run_at.tzinfo is None:
-            raise ValueError("run_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
-        return self
 
 
 class AttemptRead(BaseModel):
@@ -83,18 +79,13 @@ class StepSpec(BaseModel):
 
 
 class WorkflowCreate(BaseModel):
+    """Exactly one of `chain` and `group`; `final` only with a group (else 422
+    `invalid-job`)."""
+
     chain: list[StepSpec] | None = Field(default=None, min_length=1, max_length=100)
     group: list[StepSpec] | None = Field(default=None, min_length=1, max_length=100)
     final: StepSpec | None = None
     queue: str | None = Field(default=None, max_length=64)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> WorkflowCreate:
-        if (self.chain is None) == (self.group is None):
-            raise ValueError("give exactly one of chain or group")
-        if self.final is not None and self.group is None:
-            raise ValueError("final goes with a group")
-        return self
 
 
 class StepRead(BaseModel):
@@ -116,18 +107,14 @@ class WorkflowRead(BaseModel):
 
 
 class ScheduleCreate(BaseModel):
+    """Exactly one of `cron` (UTC) and `every_seconds` (else 422 `invalid-job`)."""
+
     type: str = Field(min_length=1, max_length=64)
     args: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(default=None, max_length=64)
     priority: int = Field(default=5, ge=0, le=9)
     cron: str | None = Field(default=None, max_length=100)
     every_seconds: float | None = Field(default=None, ge=1, le=366 * 86400)
-
-    @model_validator(mode="after")
-    def _one_timing(self) -> ScheduleCreate:
-        if (self.cron is None) == (self.every_seconds is None):
-            raise ValueError("give exactly one of cron or every_seconds")
-        return self
 
 
 class ScheduleRead(BaseModel):

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from task_queue.errors import JobConflict, JobNotFound, ScheduleNotFound, WorkflowNotFound
-from task_queue.states import TERMINAL, JobStatus
+from task_queue.states import JobStatus
 
 
 class Base(DeclarativeBase):
@@ -203,10 +203,6 @@ async def cancel_job(session: AsyncSession, job: Job) -> bool:
             attempt.outcome = "cancelled"
     await session.flush()
     return was_running
-
-
-def is_terminal(job: Job) -> bool:
-    return JobStatus(job.status) in TERMINAL
 
 
 async def queue_stats(session: AsyncSession) -> dict[str, tuple[int, float | None]]:

@@ -7,6 +7,7 @@ cross a fork).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -26,7 +27,6 @@ from task_queue.jobtypes import registry
 from task_queue.ledger import Ledger, create_sync_engine
 from task_queue.runner import Runner
 from task_queue.settings import TaskQueueSettings
-from task_queue.store import Base
 
 log = structlog.get_logger("task_queue.worker")
 
@@ -65,7 +65,6 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
             assert settings.redis_url
             redis = sync_redis.Redis.from_url(settings.redis_url, socket_timeout=2)
             engine = create_sync_engine(settings.database())
-            Base.metadata.create_all(engine, checkfirst=True)
             state.update(
                 pid=os.getpid(),
                 runner=Runner(
@@ -122,8 +121,6 @@ def _heartbeat_loop(settings: TaskQueueSettings, consumer: Any) -> None:
             "last_heartbeat": time.time(),
             "consuming": consuming,
         }
-        try:
+        with contextlib.suppress(*events.REDIS_DOWN):
             redis.hset(events.WORKERS_KEY, hostname, json.dumps(beat))
-        except events.REDIS_DOWN:
-            pass
         time.sleep(settings.heartbeat_seconds)

@@ -71,7 +71,7 @@ class CeleryWorker:
             probe.close()
         return bool(replies)
 
-    def start(self, timeout: float = 30.0) -> CeleryWorker:
+    def start(self, timeout: float = 60.0) -> CeleryWorker:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(self.cmd, env=env, cwd=ROOT, stdout=log, stderr=log)

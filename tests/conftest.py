@@ -79,8 +79,9 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start `python -m <module>` processes with the given env; all stopped after the test."""
     procs: list[ServiceProcess] = []
 
-    def start(module: str, env: dict[str, str]) -> ServiceProcess:
-        proc = ServiceProcess(module, env, log_path=tmp_path / f"{module}-{len(procs)}.log")
+    def start(module: str, env: dict[str, str], env_prefix: str | None = None) -> ServiceProcess:
+        log_path = tmp_path / f"{module}-{len(procs)}.log"
+        proc = ServiceProcess(module, env, log_path=log_path, env_prefix=env_prefix)
         procs.append(proc)
         return proc.start()
 
@@ -106,7 +107,9 @@ def browser(browser_factory: Callable[[], Any]) -> Any:
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
     """One real Redis Cluster for the session: three primaries, one replica each, on ports
     the OS picked (~2 s to make). Tests that kill nodes make their own (`RedisClusterProcess`)."""
-    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+    # Nothing is killed here: a long node timeout, so a starved node is never failed over.
+    folder = tmp_path_factory.mktemp("redis-cluster")
+    cluster = RedisClusterProcess(folder, node_timeout_ms=15_000).start()
     yield cluster
     cluster.stop()
 

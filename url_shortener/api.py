@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
@@ -15,6 +16,7 @@ from starlette.types import Scope
 from common.errors import DomainError, status_for
 from common.openapi import problem_responses
 from url_shortener import qr
+from url_shortener.cache import Mode
 from url_shortener.deps import KeysDep, LinksDep, OwnerDep, SettingsDep
 from url_shortener.errors import LinkNotFound
 from url_shortener.schemas import (
@@ -23,6 +25,7 @@ from url_shortener.schemas import (
     BulkResult,
     KeyCreate,
     KeyCreated,
+    KeyRead,
     LinkCreate,
     LinkPage,
     LinkRead,
@@ -32,6 +35,7 @@ from url_shortener.schemas import (
 from url_shortener.service import LinkService
 from url_shortener.settings import UrlShortenerSettings
 from url_shortener.store import Link
+from url_shortener.targets import normalize_host
 from url_shortener.visits import Visitor
 
 # Every management route: a missing or wrong key (401), the database down (503).
@@ -181,9 +185,25 @@ async def link_qr(
     size: Annotated[int, Query(ge=qr.MIN_SIZE, le=qr.MAX_SIZE)] = 256,
 ) -> Response:
     link = await links.get(code, owner=owner)
-    body = qr.render(f"{settings.public_base_url}/{link.code}", fmt=format, size=size)
+    url = f"{settings.public_base_url}/{link.code}"
+    body = await asyncio.to_thread(qr.render, url, fmt=format, size=size)  # ~0.1 s at 2048
     media = "image/svg+xml" if format == "svg" else "image/png"
     return Response(body, media_type=media, headers={"cache-control": "private, max-age=3600"})
+
+
+@api.get("/keys", tags=["keys"], responses=problem_responses(403))
+async def list_keys(keys: KeysDep, owner: OwnerDep) -> list[KeyRead]:
+    """The working minted keys (admin key only): name, prefix, created, last used."""
+    return [
+        KeyRead(
+            id=row.id,
+            name=row.name,
+            prefix=row.prefix,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+        )
+        for row in await keys.list(owner=owner)
+    ]
 
 
 @api.post("/keys", status_code=201, tags=["keys"], responses=problem_responses(403))
@@ -206,10 +226,18 @@ async def revoke_key(
 
 
 def _location(url: str) -> str:
-    """Header-safe Location: non-ASCII characters percent-encoded (IRI -> URI)."""
+    """Header-safe Location: an international host name in its IDNA (punycode) form, as
+    browsers send it to DNS, and the other non-ASCII characters percent-encoded (IRI -> URI)."""
     if url.isascii():
         return url
-    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host.isascii():
+        netloc = normalize_host(host)
+        if parts.port is not None:
+            netloc = f"{netloc}:{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    return quote(urlunsplit(parts), safe=":/?#[]@!$&'()*+,;=%~")
 
 
 def _cache_control(status: int, settings: UrlShortenerSettings) -> str:
@@ -275,9 +303,9 @@ async def follow(code: str, request: Request) -> Response:
     if not CODE_RE.fullmatch(code):
         raise LinkNotFound(f"No link has the code '{code[:64]}'.")
     if scope["method"] == "HEAD":
-        target = await links.resolve(code, mode="0", visitor=None)
+        target = await links.resolve(code, mode=Mode.LOOK, visitor=None)
     else:
-        target = await links.resolve(code, mode="1", visitor=_visitor(scope))
+        target = await links.resolve(code, mode=Mode.VISIT, visitor=_visitor(scope))
     if target.needs_password:
         return _form(code)
     return Response(
@@ -298,7 +326,7 @@ async def follow(code: str, request: Request) -> Response:
             "headers": {"Location": _REDIRECT["headers"]["Location"]},
         },
         401: {"description": "Wrong password: the form again.", **_FORM_PAGE},
-        **problem_responses(404, 410, 413, 429, 503),
+        **problem_responses(404, 405, 410, 413, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -320,9 +348,9 @@ async def unlock(code: str, request: Request, links: LinksDep, settings: Setting
         raise LinkNotFound(f"No link has the code '{code[:64]}'.")
     body = (await request.body())[:4096].decode("utf-8", "replace")
     password = (parse_qs(body).get("password") or [""])[0]
-    if not password or not await links.check_password(code, password):
+    if not await links.check_password(code, password):  # 404 unknown, 405 no password
         return _form(code, status=401, error="Wrong password.")
-    target = await links.resolve(code, mode="pw", visitor=_visitor(request.scope))
+    target = await links.resolve(code, mode=Mode.UNLOCKED, visitor=_visitor(request.scope))
     return Response(
         status_code=303,
         headers={"location": _location(target.url), "cache-control": "no-store"},

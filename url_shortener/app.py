@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import importlib.util
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.middleware import Middleware
 
@@ -18,9 +22,15 @@ from common.db import create_engine, session_factory
 from common.health import HealthChecks
 from common.migrations import upgrade
 from common.redis import REDIS_DOWN, create_redis
-from rate_limiter import FallbackBackend, Limit, LimiterMetrics, RedisBackend
-from rate_limiter.extractors import client_ip
-from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+from rate_limiter import (
+    FallbackBackend,
+    Limit,
+    LimiterMetrics,
+    RateLimitMiddleware,
+    RedisBackend,
+    RouteRule,
+    client_ip,
+)
 from url_shortener import store
 from url_shortener.api import api, redirects
 from url_shortener.cache import LinkCache, LocalCache
@@ -33,17 +43,21 @@ from url_shortener.errors import (
     InvalidTarget,
     LinkGone,
     LinkNotFound,
+    NotProtected,
     Unauthorized,
 )
-from url_shortener.service import KeyService, LinkService
+from url_shortener.keys import KeyService
+from url_shortener.metrics import ServerMetrics
+from url_shortener.service import LinkService
 from url_shortener.settings import UrlShortenerSettings
-from url_shortener.visits import VisitRecorder
+from url_shortener.visits import VisitRecorder, visitor_salt
 
 log = structlog.get_logger("url_shortener")
 MIGRATIONS = "url_shortener.migrations"
 
 ERRORS = {
     LinkNotFound: 404,
+    NotProtected: 405,
     LinkGone: 410,
     AliasTaken: 409,
     InvalidTarget: 422,
@@ -82,59 +96,74 @@ def _rate_limits(settings: UrlShortenerSettings, metrics: LimiterMetrics) -> lis
     ]
 
 
+PAGE = Path(__file__).parent / "page"
+# Swagger UI 5 (it reads OpenAPI 3.1), as the fastapi-offline package ships it.
+SWAGGER_UI = Path(importlib.util.find_spec("fastapi_offline").origin or "").parent / "static"  # type: ignore[union-attr]
+
+
+def _add_pages(app: FastAPI) -> None:
+    """The web page at / and the API docs at /docs, every asset served from this process
+    (no CDN: both work offline). "assets" and "docs" are reserved aliases."""
+    app.mount("/assets", StaticFiles(directory=PAGE), name="assets")
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI), name="docs-assets")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html", headers={"cache-control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon.png",
+        )
+
+
 def create_app(settings: UrlShortenerSettings) -> FastAPI:
     if not settings.redis_url:
         raise ValueError("redis_url is required (python -m url_shortener starts one if unset)")
     redis_url = settings.redis_url
     registry = CollectorRegistry()
-    redis_up = Gauge("url_shortener_redis_up", "1 while Redis answers.", registry=registry)
-    visits_written = Counter(
-        "url_shortener_visits_written", "Visits written to SQL.", registry=registry
-    )
-    visits_dropped = Counter(
-        "url_shortener_visits_dropped", "Visits dropped: buffer full.", registry=registry
-    )
-    local_hits = Gauge(
-        "url_shortener_local_cache_hits", "In-process cache hits since start.", registry=registry
-    )
-    local_misses = Gauge(
-        "url_shortener_local_cache_misses", "In-process cache misses.", registry=registry
-    )
-    local_size = Gauge(
-        "url_shortener_local_cache_links", "Links held in process.", registry=registry
-    )
+    metrics = ServerMetrics(registry)
     checks = HealthChecks()
     limiter_metrics = LimiterMetrics(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
+        engine = create_engine(
+            settings.database_url or settings.sqlite_url("url_shortener"),
+            timeout=settings.sql_timeout,
+        )
         await upgrade(engine, MIGRATIONS)
         await store.check_database(engine)
         sessions = session_factory(engine)
         redis = create_redis(redis_url)
-        redis_up.set(1)
+        metrics.redis_up.set(1)
         local = LocalCache(ttl=settings.local_cache_ttl_seconds, size=settings.local_cache_size)
-        local_hits.set_function(lambda: local.hits)
-        local_misses.set_function(lambda: local.misses)
-        local_size.set_function(lambda: len(local))
+        metrics.watch_local_cache(lambda: local.hits, lambda: local.misses, lambda: len(local))
         cache = LinkCache(
             redis,
             ttl=settings.cache_ttl_seconds,
             negative_ttl=settings.negative_cache_ttl_seconds,
             retry_after=settings.redis_retry_after,
             local=local,
-            on_state=lambda up: redis_up.set(1 if up else 0),
+            on_state=lambda up: metrics.redis_up.set(1 if up else 0),
         )
         recorder = VisitRecorder(
+            redis,
             sessions,
-            salt=hashlib.sha256(b"visitor:" + settings.code_secret.encode()).digest(),
+            stream=settings.visit_stream,
+            stream_maxlen=settings.visit_stream_maxlen,
+            salt=visitor_salt(settings),
             trusted_proxies=tuple(settings.trusted_proxies),
             flush_interval=settings.visit_flush_interval,
             batch_size=settings.visit_batch_size,
             buffer_limit=settings.visit_buffer_limit,
-            written=visits_written,
-            dropped=visits_dropped,
+            metrics=metrics.visits,
+            redis_usable=lambda: settings.visits_via_stream and not cache.breaker.is_open,
         )
         links = LinkService(settings=settings, sessions=sessions, cache=cache, recorder=recorder)
         await links.start()
@@ -174,7 +203,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
             cache.stop_listening()
             background[0].cancel()
             await asyncio.wait(background)
-            await recorder.stop()  # graceful shutdown: every buffered visit reaches SQL
+            await recorder.stop()  # graceful shutdown: every buffered visit is shipped
             await limiter_backend.aclose()
             await redis.aclose()
             await engine.dispose()
@@ -188,7 +217,10 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         checks=checks,
         errors=ERRORS,
         access_log=settings.access_log,
+        docs_url=None,  # served below with local assets: /docs works offline
+        redoc_url=None,
     )
+    _add_pages(app)
     # The redirect routes go on the app's own route list, ahead of the API router: /{code}
     # matches a single path segment, so it cannot shadow /api/...; the single-segment routes
     # registered before it (/healthz, /metrics, /docs, ...) are reserved aliases. This way a

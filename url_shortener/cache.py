@@ -1,9 +1,8 @@
 """The caches of the shortener: Redis (shared, cache-aside) with a small in-process cache in
-front of it, plus the visit-limit counters.
+front of it.
 
 Keys (hash-tagged so a link's keys live in one Redis Cluster slot):
   {l:CODE}     hash, the cached link (or a negative entry for unknown codes), with a TTL
-  {l:CODE}:n   visits used by a max_visits link; no TTL, deleted with the link
   {l:CODE}:v   version, bumped by each invalidation; a fill after a miss only lands if the
                version is still the one the miss saw (lua/put.lua)
 
@@ -13,7 +12,7 @@ The in-process cache (`LocalCache`) holds links without max_visits for a few sec
 hot link's redirect needs no network round trip at all. Updates and deletes publish the code
 on `links:invalidate`; every instance drops it on receipt, and drops everything when its
 subscription breaks (messages may have been missed). Links with max_visits are never held
-locally: their visits are claimed atomically in Redis.
+locally, and their visits are claimed in SQL (see service.py): Redis only says where they go.
 
 Every Redis call goes through a circuit breaker: once Redis fails, callers skip it (and fall
 back to SQL) for `retry_after` seconds, so a dead Redis costs one timeout, not one per request.
@@ -26,8 +25,10 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,7 +43,26 @@ LUA = Path(__file__).parent / "lua"
 
 
 class CacheUnavailable(Exception):
-    """Redis is down (or the breaker is open); the caller uses SQL instead."""
+    """Redis is down (or the breaker is open, or it keeps dropping what is written): the
+    caller answers from SQL instead."""
+
+
+class Mode(StrEnum):
+    """Why a code is being resolved (passed to lua/redirect.lua as is)."""
+
+    LOOK = "look"  # HEAD, the password form: no visit
+    VISIT = "visit"  # a real GET: a visit
+    UNLOCKED = "unlocked"  # the password was checked: a visit past the form
+
+
+class Outcome(IntEnum):
+    """What lua/redirect.lua answered (its first return value)."""
+
+    MISS = 0
+    UNKNOWN = 1
+    REDIRECT = 2
+    GONE = 4
+    PASSWORD = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +75,17 @@ class CachedLink:
     expires_at: datetime | None
 
 
-# Outcomes of `resolve`.
-MISS, UNKNOWN, REDIRECT, COUNTER_MISSING, GONE, PASSWORD = range(6)
-
-
 class Resolved(NamedTuple):
     """What the redirect script said (one per Redis lookup: a cheap named tuple)."""
 
-    kind: int
+    outcome: Outcome
     url: str = ""
     status: int = 302
-    has_password: bool = False
     link_id: int = 0
-    version: str = "0"  # on a miss: what to pass to `put`
+    limited: bool = False  # the link has max_visits: its visit is claimed in SQL
+
+
+Loader = Callable[[str], Awaitable[CachedLink | None]]
 
 
 INVALIDATE_CHANNEL = "links:invalidate"
@@ -119,10 +137,6 @@ class LocalCache:
 
 def link_key(code: str) -> str:
     return f"{{l:{code}}}"
-
-
-def counter_key(code: str) -> str:
-    return f"{{l:{code}}}:n"
 
 
 def version_key(code: str) -> str:
@@ -187,29 +201,41 @@ class LinkCache:
 
     # -- the redirect path ----------------------------------------------------------------
 
-    async def resolve(self, code: str, mode: str) -> Resolved:
-        """Run the redirect script; mode is '1' (claim), '0' (look) or 'pw' (claim, password ok).
+    async def lookup(self, code: str, mode: Mode, load: Loader) -> Resolved:
+        """Read-through: run the redirect script; on a miss, `load` the link (from SQL), fill
+        the entry and run it again. Raises CacheUnavailable when Redis is away or keeps
+        refusing fills (evicting under memory pressure): the caller then asks SQL itself.
 
         A link without max_visits that Redis returns is also kept in the local cache."""
-        await self._check()
-        epoch = self.local.epoch
-        try:
-            keys = [link_key(code), counter_key(code), version_key(code)]
-            res = await self._resolve(keys=keys, args=[mode])
-        except REDIS_DOWN as exc:
-            raise self._failed(exc) from exc
-        kind = int(res[0])
-        if kind == MISS:
-            return Resolved(kind, version=res[1].decode())
-        if kind not in (REDIRECT, PASSWORD):
-            return Resolved(kind)
-        found = Resolved(kind, res[1].decode(), int(res[2]), res[3] == b"1", int(res[4]))
-        if not res[5]:  # no max_visits
+        for _ in range(3):
+            await self._check()
+            epoch = self.local.epoch
+            try:
+                res = await self._resolve(keys=[link_key(code), version_key(code)], args=[mode])
+            except REDIS_DOWN as exc:
+                raise self._failed(exc) from exc
+            outcome = Outcome(int(res[0]))
+            if outcome is Outcome.MISS:
+                version = res[1].decode()
+                link = await load(code)
+                if link is None:
+                    await self.put_unknown(code, version=version)
+                else:
+                    await self.put(code, link, version=version)
+                continue  # filled (or refused: changed meanwhile); look again
+            if outcome not in (Outcome.REDIRECT, Outcome.PASSWORD):
+                return Resolved(outcome)
+            url, status, link_id = res[1].decode(), int(res[2]), int(res[4])
+            if res[5]:  # max_visits
+                return Resolved(outcome, url, status, link_id, limited=True)
             expires = datetime.fromtimestamp(int(res[6]), UTC) if res[6] else None
-            link = CachedLink(found.link_id, found.url, found.status, None, found.has_password,
-                              expires)  # fmt: skip
-            self.local.put(code, link, epoch=epoch)
-        return found
+            self.local.put(
+                code,
+                CachedLink(link_id, url, status, None, res[3] == b"1", expires),
+                epoch=epoch,
+            )
+            return Resolved(outcome, url, status, link_id)
+        raise CacheUnavailable("the cache entry did not stay")
 
     async def put(self, code: str, link: CachedLink, *, version: str) -> bool:
         """Cache a link (TTL never past its expiry) unless invalidated since `version`."""
@@ -247,19 +273,11 @@ class LinkCache:
             return False
         return bool(written)
 
-    async def init_counter(self, code: str, used: int) -> None:
-        """Rebuild a max_visits counter from SQL's count, unless another instance just did."""
-        await self._check()
-        try:
-            await self.redis.set(counter_key(code), used, nx=True)
-        except REDIS_DOWN as exc:
-            raise self._failed(exc) from exc
-
     # -- invalidation ---------------------------------------------------------------------
 
-    async def invalidate(self, code: str, *, counter: bool = False) -> None:
-        """Drop a code's cache entry (and counter) on every instance at once, or queue it."""
-        keys = [link_key(code), counter_key(code)] if counter else [link_key(code)]
+    async def invalidate(self, code: str) -> None:
+        """Drop a code's cache entry on every instance at once, or queue it."""
+        keys = [link_key(code)]
         self.local.drop(code)
         try:
             await self._check()
@@ -286,14 +304,10 @@ class LinkCache:
             for code in keys_by_code:
                 await self.redis.publish(INVALIDATE_CHANNEL, code)
 
-    def forget_counter_later(self, code: str) -> None:
-        """The SQL path claimed a visit: the Redis counter is stale and must be rebuilt."""
-        self._pending.add(code)
-
     async def _delete_codes(self, codes: list[str]) -> None:
         if codes:
             # One DEL per link: a multi-key DEL across slots would fail on Redis Cluster.
-            await self._send_invalidations({c: [link_key(c), counter_key(c)] for c in codes})
+            await self._send_invalidations({c: [link_key(c)] for c in codes})
             self._pending.difference_update(codes)
 
     async def heal(self) -> bool:

@@ -279,13 +279,19 @@ def qr(
         str | None,
         typer.Option("--format", help="svg or png (default: from --out's suffix, else svg)."),
     ] = None,
-    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 256,
+    size: Annotated[int, typer.Option(help="Width and height of the image in pixels.")] = 256,
 ) -> None:
     """Save a QR code of the short URL."""
     api: Api = ctx.obj
-    fmt = (fmt or ("png" if out.suffix.lower() == ".png" else "svg")).lower()
+    suffix = out.suffix.lower().lstrip(".")
+    suffix = suffix if suffix in ("svg", "png") else ""
+    fmt = (fmt or suffix or "svg").lower()
     if fmt not in ("svg", "png"):
         raise typer.BadParameter(f"{fmt!r} is not svg or png", param_hint="--format")
+    if suffix and suffix != fmt:
+        raise typer.BadParameter(
+            f"{out.name!r} says .{suffix} but --format is {fmt}", param_hint="--out/--format"
+        )
     data = api.call("GET", f"/api/links/{code}/qr", params={"format": fmt, "size": size}).content
     out.write_bytes(data)
     if api.as_json:
@@ -379,6 +385,31 @@ def keys_create(
         markup=False,
         style="yellow",
     )
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """The working keys (admin key only): id, name, prefix, created, last used; no secrets."""
+    api: Api = ctx.obj
+    keys = api.call("GET", "/api/keys").json()
+    if api.as_json:
+        api.dump(keys)
+        return
+    if not keys:
+        api.out.print("No keys (only the admin key works).", markup=False)
+        return
+    table = Table()
+    for column in ("id", "name", "prefix", "created", "last used"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            str(key["id"]),
+            key["name"],
+            key["prefix"] + "…",
+            key["created_at"][:19].replace("T", " "),
+            (key["last_used_at"] or "never")[:19].replace("T", " "),
+        )
+    api.out.print(table)
 
 
 @keys_app.command("revoke")

@@ -8,7 +8,8 @@ from fastapi import Depends, Security
 
 from common.deps import from_state
 from common.openapi import API_KEY
-from url_shortener.service import KeyService, LinkService
+from url_shortener.keys import KeyService
+from url_shortener.service import LinkService
 from url_shortener.settings import UrlShortenerSettings
 
 LinksDep = Annotated[LinkService, Depends(from_state("links"))]

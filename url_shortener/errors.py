@@ -37,3 +37,7 @@ class Forbidden(DomainError):
 
 class BadCursor(DomainError):
     title = "Invalid cursor"
+
+
+class NotProtected(DomainError):
+    title = "Link has no password"

@@ -9,9 +9,10 @@ while a long tail still reaches Redis and SQL.
     make run-url_shortener    # in one terminal
     make load-url_shortener   # in another (LOAD_USERS, LOAD_TIME; --host or LOCUST_HOST)
 
-Environment: URL_SHORTENER_URL (default host), URL_SHORTENER_API_KEY (management key,
-default the development admin key), URL_SHORTENER_LOAD_POOL (links in the pool, default
-1000).
+Environment: URL_SHORTENER_URL and URL_SHORTENER_API_KEY, defaulting (as the client's do) to
+what the server on this machine reads: its port and its admin key (URL_SHORTENER_ADMIN_KEY,
+or .env), so a non-default admin key needs nothing more; URL_SHORTENER_LOAD_POOL (links in
+the pool, default 1000).
 
 Link creation is rate limited per client address (URL_SHORTENER_CREATE_RATE_PER_MINUTE,
 default 120), and every locust user shares one address; a 429 is the service working as
@@ -32,6 +33,8 @@ from gevent.lock import Semaphore
 from locust import HttpUser, between, task
 from locust.exception import StopUser
 
+from url_shortener.client import cli
+
 BULK_CHUNK = 1000  # the API's limit per bulk request
 ZIPF_S = 1.1
 
@@ -50,8 +53,12 @@ def _json(resp: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+# The same defaults as `python -m url_shortener.client`: the server's own settings.
+DEFAULT_URL, DEFAULT_KEY = cli.defaults()
+
+
 class ShortenerUser(HttpUser):
-    host = os.environ.get("URL_SHORTENER_URL", "http://127.0.0.1:8001")
+    host = os.environ.get("URL_SHORTENER_URL") or DEFAULT_URL
     wait_time = between(0.0, 0.1)
 
     # One pool per locust process, shared by its users: popularity is global, not per user.
@@ -60,7 +67,7 @@ class ShortenerUser(HttpUser):
     _pool_lock: ClassVar[Semaphore] = Semaphore()
 
     def on_start(self) -> None:
-        self.headers = {"x-api-key": os.environ.get("URL_SHORTENER_API_KEY", "dev-admin-key")}
+        self.headers = {"x-api-key": os.environ.get("URL_SHORTENER_API_KEY") or DEFAULT_KEY or ""}
         with ShortenerUser._pool_lock:  # the first user builds the pool, the others wait
             if not ShortenerUser.pool:
                 self._build_pool(int(os.environ.get("URL_SHORTENER_LOAD_POOL", "1000")))

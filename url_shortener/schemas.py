@@ -158,6 +158,16 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
 
 
+class KeyRead(BaseModel):
+    """A minted key as listed: never its secret (only a hash is stored anyway)."""
+
+    id: int
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Within a minute; null if never used.")
+
+
 class KeyCreated(BaseModel):
     id: int
     name: str

@@ -4,50 +4,34 @@ recorder. No FastAPI or HTTP in here."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import secrets
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import transaction
 from common.errors import DomainError
 from url_shortener import store
-from url_shortener.cache import (
-    COUNTER_MISSING,
-    GONE,
-    MISS,
-    PASSWORD,
-    REDIRECT,
-    UNKNOWN,
-    CachedLink,
-    CacheUnavailable,
-    LinkCache,
-)
+from url_shortener.cache import CachedLink, CacheUnavailable, LinkCache, Mode, Outcome
 from url_shortener.codes import CodeGenerator
 from url_shortener.errors import (
     AliasTaken,
     BadCursor,
-    Forbidden,
     InvalidLink,
     LinkGone,
     LinkNotFound,
-    Unauthorized,
+    NotProtected,
 )
+from url_shortener.keys import ADMIN
 from url_shortener.passwords import hash_password_async, verify_password_async
 from url_shortener.schemas import LinkCreate, LinkUpdate
 from url_shortener.settings import UrlShortenerSettings
-from url_shortener.store import ApiKey, Link, LinkTag
+from url_shortener.store import Link, LinkTag
 from url_shortener.targets import check_alias, check_target
 from url_shortener.visits import Visitor, VisitRecorder
 
 COUNTER = "links"
-ADMIN = "admin"  # the owner name of the admin key, which sees and manages every link
 
 
 def _may_see(owner: str, link: Link) -> bool:
@@ -60,7 +44,6 @@ class Redirect(NamedTuple):
     url: str
     status: int
     needs_password: bool = False
-    from_cache: bool = True
 
 
 def _now() -> datetime:
@@ -89,7 +72,7 @@ class LinkService:
         self,
         *,
         settings: UrlShortenerSettings,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: store.Sessions,
         cache: LinkCache,
         recorder: VisitRecorder,
     ) -> None:
@@ -127,7 +110,10 @@ class LinkService:
 
     def _validate(self, data: LinkCreate) -> None:
         check_target(
-            data.url, own_hosts=self.settings.self_hosts, blocked=self.settings.blocked_domains
+            data.url,
+            own_hosts=self.settings.self_hosts,
+            blocked=self.settings.blocked_domains,
+            allow_private=self.settings.allow_private_targets,
         )
         if data.alias is not None:
             check_alias(data.alias)
@@ -155,11 +141,7 @@ class LinkService:
         self._validate(data)
         code = data.alias or (await self._next_codes(1))[0]
         link = await self._new_link(data, code, owner)
-        try:
-            async with transaction(self.sessions) as session:
-                session.add(link)
-        except IntegrityError as exc:
-            raise AliasTaken(f"The alias '{code}' is already taken.") from exc
+        await store.add_links(self.sessions, [link])
         await self.cache.invalidate(code)  # a negative-cache entry for this alias, if any
         return link
 
@@ -193,16 +175,14 @@ class LinkService:
             (i, await self._new_link(d, d.alias or next(generated), owner)) for i, d in to_insert
         ]
         try:
-            async with transaction(self.sessions) as session:
-                session.add_all([link for _, link in links])
-        except IntegrityError:
+            await store.add_links(self.sessions, [link for _, link in links])
+        except AliasTaken:
             # An alias was claimed between our check and the insert: fall back to one by one.
             for i, link in links:
                 try:
-                    async with transaction(self.sessions) as session:
-                        session.add(link)
-                except IntegrityError:
-                    outcomes[i] = AliasTaken(f"The alias '{link.code}' is already taken.")
+                    await store.add_links(self.sessions, [link])
+                except AliasTaken as exc:
+                    outcomes[i] = exc
                     continue
                 outcomes[i] = link
         else:
@@ -248,7 +228,6 @@ class LinkService:
             link = await store.link_by_code(session, code)
             if link is None or not _may_see(owner, link):
                 raise LinkNotFound(f"No link has the code '{code}'.")
-            reset_counter = "max_visits" in fields and link.max_visits is None
             if "url" in fields:
                 if data.url is None:
                     raise InvalidLink("url cannot be null.")
@@ -256,6 +235,7 @@ class LinkService:
                     data.url,
                     own_hosts=self.settings.self_hosts,
                     blocked=self.settings.blocked_domains,
+                    allow_private=self.settings.allow_private_targets,
                 )
             if "expires_at" in fields:
                 expires = _aware(data.expires_at)
@@ -276,7 +256,7 @@ class LinkService:
                 link.tag_rows = [LinkTag(tag=t) for t in sorted(set(data.tags or []))]
             link.updated_at = _now()
         # Every instance reads the same Redis, so one DEL is seen by all of them at once.
-        await self.cache.invalidate(code, counter=reset_counter)
+        await self.cache.invalidate(code)
         return link
 
     async def delete(self, code: str, *, owner: str = ADMIN) -> None:
@@ -285,105 +265,87 @@ class LinkService:
             if link is None or not _may_see(owner, link):
                 raise LinkNotFound(f"No link has the code '{code}'.")
             await store.delete_link(session, link)
-        await self.cache.invalidate(code, counter=True)
+        await self.cache.invalidate(code)
 
     # -- the redirect path ----------------------------------------------------------------
 
-    async def resolve(self, code: str, *, mode: str, visitor: Visitor | None) -> Redirect:
-        """Where `code` points. mode: '1' a real visit, '0' just looking (HEAD, form),
-        'pw' a visit whose password was checked. Records the visit when one is claimed."""
+    async def resolve(self, code: str, *, mode: Mode, visitor: Visitor | None) -> Redirect:
+        """Where `code` points; records the visit (and claims it, for max_visits links)
+        unless `mode` is LOOK."""
         local = self.cache.local.get(code)
         if local is not None:
             return self._answer_local(code, local, mode, visitor)
         try:
-            return await self._resolve_cached(code, mode, visitor)
+            found = await self.cache.lookup(code, mode, self._load)
         except CacheUnavailable:
             return await self._resolve_sql(code, mode, visitor)
+        if found.outcome is Outcome.UNKNOWN:
+            raise LinkNotFound(f"No link has the code '{code}'.")
+        if found.outcome is Outcome.GONE:
+            raise LinkGone(f"The link '{code}' has expired.")
+        if found.outcome is Outcome.PASSWORD:
+            return Redirect(found.url, found.status, needs_password=True)
+        counted = found.limited and await self._claim(code, found.link_id, mode)
+        if mode is not Mode.LOOK and visitor is not None:
+            self.recorder.record(found.link_id, visitor, counted=counted)
+        return Redirect(found.url, found.status)
+
+    async def _load(self, code: str) -> CachedLink | None:
+        """The cache's loader: the link as the redirect needs it, from SQL."""
+        async with self.sessions() as session:
+            link = await store.link_for_redirect(session, code)
+        return None if link is None else _cached(link)
+
+    async def _claim(self, code: str, link_id: int, mode: Mode) -> bool:
+        """A max_visits link: take one visit in SQL (or, for LOOK, check one is left).
+
+        The claim is SQL's, never Redis's: a committed UPDATE survives a Redis restart that
+        lost its last second of writes, and an instance crash loses no claim it answered
+        (README, "Exact visit limits"). True when a visit was taken."""
+        async with transaction(self.sessions) as session:
+            if mode is Mode.LOOK:
+                left = await store.visits_left(session, link_id)
+                taken = False
+            else:
+                taken = await store.claim_visit(session, link_id)
+                left = 1 if taken else 0
+        if not left:
+            raise LinkGone(f"The link '{code}' has no visits left.")
+        return taken
 
     def _answer_local(
-        self, code: str, link: CachedLink, mode: str, visitor: Visitor | None
+        self, code: str, link: CachedLink, mode: Mode, visitor: Visitor | None
     ) -> Redirect:
         """A hit in the in-process cache (links without max_visits only): no I/O at all."""
         if link.expires_at is not None and link.expires_at <= _now():
             raise LinkGone(f"The link '{code}' has expired.")
-        if link.has_password and mode != "pw":
+        if link.has_password and mode is not Mode.UNLOCKED:
             return Redirect(link.url, link.status, needs_password=True)
-        if mode != "0" and visitor is not None:
-            self._record(link.id, visitor, counted=False)
+        if mode is not Mode.LOOK and visitor is not None:
+            self.recorder.record(link.id, visitor, counted=False)
         return Redirect(link.url, link.status)
 
-    async def _resolve_cached(self, code: str, mode: str, visitor: Visitor | None) -> Redirect:
-        link: Link | None = None
-        for _ in range(3):  # a miss fills the entry, a missing counter is rebuilt; then retry
-            res = await self.cache.resolve(code, mode)
-            if res.kind not in (MISS, COUNTER_MISSING):
-                break
-            if link is None:
-                async with self.sessions() as session:
-                    link = await store.link_for_redirect(session, code)
-            if link is None:
-                if await self.cache.put_unknown(code, version=res.version):
-                    raise LinkNotFound(f"No link has the code '{code}'.")
-                continue  # invalidated meanwhile (just created?): look again
-            if res.kind == MISS:
-                if not await self.cache.put(code, _cached(link), version=res.version):
-                    link = None  # changed meanwhile: read SQL again
-            else:
-                await self.cache.init_counter(code, link.visits + self.recorder.pending(link.id))
-        else:
-            # Redis drops what we write (evicting under memory pressure): answer from SQL.
-            return await self._resolve_sql(code, mode, visitor)
-        if res.kind == UNKNOWN:
-            raise LinkNotFound(f"No link has the code '{code}'.")
-        if res.kind == GONE:
-            raise LinkGone(f"The link '{code}' has expired or has no visits left.")
-        if res.kind == PASSWORD:
-            return Redirect(res.url, res.status, needs_password=True)
-        assert res.kind == REDIRECT
-        if mode != "0" and visitor is not None:
-            self._record(res.link_id, visitor, counted=False)
-        return Redirect(res.url, res.status)
-
-    async def _resolve_sql(self, code: str, mode: str, visitor: Visitor | None) -> Redirect:
-        """Redis is down: the same answers, straight from SQL (slower, still exact)."""
-        async with self.sessions() as session:
-            link = await store.link_for_redirect(session, code)
+    async def _resolve_sql(self, code: str, mode: Mode, visitor: Visitor | None) -> Redirect:
+        """Redis is down: the same answers, straight from SQL (slower, just as exact)."""
+        link = await self._load(code)
         if link is None:
             raise LinkNotFound(f"No link has the code '{code}'.")
-        expires = link.expires_at
-        if expires is not None and expires <= _now():
+        if link.expires_at is not None and link.expires_at <= _now():
             raise LinkGone(f"The link '{code}' has expired.")
-        if link.password_hash is not None and mode != "pw":
-            return Redirect(link.url, link.redirect_status, needs_password=True, from_cache=False)
-        counted = False
-        if link.max_visits is not None:
-            if mode == "0":
-                if link.visits + self.recorder.pending(link.id) >= link.max_visits:
-                    raise LinkGone(f"The link '{code}' has no visits left.")
-            else:
-                await self.recorder.flush()  # SQL's count must include what we buffered
-                async with transaction(self.sessions) as session:
-                    if not await store.claim_visit_sql(session, link.id):
-                        raise LinkGone(f"The link '{code}' has no visits left.")
-                counted = True
-                # The Redis counter (if any) no longer matches SQL: drop it now if Redis is
-                # up (it is rebuilt from SQL on the next visit), else once Redis is back.
-                if self.cache.breaker.is_open:
-                    self.cache.forget_counter_later(code)
-                else:
-                    await self.cache.invalidate(code, counter=True)
-        if mode != "0" and visitor is not None:
-            self._record(link.id, visitor, counted=counted)
-        return Redirect(link.url, link.redirect_status, from_cache=False)
-
-    def _record(self, link_id: int, visitor: Visitor, *, counted: bool) -> None:
-        self.recorder.record(link_id, visitor, counted=counted)
+        if link.has_password and mode is not Mode.UNLOCKED:
+            return Redirect(link.url, link.status, needs_password=True)
+        counted = link.max_visits is not None and await self._claim(code, link.id, mode)
+        if mode is not Mode.LOOK and visitor is not None:
+            self.recorder.record(link.id, visitor, counted=counted)
+        return Redirect(link.url, link.status)
 
     async def check_password(self, code: str, password: str) -> bool:
+        """True for the right password. An unknown code is LinkNotFound (404), a link with
+        no password NotProtected (405): neither is a wrong password."""
         link = await self.get(code)
         if link.password_hash is None:
-            return False
-        return await verify_password_async(password, link.password_hash)
+            raise NotProtected(f"The link '{code}' has no password: follow it with GET.")
+        return bool(password) and await verify_password_async(password, link.password_hash)
 
     # -- analytics ------------------------------------------------------------------------
 
@@ -422,48 +384,3 @@ def _csv_row(values: list[str]) -> str:
             v = '"' + v.replace('"', '""') + '"'
         out.append(v)
     return ",".join(out) + "\r\n"
-
-
-class KeyService:
-    """API keys: the admin key from settings, plus minted keys stored as SHA-256 hashes.
-
-    Keys are 32 random bytes, so a fast hash is enough (no brute force can reach them);
-    only the hash and a short prefix (for telling keys apart) are stored.
-    """
-
-    def __init__(self, *, admin_key: str, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.admin_key = admin_key
-        self.sessions = sessions
-
-    @staticmethod
-    def _hash(key: str) -> str:
-        return hashlib.sha256(key.encode()).hexdigest()
-
-    async def authenticate(self, key: str | None) -> str:
-        """The owner name for a key; raises Unauthorized."""
-        if not key:
-            raise Unauthorized("Send an API key in the X-API-Key header.")
-        if hmac.compare_digest(key.encode(), self.admin_key.encode()):
-            return ADMIN
-        async with self.sessions() as session:
-            row = await store.key_by_hash(session, self._hash(key))
-        if row is None:
-            raise Unauthorized("The API key is not valid.")
-        return f"key:{row.id}"
-
-    async def revoke(self, key_id: int, *, owner: str) -> None:
-        """Revoke a minted key (admin only); it stops working at once."""
-        if owner != ADMIN:
-            raise Forbidden("Only the admin key can revoke keys.")
-        async with transaction(self.sessions) as session:
-            if not await store.revoke_key(session, key_id):
-                raise LinkNotFound(f"No active key has the id {key_id}.")
-
-    async def create(self, name: str, *, owner: str) -> tuple[ApiKey, str]:
-        if owner != ADMIN:
-            raise Forbidden("Only the admin key can mint keys.")
-        key = "us_" + secrets.token_urlsafe(32)
-        row = ApiKey(name=name, prefix=key[:10], key_hash=self._hash(key), created_at=_now())
-        async with transaction(self.sessions) as session:
-            session.add(row)
-        return row, key

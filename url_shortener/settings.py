@@ -25,6 +25,9 @@ class UrlShortenerSettings(ServiceSettings):
     # Keys the code permutation; changing it changes which codes future links get.
     code_secret: str = "dev-code-secret"
     blocked_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Targets on loopback, private, link-local or metadata addresses (localhost, 10.0.0.0/8,
+    # 169.254.169.254, [::1], ...) are refused unless this is on (internal deployments).
+    allow_private_targets: bool = False
     # Other names this shortener is reached by (links to them would loop).
     own_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cache_ttl_seconds: int = Field(default=3600, ge=1)
@@ -34,9 +37,24 @@ class UrlShortenerSettings(ServiceSettings):
     local_cache_size: int = Field(default=100_000, ge=1)
     # Browser cache for permanent (301/308) redirects; temporary ones are never cached.
     permanent_redirect_max_age: int = Field(default=90, ge=0)
+    # Visits: shipped from the server to a Redis stream every interval (or batch), read and
+    # written to SQL by the writer processes (python -m url_shortener.writer).
     visit_flush_interval: float = Field(default=0.5, gt=0)
     visit_batch_size: int = Field(default=500, ge=1)
     visit_buffer_limit: int = Field(default=100_000, ge=1)
+    # False: the server parses and writes visits to SQL itself (no writer process needed;
+    # slower redirects: `make experiment-url_shortener` shows by how much).
+    visits_via_stream: bool = True
+    visit_stream: str = "url_shortener:visits"
+    # Entries (batches) the stream keeps at most: a bound for when no writer runs for long.
+    visit_stream_maxlen: int = Field(default=100_000, ge=1)
+    # The writer's own HTTP port (/healthz, /readyz, /metrics); 0 lets the OS pick, so any
+    # number of writers can run on one host.
+    writer_port: int = Field(default=0, ge=0, le=65535)
+    # Entries a writer reads at a time, and how long an entry may stay unacknowledged with
+    # another writer before it is taken over (that writer is presumed dead).
+    writer_batch_entries: int = Field(default=20, ge=1)
+    writer_claim_idle_seconds: float = Field(default=30.0, gt=0)
     id_block_size: int = Field(default=1000, ge=1)
     # Seconds Redis is left alone after a failure before it is tried again.
     redis_retry_after: float = Field(default=1.0, ge=0)

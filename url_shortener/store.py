@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -16,7 +16,6 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    Table,
     Text,
     TypeDecorator,
     delete,
@@ -24,9 +23,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, raiseload, relationship
+
+from common.db import transaction
+from url_shortener.errors import AliasTaken
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -112,7 +116,19 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Updated at most once a minute per key and process (keys.py): "roughly when".
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class VisitBatch(Base):
+    """One row per batch of visits written: a batch delivered twice (a writer killed between
+    its commit and its acknowledgement) is recognised by its id and written once."""
+
+    __tablename__ = "visit_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class IdBlock(Base):
@@ -124,7 +140,18 @@ class IdBlock(Base):
     next_value: Mapped[int] = mapped_column(BigInteger)
 
 
-LINKS = cast(Table, Link.__table__)
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def add_links(sessions: Sessions, links: Sequence[Link]) -> None:
+    """Insert links in one transaction. Raises AliasTaken (nothing inserted) when a code
+    is taken already: the unique key decides, so concurrent creators cannot both win."""
+    try:
+        async with transaction(sessions) as session:
+            session.add_all(links)
+    except IntegrityError as exc:
+        codes = ", ".join(f"'{link.code}'" for link in links[:3])
+        raise AliasTaken(f"The alias {codes} is already taken.") from exc
 
 
 # ---- counter blocks -----------------------------------------------------------------------
@@ -205,8 +232,9 @@ async def list_links(
     return list(await session.scalars(query))
 
 
-async def claim_visit_sql(session: AsyncSession, link_id: int) -> bool:
-    """Take one visit of a max_visits link in SQL (used while Redis is down); exact."""
+async def claim_visit(session: AsyncSession, link_id: int) -> bool:
+    """Take one visit of a max_visits link: exact, durable once committed, whatever happens to
+    Redis or to the instance afterwards (the one place a visit limit is decided)."""
     result = await session.execute(
         update(Link)
         .where(Link.id == link_id)
@@ -216,7 +244,39 @@ async def claim_visit_sql(session: AsyncSession, link_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def visits_left(session: AsyncSession, link_id: int) -> int:
+    """How many visits a max_visits link has left (0 for a deleted link)."""
+    row = (
+        await session.execute(select(Link.max_visits, Link.visits).where(Link.id == link_id))
+    ).first()
+    if row is None:
+        return 0
+    return 1 if row.max_visits is None else max(row.max_visits - row.visits, 0)
+
+
 # ---- visits --------------------------------------------------------------------------------
+
+
+async def new_batches(session: AsyncSession, batch_ids: Sequence[str]) -> set[str]:
+    """Mark batches as written; returns those not written before (a redelivered batch is
+    not). Concurrent writers of one batch: the unique key lets exactly one of them in."""
+    if not batch_ids:
+        return set()
+    conn = await session.connection()
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    stmt = (
+        insert(VisitBatch)
+        .values([{"id": b, "written_at": now} for b in dict.fromkeys(batch_ids)])
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(VisitBatch.id)
+    )
+    return set((await session.execute(stmt)).scalars())
+
+
+async def forget_batches(session: AsyncSession, before: datetime) -> None:
+    """Drop batch ids older than any redelivery can be (they are only needed for that)."""
+    await session.execute(delete(VisitBatch).where(VisitBatch.written_at < before))
 
 
 class VisitRecord(NamedTuple):
@@ -398,6 +458,17 @@ async def revoke_key(session: AsyncSession, key_id: int) -> bool:
         .values(revoked_at=utcnow())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def active_keys(session: AsyncSession) -> list[ApiKey]:
+    """Keys that work, oldest first."""
+    return list(
+        await session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)).order_by(ApiKey.id))
+    )
+
+
+async def touch_key(session: AsyncSession, key_id: int) -> None:
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
 async def key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:

@@ -44,8 +44,35 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def check_target(url: str, *, own_hosts: Iterable[str], blocked: Iterable[str]) -> str:
-    """Validate a long URL; returns it unchanged or raises InvalidTarget naming the reason."""
+# Names that always mean this machine or its private network (RFC 6761, RFC 8375, cloud
+# metadata services): refused like the addresses themselves.
+PRIVATE_NAMES = ("localhost", "localhost.localdomain", "home.arpa", "internal", "local")
+
+
+def is_private_host(host: str) -> bool:
+    """True for loopback, private, link-local (cloud metadata: 169.254.169.254), unique-local,
+    unspecified, multicast and reserved addresses, and for names that always mean them.
+
+    Only the URL's text is checked, at creation: a public name that resolves to a private
+    address is not (DNS answers change after the check, and the shortener never fetches the
+    target itself: the redirect sends the visitor's browser there, not this server)."""
+    host = host.strip("[]")
+    if host_matches(host, PRIVATE_NAMES):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    return not ip.is_global or ip.is_multicast
+
+
+def check_target(
+    url: str, *, own_hosts: Iterable[str], blocked: Iterable[str], allow_private: bool = False
+) -> str:
+    """Validate a long URL; returns it unchanged or raises InvalidTarget naming the reason.
+    Private and loopback hosts are refused unless `allow_private` (internal deployments)."""
     if len(url) > MAX_URL_LENGTH:
         raise InvalidTarget(f"The URL is longer than {MAX_URL_LENGTH} characters.")
     if _CONTROL.search(url):
@@ -71,6 +98,11 @@ def check_target(url: str, *, own_hosts: Iterable[str], blocked: Iterable[str]) 
         raise InvalidTarget(f"'{host[:100]}' is not a valid host name.")
     if port == 0:
         raise InvalidTarget("The URL's port is not valid.")
+    if not allow_private and is_private_host(host):
+        raise InvalidTarget(
+            f"'{host[:100]}' is a loopback, private, link-local or reserved address; "
+            "this shortener links to public hosts only (URL_SHORTENER_ALLOW_PRIVATE_TARGETS)."
+        )
     if host_matches(host, {normalize_host(h) for h in own_hosts}):
         raise InvalidTarget("Links to this shortener itself are refused (redirect loops).")
     if host_matches(host, {normalize_host(d) for d in blocked}):

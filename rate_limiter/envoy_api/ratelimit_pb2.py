@@ -22,19 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import wrappers_pb2 as google_dot_protobuf_dot_wrappers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&rate_limiter/envoy_api/ratelimit.proto\x12$envoy.extensions.common.ratelimit.v3\"\xa6\x02\n\x13RateLimitDescriptor\x12P\n\x07\x65ntries\x18\x01 \x03(\x0b\x32?.envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry\x12Z\n\x05limit\x18\x02 \x01(\x0b\x32K.envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.RateLimitOverride\x1a#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x1a<\n\x11RateLimitOverride\x12\x19\n\x11requests_per_unit\x18\x01 \x01(\r\x12\x0c\n\x04unit\x18\x02 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&rate_limiter/envoy_api/ratelimit.proto\x12$envoy.extensions.common.ratelimit.v3\x1a\x1egoogle/protobuf/wrappers.proto\"\xd9\x02\n\x13RateLimitDescriptor\x12P\n\x07\x65ntries\x18\x01 \x03(\x0b\x32?.envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry\x12Z\n\x05limit\x18\x02 \x01(\x0b\x32K.envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.RateLimitOverride\x12\x31\n\x0bhits_addend\x18\x03 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x1a#\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x1a<\n\x11RateLimitOverride\x12\x19\n\x11requests_per_unit\x18\x01 \x01(\r\x12\x0c\n\x04unit\x18\x02 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rate_limiter.envoy_api.ratelimit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RATELIMITDESCRIPTOR']._serialized_start=81
-  _globals['_RATELIMITDESCRIPTOR']._serialized_end=375
-  _globals['_RATELIMITDESCRIPTOR_ENTRY']._serialized_start=278
-  _globals['_RATELIMITDESCRIPTOR_ENTRY']._serialized_end=313
-  _globals['_RATELIMITDESCRIPTOR_RATELIMITOVERRIDE']._serialized_start=315
-  _globals['_RATELIMITDESCRIPTOR_RATELIMITOVERRIDE']._serialized_end=375
+  _globals['_RATELIMITDESCRIPTOR']._serialized_start=113
+  _globals['_RATELIMITDESCRIPTOR']._serialized_end=458
+  _globals['_RATELIMITDESCRIPTOR_ENTRY']._serialized_start=361
+  _globals['_RATELIMITDESCRIPTOR_ENTRY']._serialized_end=396
+  _globals['_RATELIMITDESCRIPTOR_RATELIMITOVERRIDE']._serialized_start=398
+  _globals['_RATELIMITDESCRIPTOR_RATELIMITOVERRIDE']._serialized_end=458
 # @@protoc_insertion_point(module_scope)

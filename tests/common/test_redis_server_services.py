@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 RULES = """\
 domain: api
+algorithm: gcra
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 5}
@@ -41,7 +42,7 @@ def _redis_state(base: str) -> str:
 
 
 def _wait_redis_state(services: list[ServiceProcess], state: str) -> None:
-    wait_for(lambda: all(_redis_state(s.url) == state for s in services))
+    wait_for(lambda: all(_redis_state(s.url) == state for s in services), timeout=30)
 
 
 def _check(base: str, user: str) -> dict:
@@ -59,6 +60,7 @@ def test_services_restarted_in_any_order_share_one_redis_and_survive_its_restart
         "RATE_LIMITER_DATA_DIR": str(data_dir),
         "RATE_LIMITER_RULES": str(write_rules(tmp_path, RULES)),
         "RATE_LIMITER_BACKEND_RETRY_INTERVAL": "0.2",
+        "RATE_LIMITER_GRPC_PORT": "0",  # (no fixed port in tests)
     }
     shortener_env = {
         "URL_SHORTENER_REDIS_URL": "",
@@ -103,7 +105,8 @@ def test_services_restarted_in_any_order_share_one_redis_and_survive_its_restart
     assert shared_redis_url(data_dir) == url
     _wait_redis_state([limiter, shortener], "up")
     # Recovered by themselves: exact decisions from Redis again, counters kept (AOF).
-    wait_for(lambda: not _check(limiter.url, "c")["decisions"][0]["degraded"])
+    wait_for(lambda: not _check(limiter.url, "c")["decisions"][0]["degraded"], timeout=30)
     assert _check(limiter.url, "a")["allowed"] is False
-    wait_for(lambda: "url_shortener_redis_up 1.0" in httpx.get(f"{shortener.url}/metrics").text)
+    metric = "url_shortener_redis_up 1.0"
+    wait_for(lambda: metric in httpx.get(f"{shortener.url}/metrics").text, timeout=30)
     assert httpx.get(f"{shortener.url}/{code}").status_code == 302

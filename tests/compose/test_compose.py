@@ -92,11 +92,22 @@ def module_of(service: dict[str, Any]) -> str | None:
 
 
 def app_services(services: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Compose service name -> the package it runs."""
+    """Compose service name -> the package it serves over HTTP (`python -m <package>`)."""
     found = {}
     for name, service in services.items():
         module = module_of(service)
-        if module is not None:
+        if module is not None and "." not in module:
+            found[name] = module
+    return found
+
+
+def helper_processes(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Compose service name -> the module of a service's non-HTTP process
+    (`python -m task_queue.worker`)."""
+    found = {}
+    for name, service in services.items():
+        module = module_of(service)
+        if module is not None and "." in module:
             found[name] = module
     return found
 
@@ -469,3 +480,19 @@ def test_envoy_config_validates_when_envoy_is_installed() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_helper_processes_run_real_modules_with_their_services_settings(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    helpers = helper_processes(services)
+    assert helpers["task_queue_worker"] == "task_queue.worker"
+    assert helpers["task_queue_scheduler"] == "task_queue.scheduler"
+    for name, module in helpers.items():
+        assert importlib.util.find_spec(module) is not None, f"{name}: no module {module}"
+        cls = settings_class(module.split(".")[0])
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for var in environment(services[name]):
+            if var.startswith(prefix):
+                assert var[len(prefix) :].lower() in cls.model_fields, f"{name}: {var}"
+        assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}, name

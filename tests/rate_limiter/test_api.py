@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import httpx
@@ -152,6 +153,7 @@ async def test_rules_endpoint(rules: Path, redis_url: str) -> None:
 
 ALLOWLIST = """\
 domain: api
+algorithm: gcra
 descriptors:
   - key: ip
     rate_limit: {unit: hour, requests_per_unit: 1}
@@ -442,6 +444,7 @@ async def test_rules_that_opt_in_spare_redis_on_a_busy_key_and_the_rest_stay_exa
 
 EDGE = """\
 domain: edge
+algorithm: gcra
 descriptors:
   - key: remote_address
     rate_limit: {unit: minute, requests_per_unit: 10}
@@ -515,11 +518,11 @@ descriptors:
     descriptors:
       - key: bar
         value: bkthomps
-        rate_limit: {name: bkthomps, unit: minute, requests_per_unit: 1}
+        rate_limit: {name: bkthomps, unit: day, requests_per_unit: 1}
   - key: category
     value: account
     rate_limit:
-      unit: minute
+      unit: day
       requests_per_unit: 4
       replaces: [{name: bkthomps}]
 """
@@ -571,3 +574,18 @@ async def test_a_refused_lease_says_retry_in_a_second_not_at_its_expiry(
         assert not refused.json()["allowed"]
         assert refused.headers["Retry-After"] == "1"
         assert 0 < refused.json()["decisions"][0]["retry_after"] <= 1
+
+
+async def test_a_taken_grpc_port_leaves_the_http_api_up_and_says_so(
+    rules: Path, redis_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with client_for(rules, redis_url, grpc_port=port) as client:
+            assert (await client.post("/api/check", json=check_body(("user", "u")))).json()[
+                "allowed"
+            ]
+            ready = (await client.get("/readyz")).json()
+            assert ready["dependencies"]["grpc"]["status"] == "down"

@@ -17,6 +17,9 @@ from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
+# (Envoy counts in windows aligned to the unit: day-long ones, so that no window boundary
+# falls inside a test but at midnight UTC.)
+
 Response = rls_pb2.RateLimitResponse
 Desc = ratelimit_pb2.RateLimitDescriptor
 
@@ -24,19 +27,19 @@ RULES = """\
 domain: rl
 descriptors:
   - key: foo
-    rate_limit: {unit: minute, requests_per_unit: 2}
+    rate_limit: {unit: day, requests_per_unit: 2}
     descriptors:
       - key: bar
         value: bkthomps
-        rate_limit: {name: bkthomps, unit: minute, requests_per_unit: 1}
+        rate_limit: {name: bkthomps, unit: day, requests_per_unit: 1}
       - key: baz
         value: shady
         shadow_mode: true
-        rate_limit: {unit: hour, requests_per_unit: 1}
+        rate_limit: {unit: day, requests_per_unit: 1}
   - key: category
     value: account
     rate_limit:
-      unit: hour
+      unit: day
       requests_per_unit: 100
       replaces: [{name: bkthomps}]
   - key: qux
@@ -83,11 +86,11 @@ def test_should_rate_limit_speaks_envoys_api(
     [status] = first.statuses
     assert status.code == Response.OK and status.limit_remaining == 1
     assert status.current_limit.requests_per_unit == 2
-    assert status.current_limit.unit == Response.RateLimit.MINUTE
-    assert 0 < status.duration_until_reset.seconds <= 60
+    assert status.current_limit.unit == Response.RateLimit.DAY
+    assert 0 < status.duration_until_reset.seconds <= 86400
     headers = {h.key: h.value for h in first.response_headers_to_add}
     assert headers["RateLimit-Limit"] == "2" and headers["RateLimit-Remaining"] == "1"
-    assert 0 < int(headers["RateLimit-Reset"]) <= 60
+    assert 0 < int(headers["RateLimit-Reset"]) <= 86400
 
     # hits_addend: two hits at once use up the rest and then some.
     over = call(stub, descriptor(("foo", "f1")), hits=2)
@@ -107,7 +110,7 @@ def test_should_rate_limit_speaks_envoys_api(
     assert unmatched.code == Response.OK and not unmatched.HasField("current_limit")
     assert limited.current_limit.requests_per_unit == 2
 
-    # replaces across descriptors: the account rule drops the bkthomps limit (1 per minute).
+    # replaces across descriptors: the account rule drops the bkthomps limit (1 a day).
     bk = descriptor(("foo", "f3"), ("bar", "bkthomps"))
     account = descriptor(("category", "account"))
     for _ in range(3):
@@ -155,3 +158,36 @@ def test_bad_requests_are_invalid_arguments(
         with pytest.raises(grpc.RpcError) as err:
             stub.ShouldRateLimit(request, timeout=5)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_descriptors_own_hits_addend_overrides_the_requests(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, _ = limiter
+
+    def with_hits(n: int) -> ratelimit_pb2.RateLimitDescriptor:
+        d = descriptor(("foo", "quota"))
+        d.hits_addend.value = n
+        return d
+
+    # 0: checked, not counted (Envoy's way of asking before a stream's cost is known).
+    for _ in range(3):
+        assert call(stub, with_hits(0), hits=5).statuses[0].limit_remaining == 2
+    assert call(stub, with_hits(2), hits=1).statuses[0].limit_remaining == 0
+    assert call(stub, with_hits(0)).overall_code == Response.OK  # at the limit, not over it
+    assert call(stub, with_hits(1)).overall_code == Response.OVER_LIMIT
+
+
+def test_a_descriptors_limit_override_replaces_the_rules_limit(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, _ = limiter
+    d = descriptor(("foo", "overridden"))
+    d.limit.requests_per_unit = 1
+    d.limit.unit = Response.RateLimit.HOUR
+    first = call(stub, d)
+    assert first.statuses[0].current_limit.requests_per_unit == 1
+    assert first.statuses[0].current_limit.unit == Response.RateLimit.HOUR
+    assert call(stub, d).overall_code == Response.OVER_LIMIT
+    # The same entries without the override: the rule's own 2 a day, a counter of its own.
+    assert call(stub, descriptor(("foo", "overridden"))).statuses[0].limit_remaining == 1

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 RULES = """\
 domain: api
+algorithm: gcra
 descriptors:
   - key: user
     rate_limit: {unit: hour, requests_per_unit: 40}

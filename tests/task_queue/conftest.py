@@ -76,13 +76,13 @@ class Stack:
             [],
             {**self.env, **env},
             log_path=self.tmp / f"worker{len(self.workers)}.log",
-            broker_url=self.broker_url,
+            broker_url={**self.env, **env}["TASK_QUEUE_BROKER_URL"],
             concurrency=concurrency,
             queues=queues or ["default", "cpu", "io"],
             module="task_queue.worker",
         )
         self.workers.append(worker)
-        return worker.start()
+        return worker.start(timeout=90)
 
     def start_scheduler(self) -> Scheduler:
         scheduler = Scheduler(self.env, self.tmp / f"scheduler{len(self.schedulers)}.log")
@@ -182,14 +182,18 @@ def stack_factory(
     at the end of the module. Each stack gets its own Redis database number."""
     stacks: list[Stack] = []
 
-    def make(broker: str = "redis") -> Stack:
+    def make(broker: str = "redis", redis_url: str | None = None) -> Stack:
+        """`broker`: "redis" or "amqp" (TEST_AMQP_URL); `redis_url`: a Redis of the test's
+        own (failure tests stop it), else a fresh database of the session's server."""
         tmp = tmp_path_factory.mktemp("tq")
-        redis_url = f"redis://127.0.0.1:{redis_server.port}/{1 + len(stacks)}"
-        with sync_redis.Redis.from_url(redis_url) as r:
-            r.flushdb()  # what an earlier module left behind
+        if redis_url is None:
+            redis_url = f"redis://127.0.0.1:{redis_server.port}/{1 + len(stacks)}"
+            with sync_redis.Redis.from_url(redis_url) as r:
+                r.flushdb()  # what an earlier module left behind
         broker_url = TEST_AMQP_URL if broker == "amqp" and TEST_AMQP_URL else redis_url
         env = stack_env(redis_url, module_database_url, broker_url, tmp)
-        api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start()
+        # Generous start-up: the machine running the suite may be busy.
+        api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start(timeout=90)
         stack = Stack(env=env, api=api, tmp=tmp, broker_url=broker_url)
         stacks.append(stack)
         return stack

@@ -85,12 +85,14 @@ def test_soft_timeout_fails_the_attempt_and_retries_then_dead(two_workers: Stack
 
 def test_hard_timeout_kills_a_job_that_ignores_the_soft_one(two_workers: Stack) -> None:
     """`stubborn` swallows the soft limit; the hard one (timeout + grace) kills its
-    process, the reaper records the attempt as lost, and with no retries left it is dead."""
+    process, the reaper records the attempt as a timeout (it ran past its deadline), and
+    with no retries left the job is dead."""
     started = time.monotonic()
     job = two_workers.submit("stubborn", {"seconds": 60}, timeout_seconds=1, max_retries=0)
     done = two_workers.wait(job["id"], timeout=40)
     assert done["status"] == "dead", done
-    assert [a["outcome"] for a in done["attempts"]] == ["lost"]
+    assert [a["outcome"] for a in done["attempts"]] == ["timeout"]
+    assert done["error"] == "hard time limit reached"
     assert time.monotonic() - started < 30
 
 

@@ -72,6 +72,15 @@ def test_the_same_idempotency_key_returns_the_same_job(stack: Stack) -> None:
         )
     assert again.status_code == 202 and again.json()["id"] == first["id"]
     assert again.headers["idempotent-replayed"] == "true"
+    with stack.http as c:
+        metrics = c.get("/metrics").text
+    assert 'task_queue_jobs_submitted_total{type="noop"}' in metrics
+    [deduplicated] = [
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("task_queue_jobs_deduplicated_total ")
+    ]
+    assert deduplicated >= 1
 
 
 def test_concurrent_submits_with_one_key_make_one_job(stack: Stack) -> None:
@@ -100,7 +109,9 @@ def test_list_filters_and_pages_with_a_cursor(stack: Stack) -> None:
     cursor = None
     with stack.http as c:
         while True:
-            params = {"type": "add", "limit": 2, **({"cursor": cursor} if cursor else {})}
+            params: dict[str, str | int] = {"type": "add", "limit": 2}
+            if cursor:
+                params["cursor"] = cursor
             page = c.get("/api/jobs", params=params).json()
             seen += [j["id"] for j in page["items"]]
             cursor = page["next_cursor"]

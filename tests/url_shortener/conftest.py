@@ -3,17 +3,21 @@ real server processes for multi-instance and failure tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from tests.support import ServiceProcess
 from url_shortener.app import create_app
+from url_shortener.metrics import WriterMetrics
 from url_shortener.settings import UrlShortenerSettings
+from url_shortener.visits import visitor_salt
+from url_shortener.writer import VisitWriter
 
 ADMIN = {"x-api-key": "test-admin-key"}
 
@@ -65,6 +69,19 @@ def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
+def _process_env(redis_url: str, database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "URL_SHORTENER_REDIS_URL": redis_url,
+        "URL_SHORTENER_DATABASE_URL": database_url,
+        "URL_SHORTENER_DATA_DIR": str(tmp_path / "data"),
+        "URL_SHORTENER_ADMIN_KEY": "test-admin-key",
+        "URL_SHORTENER_BASE_URL": "https://sho.rt",
+        "URL_SHORTENER_ACCESS_LOG": "false",
+        "URL_SHORTENER_LOG_FORMAT": "json",
+        "URL_SHORTENER_CREATE_RATE_PER_MINUTE": "100000",
+    }
+
+
 @pytest.fixture
 def shortener(
     service_factory: Callable[..., ServiceProcess], tmp_path: Path, database_url: str
@@ -72,16 +89,54 @@ def shortener(
     """Start a real `python -m url_shortener` on a free port, sharing one SQL database."""
 
     def start(redis_url: str, **env: str) -> ServiceProcess:
-        base = {
-            "URL_SHORTENER_REDIS_URL": redis_url,
-            "URL_SHORTENER_DATABASE_URL": database_url,
-            "URL_SHORTENER_DATA_DIR": str(tmp_path / "data"),
-            "URL_SHORTENER_ADMIN_KEY": "test-admin-key",
-            "URL_SHORTENER_BASE_URL": "https://sho.rt",
-            "URL_SHORTENER_ACCESS_LOG": "false",
-            "URL_SHORTENER_LOG_FORMAT": "json",
-            "URL_SHORTENER_CREATE_RATE_PER_MINUTE": "100000",
-        }
+        base = _process_env(redis_url, database_url, tmp_path)
         return service_factory("url_shortener", {**base, **env})
 
     return start
+
+
+@pytest.fixture
+def visit_writer(tmp_path: Path, database_url: str) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start real `python -m url_shortener.writer` processes on the same Redis and SQL."""
+    procs: list[ServiceProcess] = []
+
+    def start(redis_url: str, **env: str) -> ServiceProcess:
+        base = _process_env(redis_url, database_url, tmp_path)
+        proc = ServiceProcess(
+            "url_shortener.writer",
+            {**base, "URL_SHORTENER_WRITER_CLAIM_IDLE_SECONDS": "1", **env},
+            log_path=tmp_path / f"writer-{len(procs)}.log",
+            env_prefix="URL_SHORTENER_WRITER",
+        )
+        procs.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def in_process_writer(app: FastAPI, **kwargs: Any) -> VisitWriter:
+    """A visit writer over the app's own Redis and SQL (what `python -m url_shortener.writer`
+    runs), for tests that drive the app in-process."""
+    settings: UrlShortenerSettings = app.state.settings
+    links = app.state.links
+    return VisitWriter(
+        links.recorder.redis,
+        links.sessions,
+        stream=settings.visit_stream,
+        salt=visitor_salt(settings),
+        trusted_proxies=tuple(settings.trusted_proxies),
+        batch_entries=kwargs.pop("batch_entries", 20),
+        claim_idle=kwargs.pop("claim_idle", 30.0),
+        metrics=WriterMetrics(CollectorRegistry()),
+        **kwargs,
+    )
+
+
+async def settle_visits(app: FastAPI) -> int:
+    """Ship the app's buffered visits to the stream and write them all to SQL, as a writer
+    process would; returns how many visits were shipped."""
+    shipped: int = await app.state.links.recorder.flush()
+    await in_process_writer(app).drain()
+    return shipped

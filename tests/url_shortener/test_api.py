@@ -1,5 +1,8 @@
 """The management API through its real interface (ASGI), on real Redis and SQL."""
 
+import re
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -194,6 +197,27 @@ async def test_concurrent_creates_never_collide(client: httpx.AsyncClient) -> No
     assert len({link["code"] for link in links}) == 200
 
 
+@pytest.mark.parametrize("size", [64, 77, 300, 2048])
+def test_a_qr_png_is_exactly_the_size_asked_and_draws_the_code(size: int) -> None:
+    import segno
+
+    from url_shortener import qr
+
+    png = qr.render("https://sho.rt/abcdefg", fmt="png", size=size)
+    assert struct.unpack(">IIBB", png[16:26]) == (size, size, 8, 0)  # 8-bit grayscale
+    idat = png.index(b"IDAT")
+    length = struct.unpack(">I", png[idat - 4 : idat])[0]
+    pixels = zlib.decompress(png[idat + 4 : idat + 4 + length])
+    assert len(pixels) == size * (size + 1)
+    matrix = [
+        list(r) for r in segno.make("https://sho.rt/abcdefg", error="m").matrix_iter(border=4)
+    ]
+    n = len(matrix)
+    for my, mx in [(0, 0), (4, 4), (5, 5), (6, 6), (n // 2, n // 2), (n - 5, 4)]:
+        y, x = (my * size + size // 2) // n, (mx * size + size // 2) // n  # a module's middle
+        assert pixels[y * (size + 1) + 1 + x] == (0 if matrix[my][mx] else 255)
+
+
 async def test_qr_codes(client: httpx.AsyncClient) -> None:
     code = (await make_link(client))["code"]
     svg = await client.get(f"/api/links/{code}/qr", headers=ADMIN)
@@ -201,8 +225,8 @@ async def test_qr_codes(client: httpx.AsyncClient) -> None:
     assert svg.content.lstrip().startswith(b"<?xml") or b"<svg" in svg.content[:200]
     png = await client.get(f"/api/links/{code}/qr?format=png&size=300", headers=ADMIN)
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
-    width = int.from_bytes(png.content[16:20], "big")
-    assert 200 <= width <= 300
+    assert struct.unpack(">II", png.content[16:24]) == (300, 300)
+    assert re.search(rb'<svg[^>]* width="256(\.0)?" height="256(\.0)?"', svg.content)
     assert_problem(await client.get(f"/api/links/{code}/qr?format=gif", headers=ADMIN), 422)
     assert_problem(await client.get(f"/api/links/{code}/qr?size=99999", headers=ADMIN), 422)
     assert_problem(await client.get("/api/links/missing/qr", headers=ADMIN), 404)
@@ -226,6 +250,38 @@ async def test_hostile_paths_and_queries_are_4xx_not_500(client: httpx.AsyncClie
     code = (await make_link(client))["code"]
     far = {"expires_at": "9999-12-31T23:59:59-14:00"}
     assert_problem(await client.patch(f"/api/links/{code}", json=far, headers=ADMIN), 422)
+
+
+async def test_keys_are_listed_without_their_secrets(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/keys", headers=ADMIN)).json() == []
+    made = (await client.post("/api/keys", json={"name": "ci"}, headers=ADMIN)).json()
+    other = (await client.post("/api/keys", json={"name": "old"}, headers=ADMIN)).json()
+    await client.delete(f"/api/keys/{other['id']}", headers=ADMIN)
+    [listed] = (await client.get("/api/keys", headers=ADMIN)).json()
+    assert listed["name"] == "ci" and listed["prefix"] == made["prefix"]
+    assert listed["last_used_at"] is None and listed["created_at"]
+    assert made["key"] not in str(listed) and set(listed) == {
+        "id", "name", "prefix", "created_at", "last_used_at"
+    }  # fmt: skip
+    mine = {"x-api-key": made["key"]}
+    assert (await client.get("/api/links", headers=mine)).status_code == 200
+    [listed] = (await client.get("/api/keys", headers=ADMIN)).json()
+    assert listed["last_used_at"] is not None
+    assert_problem(await client.get("/api/keys", headers=mine), 403)
+    assert_problem(await client.get("/api/keys"), 401)
+
+
+async def test_private_targets_are_refused_unless_allowed(settings) -> None:  # type: ignore[no-untyped-def]
+    from url_shortener.app import create_app
+
+    for allowed, status in ((False, 422), (True, 201)):
+        app = create_app(settings.model_copy(update={"allow_private_targets": allowed}))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="https://sho.rt") as c:
+                for url in ("http://169.254.169.254/latest/meta-data/", "http://[::1]:8080/"):
+                    resp = await c.post("/api/links", json={"url": url}, headers=ADMIN)
+                    assert resp.status_code == status, resp.text
 
 
 async def test_minted_keys_see_only_their_own_links_and_cannot_mint(

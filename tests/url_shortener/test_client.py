@@ -118,6 +118,10 @@ def test_link_lifecycle_and_errors(
     assert png.read_bytes().startswith(b"\x89PNG")
     cli("qr", code, "--out", str(svg), "--format", "svg")
     assert b"<svg" in svg.read_bytes()[:300]
+    # an --out whose extension says another format than --format is refused, nothing written
+    clash = cli("qr", code, "--out", str(tmp_path / "c.png"), "--format", "svg", code=2)
+    assert "c.png" in clash.stderr and "--format is svg" in clash.stderr
+    assert not (tmp_path / "c.png").exists()
 
     # delete, then the documented errors: 404 (exit 1, problem shown on stderr)
     assert cli("delete", code).stdout.strip() == f"Deleted {code}."
@@ -182,6 +186,13 @@ def test_bulk_and_keys(
     assert cli("--api-key", key, "--json", "list", "--limit", "1").returncode == 0
     meta = cli.json("keys", "create", "other")
     assert meta["name"] == "other" and meta["key"] and meta["prefix"]
+    # keys list: names, prefixes, when created and last used; never a secret
+    listed = cli("keys", "list").stdout
+    assert "ci-bot" in listed and "other" in listed and meta["prefix"] in listed
+    assert key not in listed and meta["key"] not in listed and "never" in listed
+    used = {k["name"]: k["last_used_at"] for k in cli.json("keys", "list")}
+    assert used["ci-bot"] is not None and used["other"] is None
+    assert "403" in own("keys", "list", code=1).stderr
     # Only the admin key mints and revokes; a revoked key stops working at once.
     assert "403" in own("keys", "create", "nope", code=1).stderr
     revoked = cli("keys", "revoke", str(meta["id"]))

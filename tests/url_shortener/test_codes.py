@@ -59,3 +59,25 @@ def test_generated_shape() -> None:
     assert not is_generated_shape("abcDEF12")
     rng = random.Random(1)
     assert is_generated_shape("".join(rng.choice("xyZ019") for _ in range(CODE_LENGTH)))
+
+
+async def test_codes_never_repeat_across_blocks_requests_and_instances(settings) -> None:  # type: ignore[no-untyped-def]
+    """The direct test for a code collision: small counter blocks, concurrent requests of
+    different sizes, and a second service (another instance) taking blocks meanwhile."""
+    import asyncio
+
+    from url_shortener.app import create_app
+    from url_shortener.service import LinkService
+
+    app = create_app(settings.model_copy(update={"id_block_size": 7}))
+    async with app.router.lifespan_context(app):
+        one = app.state.links
+        other = LinkService(
+            settings=one.settings, sessions=one.sessions, cache=one.cache, recorder=one.recorder
+        )
+        sizes = [1, 3, 20, 2, 7, 9, 1, 15] * 6
+        batches = await asyncio.gather(*(svc._next_codes(n) for n in sizes for svc in (one, other)))
+    codes = [code for batch in batches for code in batch]
+    assert [len(b) for b in batches] == [n for n in sizes for _ in (0, 1)]
+    assert len(codes) == 2 * sum(sizes)
+    assert len(set(codes)) == len(codes)

@@ -67,34 +67,64 @@ def test_codes_are_unique_across_instances_and_concurrent_requests(
     assert len({link["code"] for link in links}) == 200
 
 
-def test_graceful_shutdown_writes_every_buffered_visit(shortener: Start, redis_url: str) -> None:
-    # A flush interval far longer than the test: only the shutdown drain can write them.
+def test_graceful_shutdown_ships_every_buffered_visit(
+    shortener: Start, visit_writer: Start, redis_url: str
+) -> None:
+    # A flush interval far longer than the test: only the shutdown drain can ship them.
     env = {"URL_SHORTENER_VISIT_FLUSH_INTERVAL": "300", "URL_SHORTENER_VISIT_BATCH_SIZE": "10000"}
     inst = shortener(redis_url, **env)
+    visit_writer(redis_url)
     code = create(inst.url)["code"]
     for _ in range(137):
         assert hit(inst.url, code) == 302
-    assert visits(inst.url, code) == 0  # still buffered
+    time.sleep(0.5)
+    assert visits(inst.url, code) == 0  # still buffered in the server
     # uvicorn shuts down gracefully, then re-raises the signal: exit status -15.
     assert inst.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in inst.logs()
     again = shortener(redis_url)
-    assert visits(again.url, code) == 137
+    wait_for(lambda: visits(again.url, code) == 137, timeout=10)
 
 
-def test_a_crash_loses_at_most_the_last_flush_interval(shortener: Start, redis_url: str) -> None:
-    # README: "a crash loses at most the visits of the last flush interval".
+def test_a_server_crash_loses_at_most_the_last_flush_interval(
+    shortener: Start, visit_writer: Start, redis_url: str
+) -> None:
+    # README: "a server crash loses at most the visits of the last flush interval".
     inst = shortener(redis_url, URL_SHORTENER_VISIT_FLUSH_INTERVAL="0.3")
+    visit_writer(redis_url)
     code = create(inst.url)["code"]
     for _ in range(50):
         hit(inst.url, code)
-    time.sleep(1.0)  # > the flush interval: these 50 must be on disk now
+    time.sleep(1.0)  # > the flush interval: these 50 are in the stream (or in SQL) now
     for _ in range(20):
         hit(inst.url, code)
     inst.stop(signal.SIGKILL)
     again = shortener(redis_url)
-    # Everything older than a flush interval is on disk; only the last 20 may be lost.
-    assert visits(again.url, code) >= 50
+    # Everything older than a flush interval gets to SQL; only the last 20 may be lost.
+    wait_for(lambda: visits(again.url, code) >= 50, timeout=10)
+    assert visits(again.url, code) <= 70
+
+
+def test_run_all_starts_a_writer_beside_the_server(
+    service_factory: Callable[..., ServiceProcess], redis_url: str, database_url: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """`make run-url_shortener` (python -m url_shortener all): visits reach SQL with no
+    other process started."""
+    from tests.url_shortener.conftest import _process_env
+
+    env = _process_env(redis_url, database_url, tmp_path)
+    proc = ServiceProcess("url_shortener", env, log_path=tmp_path / "all.log", args=["all"])
+    proc.start()
+    try:
+        code = create(proc.url)["code"]
+        for _ in range(3):
+            assert hit(proc.url, code) == 302
+        wait_for(lambda: visits(proc.url, code) == 3, timeout=10)
+        stats = httpx.get(f"{proc.url}/api/links/{code}/stats", headers=ADMIN).json()
+        assert stats["total"] == 3
+    finally:
+        assert proc.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    assert "visit_writer_started" in proc.logs()
 
 
 def test_redis_outage_redirects_from_sql_and_recovers(

@@ -10,8 +10,8 @@ import redis.asyncio as aredis
 from fastapi import FastAPI
 from sqlalchemy import event, text
 
-from tests.url_shortener.conftest import ADMIN, assert_problem, make_link
-from url_shortener.cache import counter_key, link_key
+from tests.url_shortener.conftest import ADMIN, assert_problem, make_link, settle_visits
+from url_shortener.cache import CachedLink, Mode, Outcome, link_key
 
 
 class SqlCounter:
@@ -127,7 +127,7 @@ async def test_head_does_not_count_a_visit(client: httpx.AsyncClient, app: FastA
     assert (await client.get(f"/{code}")).status_code == 302
     assert (await client.head(f"/{code}")).status_code == 410
     assert (await client.get(f"/{code}")).status_code == 410
-    await app.state.links.recorder.flush()
+    await settle_visits(app)
     assert (await client.get(f"/api/links/{code}", headers=ADMIN)).json()["visits"] == 1
 
 
@@ -147,8 +147,8 @@ async def test_raising_max_visits_keeps_what_was_used(
     assert [(await client.get(f"/{code}")).status_code for _ in range(3)] == [302, 302, 410]
     await client.patch(f"/api/links/{code}", json={"max_visits": 3}, headers=ADMIN)
     assert [(await client.get(f"/{code}")).status_code for _ in range(2)] == [302, 410]
-    async with aredis.Redis.from_url(redis_url) as r:
-        assert await r.get(counter_key(code)) == b"3"
+    link = (await client.get(f"/api/links/{code}", headers=ADMIN)).json()
+    assert link["visits"] == 3  # claims are counted in SQL at once
 
 
 async def test_password_form_then_right_and_wrong_password(client: httpx.AsyncClient) -> None:
@@ -167,6 +167,33 @@ async def test_password_form_then_right_and_wrong_password(client: httpx.AsyncCl
     assert right.status_code == 303
     assert right.headers["location"] == "https://example.com/secret"
     assert_problem(await client.post("/nosuchcode", data={"password": "x"}), 404)
+
+
+async def test_posting_to_an_unknown_or_unprotected_link_is_not_a_wrong_password(
+    client: httpx.AsyncClient,
+) -> None:
+    for body in ({"password": "x"}, {}):
+        unknown = assert_problem(await client.post("/nosuchcode", data=body), 404)
+        assert "Wrong password" not in unknown["detail"]
+    code = (await make_link(client))["code"]
+    for body in ({"password": "x"}, {}):
+        open_link = assert_problem(await client.post(f"/{code}", data=body), 405)
+        assert open_link["title"] == "Link has no password"
+    assert (await client.get(f"/{code}")).status_code == 302
+
+
+async def test_an_international_target_redirects_to_its_idna_host(
+    client: httpx.AsyncClient,
+) -> None:
+    code = (await make_link(client, url="https://例え.jp/パス?q=ü"))["code"]
+    for _ in range(2):  # from Redis, then from the in-process cache
+        resp = await client.get(f"/{code}")
+        assert resp.status_code == 302
+        assert resp.headers["location"] == "https://xn--r8jz45g.jp/%E3%83%91%E3%82%B9?q=%C3%BC"
+    port = (await make_link(client, url="http://Bücher.example:8080/"))["code"]
+    assert (await client.get(f"/{port}")).headers[
+        "location"
+    ] == "http://xn--bcher-kva.example:8080/"
 
 
 async def test_password_plus_max_visits_counts_only_unlocked_visits(
@@ -190,7 +217,7 @@ async def test_visits_are_recorded_with_analytics(client: httpx.AsyncClient, app
         ("Googlebot/2.1", ""),
     ]:
         await client.get(f"/{code}", headers={"user-agent": ua, "referer": ref})
-    await app.state.links.recorder.flush()
+    await settle_visits(app)
     stats = (await client.get(f"/api/links/{code}/stats", headers=ADMIN)).json()
     assert stats["total"] == 4
     assert stats["unique_visitors"] == 3  # same IP + same UA twice
@@ -219,7 +246,7 @@ async def test_visits_of_a_deleted_link_are_dropped_not_fatal(
     await client.get(f"/{gone}")
     await client.get(f"/{keep}")
     await client.delete(f"/api/links/{gone}", headers=ADMIN)
-    await app.state.links.recorder.flush()
+    await settle_visits(app)
     assert (await client.get(f"/api/links/{keep}", headers=ADMIN)).json()["visits"] == 1
     async with app.state.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM visits"))).scalar_one() == 1
@@ -238,7 +265,7 @@ async def test_unique_visitors_believe_forwarded_for_only_from_trusted_proxies(
                 code = (await make_link(c))["code"]
                 for spoof in ("1.1.1.1", "2.2.2.2", "3.3.3.3"):
                     await c.get(f"/{code}", headers={"x-forwarded-for": spoof})
-                await app.state.links.recorder.flush()
+                await settle_visits(app)
                 stats = (await c.get(f"/api/links/{code}/stats", headers=ADMIN)).json()
         assert stats["total"] == 3
         assert stats["unique_visitors"] == expected
@@ -258,7 +285,7 @@ async def test_hot_links_are_served_from_process_memory(
     hits = await local_hits(client)
     assert (await client.get(f"/{code}")).status_code == 302  # no Redis involved
     assert await local_hits(client) == hits + 1
-    # Links with max_visits are never held locally: each visit is claimed in Redis.
+    # Links with max_visits are never held locally: Redis is asked each time.
     async with aredis.Redis.from_url(redis_url) as r:
         assert (await client.get(f"/{limited}")).status_code == 302
         after = await r.info("stats")
@@ -273,21 +300,25 @@ async def local_hits(client: httpx.AsyncClient) -> float:
 async def test_a_fill_racing_an_invalidation_cannot_resurrect_the_old_link(
     client: httpx.AsyncClient, app: FastAPI, redis_url: str
 ) -> None:
-    from url_shortener.cache import MISS, CachedLink
-
     links = app.state.links
     code = (await make_link(client, url="https://example.com/old"))["code"]
     old = await links.get(code)
-    # A reader misses and loads the row from SQL...
-    seen = await links.cache.resolve(code, "0")
-    assert seen.kind == MISS
-    # ...meanwhile the link is deleted (SQL commit, then invalidation)...
-    await client.delete(f"/api/links/{code}", headers=ADMIN)
-    # ...and the reader's late fill is refused.
     stale = CachedLink(old.id, old.url, 302, None, False, None)
-    assert await links.cache.put(code, stale, version=seen.version) is False
-    async with aredis.Redis.from_url(redis_url) as r:
-        assert not await r.exists(link_key(code))
+    loads = 0
+
+    async def racing_loader(c: str) -> CachedLink | None:
+        # A reader missed and loaded the row from SQL; meanwhile the link is deleted (SQL
+        # commit, then invalidation); the reader then fills with what it loaded.
+        nonlocal loads
+        loads += 1
+        if loads == 1:
+            await client.delete(f"/api/links/{code}", headers=ADMIN)
+            return stale
+        return await links._load(c)
+
+    found = await links.cache.lookup(code, Mode.VISIT, racing_loader)
+    assert found.outcome is Outcome.UNKNOWN  # the stale fill was refused; SQL read again
+    assert loads == 2
     assert_problem(await client.get(f"/{code}"), 404)
 
 
@@ -295,18 +326,49 @@ async def test_a_negative_fill_racing_a_create_cannot_hide_the_new_alias(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     links = app.state.links
-    seen = await links.cache.resolve("fresh-alias", "0")  # a miss for a code not yet there
-    await make_link(client, alias="fresh-alias")
-    assert await links.cache.put_unknown("fresh-alias", version=seen.version) is False
+
+    async def racing_loader(c: str) -> CachedLink | None:
+        loaded = await links._load(c)  # not there yet...
+        if loaded is None:
+            await make_link(client, alias="fresh-alias")  # ...created meanwhile
+        return loaded
+
+    found = await links.cache.lookup("fresh-alias", Mode.VISIT, racing_loader)
+    assert found.outcome is Outcome.REDIRECT
     assert (await client.get("/fresh-alias")).status_code == 302
 
 
-async def test_head_rebuilds_a_missing_counter_before_answering(
+async def test_visit_limits_live_in_sql_not_in_redis(
     client: httpx.AsyncClient, app: FastAPI, redis_url: str
 ) -> None:
-    code = (await make_link(client, max_visits=1))["code"]
+    """Redis losing everything (a restart without its data, a failover) gives no visit back."""
+    code = (await make_link(client, max_visits=2))["code"]
     assert (await client.get(f"/{code}")).status_code == 302
-    await app.state.links.recorder.flush()
     async with aredis.Redis.from_url(redis_url) as r:
-        await r.delete(counter_key(code))  # e.g. Redis restarted without its data
+        await r.flushall()
+    assert (await client.get(f"/{code}")).status_code == 302
+    async with aredis.Redis.from_url(redis_url) as r:
+        await r.flushall()
     assert (await client.head(f"/{code}")).status_code == 410
+    assert (await client.get(f"/{code}")).status_code == 410
+
+
+async def test_an_expired_link_still_in_redis_is_410(
+    client: httpx.AsyncClient, settings, redis_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The expiry check in lua/redirect.lua itself: the Redis entry outlives the link (its
+    TTL is whole seconds; clocks differ) and no in-process cache answers first."""
+    from url_shortener.app import create_app
+
+    app = create_app(settings.model_copy(update={"local_cache_ttl_seconds": 0}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="https://sho.rt") as c:
+            code = (await make_link(c))["code"]
+            assert (await c.get(f"/{code}")).status_code == 302  # cached in Redis now
+            async with aredis.Redis.from_url(redis_url) as r:
+                past = int(datetime.now(UTC).timestamp()) - 5
+                await r.hset(link_key(code), "x", past)
+                assert await r.ttl(link_key(code)) > 60
+            assert_problem(await c.get(f"/{code}"), 410)
+            assert (await c.head(f"/{code}")).status_code == 410

@@ -13,8 +13,8 @@ BLOCKED = ["malware.test"]
         "https://example.com",
         "http://example.com:8080/a?b=c#d",
         "https://例え.jp/パス",
-        "http://[2001:db8::1]:8080/x",
-        "http://192.0.2.1/x",
+        "http://[2606:4700:4700::1111]:8080/x",
+        "http://93.184.216.34/x",
         "https://my_host.example.com/",
         "https://sub.example.co.uk/" + "a" * 1900,
     ],
@@ -79,3 +79,37 @@ def test_good_aliases(alias: str) -> None:
 def test_refused_aliases(alias: str, reason: str) -> None:
     with pytest.raises(InvalidAlias, match=reason):
         check_alias(alias)
+
+
+PRIVATE = [
+    "http://localhost/admin",
+    "http://LOCALHOST.:8080/",
+    "http://app.localhost/",
+    "http://127.0.0.1/",
+    "http://127.1.2.3:9000/",
+    "http://10.0.0.5/",
+    "http://172.16.3.4/",
+    "http://192.168.1.1/router",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://printer.local/",
+    "http://0.0.0.0/",
+    "http://[::1]/",
+    "http://[fd00::1]/",
+    "http://[fe80::1]/",
+    "http://[::ffff:10.0.0.1]/",
+    "http://100.64.0.1/",
+    "http://192.0.2.1/",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE)
+def test_private_and_loopback_targets_are_refused_by_default(url: str) -> None:
+    with pytest.raises(InvalidTarget, match="public hosts only"):
+        check_target(url, own_hosts=OWN, blocked=BLOCKED)
+    assert check_target(url, own_hosts=OWN, blocked=BLOCKED, allow_private=True) == url
+
+
+@pytest.mark.parametrize("url", ["https://10.example.com/", "https://localhost-news.com/"])
+def test_public_names_that_only_look_private_are_accepted(url: str) -> None:
+    assert check_target(url, own_hosts=OWN, blocked=BLOCKED) == url
