@@ -119,9 +119,10 @@ def test_a_failing_sms_provider_fails_over_and_its_circuit_opens(stack: Stack) -
             )
         )
         assert 'provider="sms_b",state="closed"} 1.0' in metrics
-    # With the circuit open, sms_a is not called at all (only 3 failures reached it).
+    # With the circuit open, sms_a is not called: 3 failures open it (a 4th may have been in
+    # flight in the other pool process when it opened), the rest go straight to sms_b.
     tried_a = sum(1 for d in done for a in d["trail"] if a["provider"] == "sms_a")
-    assert tried_a == 3
+    assert 3 <= tried_a <= 4 < len(users)
     # It recovers: after the reset (1 s) one probe goes through and closes the circuit.
     stack.control("sms_a", "ok")
     time.sleep(1.2)
