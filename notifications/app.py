@@ -60,7 +60,7 @@ def create_app(settings: NotificationsSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database())
+        engine = create_engine(settings.database(), timeout=settings.sql_timeout)
         await upgrade(engine, MIGRATIONS)
         sessions = session_factory(engine)
         redis = create_redis(redis_url, timeout=2.0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications import templates
@@ -122,6 +122,16 @@ class DeliveryEngine:
             if d is None or d.status not in WAITING or d.next_at > now + 0.05:
                 return None
             was, key = d.status, d.digest_key  # (the UPDATE below refreshes `d`)
+            if was == "digesting" and key:
+                # One flush per digest: only its lead (lowest id) claims; it takes the rest.
+                lead = session.scalar(
+                    select(func.min(Delivery.id)).where(
+                        Delivery.digest_key == key,
+                        Delivery.status.in_(("digesting", "sending")),
+                    )
+                )
+                if lead != d.id:
+                    return None
             claimed = session.execute(
                 update(Delivery)
                 .where(Delivery.id == d.id, Delivery.status == was)

@@ -177,6 +177,24 @@ def module_database_url(
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def _own_database(url: str, index: int) -> str:
+    """Each stack its own database: a sweeper must never see another stack's deliveries."""
+    if url.startswith("sqlite"):
+        return url.replace(".db", f"{index}.db")
+    import psycopg
+
+    assert TEST_DATABASE_URL
+    schema = f"n_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    SCHEMAS.append(schema)
+    sep = "&" if "?" in TEST_DATABASE_URL else "?"
+    return f"{TEST_DATABASE_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+SCHEMAS: list[str] = []  # made by _own_database, dropped when their module ends
+
+
 def stack_env(
     redis_url: str, database_url: str, data_dir: Path, smtp: int, http: int
 ) -> dict[str, str]:
@@ -222,9 +240,7 @@ def stack_factory(
         with sync_redis.Redis.from_url(url) as r:
             r.flushdb()
         smtp, http = free_port(), free_port()
-        base = stack_env(
-            url, module_database_url.replace(".db", f"{len(stacks)}.db"), tmp, smtp, http
-        )
+        base = stack_env(url, _own_database(module_database_url, len(stacks)), tmp, smtp, http)
         full = {**base, **env}
         sinks = Child(
             ["-m", "notifications.sinks", "--smtp-port", str(smtp), "--http-port", str(http)],
@@ -250,6 +266,12 @@ def stack_factory(
     yield make
     for stack in stacks:
         stack.stop()
+    if SCHEMAS:
+        import psycopg
+
+        with psycopg.connect(str(TEST_DATABASE_URL), autocommit=True) as conn:
+            while SCHEMAS:
+                conn.execute(f'DROP SCHEMA "{SCHEMAS.pop()}" CASCADE')
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,44 @@ def run(stack: Stack | None, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_the_readmes_first_block_delivers_on_every_channel(stack: Stack) -> None:
+    # notifications/README.md's commands, with this stack's receiver in --webhook.
+    hook = stack.hook_url("demo")
+    made = run(
+        stack,
+        "users",
+        "ada",
+        "--email",
+        "ada@example.com",
+        "--phone",
+        "+15550001111",
+        "--webhook",
+        hook,
+    )
+    assert made.returncode == 0, made.stderr
+    put = run(
+        stack,
+        "templates", "put", "welcome",
+        "--inapp", "Hi {{ name }}",
+        "--sms", "Hi {{ name }}",
+        "--email-text", "Hello {{ name }}",
+        "--webhook", "hi {{ name }}",
+        "--example", "name=A",
+    )  # fmt: skip
+    assert put.returncode == 0 and "welcome v1" in put.stdout
+    sent = run(stack, "send", "welcome", "name=Ada", "--user", "ada", "--watch")
+    assert sent.returncode == 0, sent.stderr
+    for channel, status in (
+        ("email", "sent"),
+        ("sms", "sent"),
+        ("webhook", "delivered"),
+        ("inapp", "delivered"),
+    ):
+        assert f"ada {channel:8} {status}" in sent.stdout, sent.stdout
+    assert any(m["text"] == "Hi Ada" for m in stack.received("sms"))
+    assert any(m["name"] == "demo" for m in stack.received("webhook"))
+
+
 def test_the_client_sets_up_sends_and_reads(stack: Stack) -> None:
     assert run(stack, "users", "cli-ada", "--email", "ada@example.com").returncode == 0
     put = run(
