@@ -25,10 +25,10 @@ from pathlib import Path
 
 import httpx
 
+from common.processes import ServiceProcess, wait_for
 from common.redis_server import RedisProcess, free_port
 from notifications.dispatch import queue_for
-from tests.notifications.conftest import ADMIN, Child, Stack, stack_env
-from tests.support import ServiceProcess, wait_for
+from notifications.stack import ADMIN, Child, Stack, stack_env
 
 TEMPLATE = {"sms": {"text": "{{ n }}"}, "webhook": {"text": "{{ n }}"}}
 

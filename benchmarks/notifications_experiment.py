@@ -30,7 +30,7 @@ import httpx
 from benchmarks.notifications import start_stack
 from common.redis_server import RedisProcess
 from notifications.dispatch import queue_for
-from tests.notifications.conftest import ADMIN, Stack
+from notifications.stack import ADMIN, Stack
 
 OUT = Path(__file__).resolve().parent.parent / "notifications" / "experiment.png"
 RUN_SECONDS, FAIL_AT, RATE = 30, 5, 4  # per second, each channel

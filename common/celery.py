@@ -15,7 +15,7 @@ What every service's Celery app gets:
 - the suite's structlog logging in workers, and the caller's `request_id` and OpenTelemetry
   context carried in message headers and bound while the task runs (`bind_task_context`).
 
-Tests start real `celery worker` processes with `tests/celery_workers.py: CeleryWorker`
+Tests start real `celery worker` processes with `common/celery_workers.py: CeleryWorker`
 (fixture `celery_worker_factory`), never eager mode.
 """
 

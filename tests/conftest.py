@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
+from common.celery_workers import CeleryWorker
 from common.redis_cluster_server import RedisClusterProcess
 from common.redis_server import RedisProcess
 from tests.browser import browsers
-from tests.celery_workers import CeleryWorker
 from tests.support import ServiceProcess
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -151,7 +151,7 @@ def broker_url(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
 def celery_worker_factory(tmp_path: Path) -> Iterator[Callable[..., CeleryWorker]]:
     """Start real `celery worker` processes (prefork); each returns once it consumes; all
     stopped after the test. `make(argv, env, broker_url=..., concurrency=2, queues=None,
-    module=None)`: see tests/celery_workers.py."""
+    module=None)`: see common/celery_workers.py."""
     started: list[CeleryWorker] = []
 
     def make(argv: list[str], env: dict[str, str], **kwargs: object) -> CeleryWorker:

@@ -12,8 +12,8 @@ import structlog
 from celery import Celery
 
 from common.celery import broker_url_for, create_celery
+from common.celery_workers import CeleryWorker
 from common.settings import ServiceSettings
-from tests.celery_workers import CeleryWorker
 from tests.support import wait_for
 
 

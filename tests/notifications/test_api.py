@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from notifications.app import MIGRATIONS
+from notifications.stack import ADMIN, Stack
 from notifications.store import Base
-from tests.notifications.conftest import ADMIN, Stack, assert_problem
+from tests.notifications.conftest import assert_problem
 from tests.support import migrations_match_models, wait_for
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.notifications.conftest import Stack
+from notifications.stack import Stack
 from tests.support import ROOT
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from notifications.signing import SIGNATURE_HEADER, verify
-from tests.notifications.conftest import ADMIN, WEBHOOK_SECRET, Stack
+from notifications.stack import ADMIN, WEBHOOK_SECRET, Stack
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,8 @@ import pytest
 
 from common.redis_server import RedisProcess
 from notifications.dispatch import queue_for
-from tests.notifications.conftest import ADMIN, Stack, assert_problem
+from notifications.stack import ADMIN, Stack
+from tests.notifications.conftest import assert_problem
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow

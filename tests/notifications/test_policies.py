@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.notifications.conftest import ADMIN, Stack
+from notifications.stack import ADMIN, Stack
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import redis as sync_redis
 
+from common.celery_workers import CeleryWorker
 from common.redis_server import RedisProcess
-from tests.celery_workers import CeleryWorker
 from tests.support import ROOT, ServiceProcess, wait_for
 
 ADMIN = {"x-api-key": "test-admin-key"}

@@ -1,4 +1,5 @@
-"""Real Celery worker processes for tests (prefork pool, a real broker): never eager mode.
+"""Real Celery worker processes for tests and benchmarks (prefork pool, a real broker): never
+eager mode.
 
     worker = CeleryWorker(["-A", "task_queue.tasks:celery_app"], env, log_path=...)
     worker.start()          # returns once the worker answers a ping over the broker
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from tests.support import ROOT, wait_for
+from common.processes import ROOT, wait_for
 
 
 class CeleryWorker:
