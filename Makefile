@@ -7,12 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# One line a service (a new service adds its own line).
-SERVICES := url_shortener
-SERVICES += rate_limiter
-SERVICES += task_queue
-SERVICES += chat
-SERVICES += notifications
+SERVICES := url_shortener rate_limiter task_queue chat notifications
 PYTEST_ARGS ?=
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
