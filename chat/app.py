@@ -73,7 +73,9 @@ def create_app(settings: ChatSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url or settings.sqlite_url("chat"))
+        engine = create_engine(
+            settings.database_url or settings.sqlite_url("chat"), timeout=settings.sql_timeout
+        )
         await upgrade(engine, MIGRATIONS)  # under a lock: instances starting together
         store = ChatStore(session_factory(engine))
         redis = create_redis(redis_url, timeout=settings.redis_timeout)

@@ -76,8 +76,19 @@ async def create_link(
 async def create_links(
     body: BulkCreate, request: Request, links: LinksDep, owner: OwnerDep, settings: SettingsDep
 ) -> BulkResult:
+    invalid: dict[int, ValidationError] = {}
+    parsed: list[tuple[int, LinkCreate]] = []
+    for i, raw in enumerate(body.links):
+        try:
+            parsed.append((i, LinkCreate.model_validate(raw)))
+        except ValidationError as exc:
+            invalid[i] = exc
+    outcomes: dict[int, Link | DomainError | ValidationError] = {
+        **dict(await links.create_many(parsed, owner=owner)),
+        **invalid,
+    }
     results = []
-    for index, outcome in await links.create_many(body.links, owner=owner):
+    for index, outcome in sorted(outcomes.items()):
         if isinstance(outcome, Link):
             results.append(
                 BulkItemResult(index=index, status=201, link=link_read(outcome, settings))

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError
-
 from common.db import transaction
 from common.errors import DomainError
 from url_shortener import store
@@ -146,17 +144,17 @@ class LinkService:
         return link
 
     async def create_many(
-        self, items: Sequence[dict[str, Any]], *, owner: str | None = None
-    ) -> list[tuple[int, Link | Exception]]:
-        """Validate each item alone, then insert every valid one in one transaction."""
-        outcomes: dict[int, Link | Exception] = {}
+        self, items: Sequence[tuple[int, LinkCreate]], *, owner: str | None = None
+    ) -> list[tuple[int, Link | DomainError]]:
+        """Check each (index, parsed item) alone, then insert every valid one in one
+        transaction; the outcome of each, by index."""
+        outcomes: dict[int, Link | DomainError] = {}
         valid: list[tuple[int, LinkCreate]] = []
-        for i, raw in enumerate(items):
+        for i, data in items:
             try:
-                data = LinkCreate.model_validate(raw)
                 self._validate(data)
                 valid.append((i, data))
-            except (ValidationError, DomainError) as exc:
+            except DomainError as exc:
                 outcomes[i] = exc
         aliases = [d.alias for _, d in valid if d.alias]
         async with self.sessions() as session:

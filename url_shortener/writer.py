@@ -201,7 +201,10 @@ def create_writer_app(settings: UrlShortenerSettings, *, parent_pid: int | None 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url or settings.sqlite_url("url_shortener"))
+        engine = create_engine(
+            settings.database_url or settings.sqlite_url("url_shortener"),
+            timeout=settings.sql_timeout,
+        )
         await upgrade(engine, "url_shortener.migrations")
         # Reads block for BLOCK_SECONDS: the socket must wait longer than that.
         redis = create_redis(redis_url, timeout=BLOCK_SECONDS + 4)

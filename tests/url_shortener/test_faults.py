@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -189,3 +191,45 @@ def test_a_writer_killed_under_load_loses_nothing_and_doubles_nothing(
     time.sleep(1.5)  # > the claim idle time: a double write would show by now
     assert visit_rows(inst.url, code) == 600
     assert visits(inst.url, code) == 600
+
+
+def test_sql_locked_cached_redirects_go_on_and_their_visits_arrive_later(
+    shortener: Start, visit_writer: Start, redis_url: str, tmp_path: Path
+) -> None:
+    """SQL unavailable (SQLite held by an exclusive lock; PostgreSQL's network fault is in
+    tests/common/test_deadlines.py): a cached link keeps redirecting, a limited link answers
+    503 (its claim needs SQL), a create answers 503 with Retry-After; the visits made during
+    the outage wait in the stream and reach SQL once the lock is gone."""
+    db = tmp_path / "outage.db"
+    env = {"URL_SHORTENER_DATABASE_URL": f"sqlite:///{db}", "URL_SHORTENER_SQL_TIMEOUT": "1"}
+    inst = shortener(redis_url, URL_SHORTENER_VISIT_FLUSH_INTERVAL="0.05", **env)
+    visit_writer(redis_url, **env)
+    free = httpx.post(
+        f"{inst.url}/api/links", json={"url": "https://example.com/free"}, headers=ADMIN
+    ).json()["code"]
+    limited = limited_link(inst.url)
+    with httpx.Client(timeout=30) as http:
+        assert http.get(f"{inst.url}/{free}").status_code == 302  # cached from now on
+        assert http.get(f"{inst.url}/{limited}").status_code == 302
+        wait_for(lambda: visit_rows(inst.url, free) == 1, timeout=10)
+        holder = sqlite3.connect(db, timeout=5)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            for _ in range(5):
+                resp = http.get(f"{inst.url}/{free}")
+                assert resp.status_code == 302, resp.text
+                assert resp.headers["location"] == "https://example.com/free"
+            refused = http.get(f"{inst.url}/{limited}")
+            assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
+            create = http.post(
+                f"{inst.url}/api/links", json={"url": "https://example.com/b"}, headers=ADMIN
+            )
+            assert create.status_code == 503 and create.headers["retry-after"], create.text
+            assert create.headers["content-type"].startswith("application/problem+json")
+            time.sleep(1.5)  # the writer meets the lock (waits or fails) and keeps the entries
+        finally:
+            holder.rollback()
+            holder.close()
+        wait_for(lambda: visit_rows(inst.url, free) == 6, timeout=20)
+        assert visits(inst.url, limited) == 1
+        assert http.get(f"{inst.url}/{limited}").status_code == 302
