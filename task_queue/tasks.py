@@ -47,7 +47,8 @@ def _rate_limit(settings: TaskQueueSettings, redis: sync_redis.Redis) -> Any:
             return 0.0
         try:
             decision = limiter.acquire(f"tq:type:{type_name}")
-        except events.REDIS_DOWN:
+        except events.REDIS_DOWN as exc:
+            log.warning("rate_limit_failed_open", type=type_name, error=str(exc))
             return 0.0  # fail open: a limit is a courtesy, the job is the point
         return 0.0 if decision.allowed else max(decision.retry_after, 0.01)
 

@@ -136,4 +136,12 @@ def test_rate_limit_per_type_is_shared_by_all_workers(solo: Stack) -> None:
     # (start times cannot be compared this way: a process stalled between its admission and
     # its claim records a late start). A limit per worker process (two of them take fetch
     # here) would let the six finish in about 1 s.
-    assert finished - submitted >= 2.5 - 0.05, (submitted, finished)
+    assert finished - submitted >= 2.5 - 0.05, (
+        submitted,
+        finished,
+        [
+            (d["started_at"], d["finished_at"], [a["started_at"] for a in d["attempts"]])
+            for d in done
+        ],
+        [w.log_path.read_text()[-3000:] for w in solo.workers],
+    )
