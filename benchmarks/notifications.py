@@ -5,9 +5,14 @@ each) on a private Redis and SQLite. Each phase submits the same notifications, 
 webhook and SMS channels, and measures the webhook channel's throughput end to end (first
 submit to the last webhook the receiver got):
 
-  healthy      both providers answer (the baseline, same run)
+  healthy      both providers answer (the baseline: before and after the others, averaged,
+               so a machine whose load drifts during the run moves both sides)
   sms failing  both SMS providers answer 503 to every call
   sms timeout  both SMS providers never answer (the client's timeout ends each call)
+
+After each phase the SMS providers answer again and the run waits until no SMS delivery is
+left waiting, so every phase starts from the same state (a phase never pays for the backlog
+an earlier one left).
 
 Goal: the webhook channel keeps >= 0.9x its healthy throughput in both failing phases.
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -27,6 +33,7 @@ import httpx
 
 from common.processes import ServiceProcess, wait_for
 from common.redis_server import RedisProcess, free_port
+from notifications.delivery import WAITING
 from notifications.dispatch import queue_for
 from notifications.stack import ADMIN, Child, Stack, stack_env
 
@@ -89,7 +96,24 @@ def phase(stack: Stack, count: int, sms_mode: str) -> float:
         return sum(1 for m in got if m["name"] == hook) >= count
 
     wait_for(all_received, 600, interval=0.2)
-    return count / (time.monotonic() - started)
+    rate = count / (time.monotonic() - started)
+    settle(stack)
+    return rate
+
+
+def settle(stack: Stack) -> None:
+    """SMS answers again; wait until none of its deliveries waits (the next phase's start)."""
+    for provider in ("sms_a", "sms_b"):
+        stack.control(provider, "ok")
+    db = stack.tmp / "bench.db"
+    waiting = ", ".join(f"'{s}'" for s in (*WAITING, "sending"))
+
+    def settled() -> bool:
+        with sqlite3.connect(db, timeout=30) as conn:
+            left = conn.execute(f"SELECT count(*) FROM deliveries WHERE status IN ({waiting})")
+            return int(left.fetchone()[0]) == 0
+
+    wait_for(settled, 600, interval=0.5)
 
 
 def main() -> None:
@@ -101,15 +125,17 @@ def main() -> None:
         try:
             stack.template("bench", TEMPLATE, {"n": 1})
             phase(stack, 20, "ok")  # warm every pool process up
-            healthy = phase(stack, args.count, "ok")
+            before = phase(stack, args.count, "ok")
             failing = phase(stack, args.count, "fail")
             timing_out = phase(stack, args.count, "timeout")
+            after = phase(stack, args.count, "ok")
         finally:
             for provider in ("sms_a", "sms_b"):
                 stack.control(provider, "ok")
             stack.stop()
     print(f"webhook notifications end to end, {args.count} per phase (each also sent by SMS)")
-    print(f"  SMS healthy (baseline): {healthy:8.1f} /s")
+    healthy = (before + after) / 2
+    print(f"  SMS healthy (baseline): {healthy:8.1f} /s  (before {before:.1f}, after {after:.1f})")
     for label, value in (("SMS failing every call:", failing), ("SMS timing out:", timing_out)):
         print(f"  {label:23} {value:8.1f} /s  {value / healthy:.2f}x (goal >= 0.9x)")
 

@@ -229,21 +229,41 @@ async def read_all(user_id: Name, box: InboxDep, _: AdminDep) -> UnreadCount:
     return UnreadCount(unread=await box.unread(user_id))
 
 
-# Left out of the schema: a contract tester would wait on the endless stream forever.
-@api.get("/users/{user_id}/inbox/stream", include_in_schema=False)
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+SSE_EXAMPLE = 'id: 7\nevent: notification\ndata: {"id": 7, "title": "Hi", ...}\n\n'
+
+
+@api.get(
+    "/users/{user_id}/inbox/stream",
+    tags=["inbox"],
+    response_class=EventStream,
+    responses={
+        **problem_responses(422),
+        200: {
+            "description": "Server-Sent Events: `event: notification` frames (`id:` is the "
+            "item's id, `data:` its JSON), `: keep-alive` comments; the stream ends after "
+            "NOTIFICATIONS_STREAM_LIFETIME_SECONDS and the client reconnects",
+            "content": {
+                "text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}
+            },
+        },
+    },
+)
 async def inbox_stream(
     user_id: Name,
     box: InboxDep,
     after: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
-) -> StreamingResponse:
+) -> EventStream:
     """New inbox items as Server-Sent Events (`event: notification`); on reconnect the
     browser's Last-Event-ID (or `after`) replays what was missed."""
     if after is None and last_event_id and last_event_id.isdigit():
         after = int(last_event_id)
-    return StreamingResponse(
+    return EventStream(
         box.stream(user_id, after),
-        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

@@ -74,7 +74,7 @@ def create_app(settings: NotificationsSettings) -> FastAPI:
             settings=settings, sessions=sessions, enqueue=enqueue
         )
         app.state.directory = Directory(sessions)
-        app.state.inbox = Inbox(sessions, redis)
+        app.state.inbox = Inbox(sessions, redis, lifetime=settings.stream_lifetime_seconds)
         view = ProvidersView(settings, redis)
         app.state.providers = view
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from notifications import signing
-from notifications.netguard import TargetRefused, check_url
+from notifications.netguard import PinnedTransport, Resolver, TargetRefused, resolve, target
 from notifications.schedule import retry_after_seconds
 
 
@@ -128,18 +128,20 @@ class Webhook:
         parts = urlsplit(str(message.user.get("webhook_url") or ""))
         return f"webhook:{parts.netloc}{parts.path}"[:200]
 
-    def __init__(self, secret: str, timeout: float, *, allow_private: bool) -> None:
-        self.secret, self.allow_private = secret, allow_private
-        self.client = httpx.Client(timeout=timeout, follow_redirects=False)
+    def __init__(
+        self, secret: str, timeout: float, *, allow_private: bool, resolver: Resolver = resolve
+    ) -> None:
+        self.secret = secret
+        # The SSRF check happens in the transport, at connect time, on the address it uses.
+        transport = PinnedTransport(allow_private=allow_private, resolver=resolver)
+        self.client = httpx.Client(
+            transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+        )
 
     def send(self, message: Message) -> Result:
         url = message.user.get("webhook_url")
         if not url:
             return Result(Outcome.PERMANENT, self.name, "the user has no webhook URL")
-        try:
-            check_url(url, allow_private=self.allow_private)
-        except TargetRefused as exc:
-            return Result(Outcome.PERMANENT, self.name, f"target refused: {exc}")
         body = json.dumps(
             {
                 "id": message.delivery_id,
@@ -157,7 +159,10 @@ class Webhook:
             signing.DELIVERY_HEADER: message.delivery_id,
         }
         try:
+            target(url)  # http(s) only; the address is checked when the client connects
             resp = self.client.post(url, content=body, headers=headers)
+        except TargetRefused as exc:
+            return Result(Outcome.PERMANENT, self.name, f"target refused: {exc}")
         except httpx.HTTPError as exc:
             return _transport_error(self.name, exc)
         return classify_http(self.name, resp, Outcome.DELIVERED)

@@ -24,9 +24,15 @@ Filter = Literal["unread", "all", "archived"]
 
 class Inbox:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], redis: AnyRedis, heartbeat: float = 15.0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: AnyRedis,
+        *,
+        heartbeat: float = 15.0,
+        lifetime: float = 300.0,
     ) -> None:
-        self.sessions, self.redis, self.heartbeat = sessions, redis, heartbeat
+        self.sessions, self.redis = sessions, redis
+        self.heartbeat, self.lifetime = heartbeat, lifetime
 
     async def page(self, user_id: str, which: Filter, cursor: str | None, limit: int) -> InboxPage:
         before = decode_cursor(cursor)
@@ -90,11 +96,14 @@ class Inbox:
 
     async def stream(self, user_id: str, after: int | None) -> AsyncIterator[str]:
         """SSE frames: items newer than `after` first (a reconnect catches up), then each new
-        item as it is delivered, and a comment line every `heartbeat` s to keep proxies open."""
+        item as it is delivered, and a comment line every `heartbeat` s to keep proxies open.
+        The stream ends after `lifetime` s; the client reconnects with Last-Event-ID (within
+        the `retry` it was given) and loses nothing, and no connection lives forever."""
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(inbox_channel(user_id))
+        ends = time.monotonic() + self.lifetime
         try:
-            yield ": connected\n\n"
+            yield ": connected\nretry: 1000\n\n"
             seen = after or 0
             if after is not None:
                 async with self.sessions() as session:
@@ -108,8 +117,9 @@ class Inbox:
                         yield _frame(item_json(row))
             floor = seen  # only the catch-up can repeat a live item
             last = time.monotonic()
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            while time.monotonic() < ends:
+                wait = min(1.0, max(ends - time.monotonic(), 0.0))
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
                 if message is not None and message["type"] == "message":
                     item = json.loads(message["data"])
                     if int(item["id"]) > floor:

@@ -57,6 +57,8 @@ class NotificationsSettings(ServiceSettings):
     channel_rate_per_second: int = Field(default=0, ge=0)
     # Topic fan-out: most subscribers one notification reaches synchronously.
     max_fanout: int = Field(default=10_000, ge=1)
+    # An inbox stream (SSE) ends after this; the browser reconnects with Last-Event-ID.
+    stream_lifetime_seconds: float = Field(default=300.0, gt=0)
     access_log: bool = True
 
     def checked(self) -> NotificationsSettings:

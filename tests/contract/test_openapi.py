@@ -132,6 +132,8 @@ SERVICES = [
             "NOTIFICATIONS_REDIS_URL": "{redis_url}",
             "NOTIFICATIONS_DATABASE_URL": "{database_url}",
             "NOTIFICATIONS_ADMIN_KEY": ADMIN_KEY,
+            # The inbox's SSE stream ends after this, so each request to it has an end.
+            "NOTIFICATIONS_STREAM_LIFETIME_SECONDS": "0.3",
         },
         API_KEY_HEADER,
         (

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -254,6 +256,18 @@ def test_the_inbox_reads_archives_counts_and_streams(stack: Stack, note: str) ->
                 if line.startswith("data: "):
                     assert json.loads(line[6:])["id"] == newest["id"]
                     break
+
+
+def test_the_inbox_stream_ends_after_its_lifetime_and_says_when_to_reconnect(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    short = stack_factory(NOTIFICATIONS_STREAM_LIFETIME_SECONDS="1")
+    started = time.monotonic()
+    with httpx.stream("GET", f"{short.api.url}/api/users/u1/inbox/stream", timeout=20) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = list(resp.iter_lines())  # returns only because the server ends the stream
+    assert 1.0 <= time.monotonic() - started < 15
+    assert lines[:2] == [": connected", "retry: 1000"]
 
 
 def test_cancel_stops_what_is_still_waiting(stack: Stack, note: str) -> None:

@@ -1,18 +1,21 @@
 """End to end on real workers: each channel delivers real traffic to the local sinks, the
-trail records every attempt, the webhook is signed, idempotency holds under concurrency."""
+trail records every attempt, the webhook is signed, idempotency holds under concurrency, also
+across two API instances and two worker pools on one Redis and database."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from notifications.dispatch import queue_for
 from notifications.signing import SIGNATURE_HEADER, verify
 from notifications.stack import ADMIN, WEBHOOK_SECRET, Stack
-from tests.support import wait_for
+from tests.support import ServiceProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +94,50 @@ def test_idempotency_key_sends_once_under_concurrent_submits(stack: Stack, welco
             headers={**ADMIN, "Idempotency-Key": key},
         )
     assert other.status_code == 422 and "different request" in other.json()["detail"]
+
+
+def test_two_instances_share_idempotency_and_deliver_each_notification_once(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    s = stack_factory()
+    second = ServiceProcess("notifications", s.env, log_path=s.tmp / "api2.log")
+    try:
+        second.start(timeout=60)
+        for _ in range(2):  # two worker pools, two sweepers: one per instance
+            s.start_worker(queues=[queue_for("webhook")], concurrency=2)
+            s.start_sweeper()
+        s.template("welcome", WELCOME, {"name": "Ada"})
+        hook = f"h{uuid.uuid4().hex[:8]}"
+        user = s.user(webhook_url=s.hook_url(hook))
+        keys = [uuid.uuid4().hex for _ in range(10)]
+        apis = [s.api.url, second.url]
+
+        def submit(i: int) -> tuple[str, httpx.Response]:
+            # Each key four times, twice to each instance, all at once.
+            key = keys[i // 4]
+            body = {"user_id": user, "template": "welcome", "data": {"name": key}}
+            with httpx.Client(base_url=apis[i % 2], timeout=30) as c:
+                resp = c.post(
+                    "/api/notifications",
+                    json={**body, "channels": ["webhook"]},
+                    headers={**ADMIN, "Idempotency-Key": key},
+                )
+            return key, resp
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(submit, range(4 * len(keys))))
+        assert all(r.status_code == 202 for _, r in answers), [r.text for _, r in answers]
+        ids = {key: {r.json()["id"] for k, r in answers if k == key} for key in keys}
+        assert all(len(found) == 1 for found in ids.values()), ids
+        replayed = [r.headers.get("idempotent-replayed") == "true" for _, r in answers]
+        assert sum(replayed) == 3 * len(keys)
+        deliveries = set()
+        for (notification,) in ids.values():
+            (d,) = s.wait_done(notification)["deliveries"]
+            assert d["status"] == "delivered"
+            deliveries.add(d["id"])
+        got = [m for m in s.received("webhook") if m["name"] == hook]
+        delivered = [m["headers"]["notifications-delivery-id"] for m in got]
+        assert sorted(delivered) == sorted(deliveries)  # each one, once
+    finally:
+        second.stop()
