@@ -79,7 +79,8 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
             )
         return state["runner"]  # type: ignore[no-any-return]
 
-    @app.task(name=TASK_NAME, bind=True)
+    # No result backend write: the SQL history holds results (one Redis round trip saved).
+    @app.task(name=TASK_NAME, bind=True, ignore_result=True)
     def run(self: Any, job_id: str, dispatch: int, type_name: str) -> None:
         worker = f"{self.request.hostname}/{os.getpid()}"
         runner().run(job_id, dispatch, type_name, worker)
