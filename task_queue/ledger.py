@@ -68,7 +68,13 @@ _CLAIM = (
         attempts_count=Job.attempts_count + 1,
     )
     .returning(
-        Job.type, Job.args, Job.attempts_count, Job.attempt_base, Job.max_retries, Job.workflow_id
+        Job.type,
+        Job.args,
+        Job.attempts_count,
+        Job.attempt_base,
+        Job.max_retries,
+        Job.workflow_id,
+        Job.queued_at,
     )
 )
 _OPEN_ATTEMPT = insert(Attempt).values(
@@ -124,6 +130,7 @@ class Claim:
     attempt: int  # 1 for the first run (counted from the last replay)
     max_retries: int
     workflow_id: str | None
+    queued_at: float | None = None  # when it was last sent to the broker
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ class Ledger:
             row = conn.execute(_CLAIM, key).first()
             if row is None:
                 return None
-            type_name, args, attempts, base, max_retries, workflow_id = row
+            type_name, args, attempts, base, max_retries, workflow_id, queued_at = row
             conn.execute(_OPEN_ATTEMPT, {**key, "b_number": attempts})
             return Claim(
                 job_id=job_id,
@@ -156,6 +163,7 @@ class Ledger:
                 attempt=attempts - base,
                 max_retries=max_retries,
                 workflow_id=workflow_id,
+                queued_at=queued_at,
             )
 
     def _running(self, job_id: str, dispatch: int) -> Any:

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 from redis import Redis as SyncRedis
 
 from task_queue import events
 from task_queue.dispatch import Dispatcher
 from task_queue.jobtypes import PermanentError, Registry
 from task_queue.ledger import Claim, Ledger
+from task_queue.metrics import WorkerMetrics
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus, Outcome
 from task_queue.workflows import advance
@@ -53,6 +55,10 @@ class _Running:
     ended: tuple[JobStatus, Any] | None = None  # as recorded: status and result
 
 
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 class _Context:
     def __init__(self, runner: Runner, claim: Claim) -> None:
         self.job_id = claim.job_id
@@ -77,6 +83,7 @@ class Runner:
         dispatcher: Dispatcher,
         rate_limit: Callable[[str], float],
         timeout_errors: tuple[type[BaseException], ...] = (),
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -85,6 +92,7 @@ class Runner:
         self.dispatcher = dispatcher
         self.rate_limit = rate_limit
         self.timeout_errors = timeout_errors
+        self.metrics = metrics or WorkerMetrics(CollectorRegistry())
         self.rng = random.Random()
         self._lock = threading.Lock()
         self._current: _Running | None = None
@@ -103,6 +111,10 @@ class Runner:
             log.info("stale_message_dropped", job_id=job_id, dispatch=dispatch)
             return
         self._start_beat()
+        self.metrics.started.labels(type=claim.type).inc()
+        if claim.queued_at is not None:
+            wait_seconds = max(time.time() - claim.queued_at, 0.0)
+            self.metrics.queue_wait_seconds.labels(type=claim.type).observe(wait_seconds)
         now = time.monotonic()
         running = _Running(claim, worker, now, next_beat=now + self.settings.heartbeat_seconds)
         with self._lock:
@@ -117,6 +129,9 @@ class Runner:
                 events.publish_all_sync(
                     self.redis, job_id, entries, processed_by=worker.split("/")[0]
                 )
+            if running.ended:
+                ran = time.monotonic() - running.started
+                self.metrics.ended(claim.type, running.ended[0], ran)
             if claim.workflow_id and running.ended and running.ended[0] != JobStatus.RETRYING:
                 status, result = running.ended
                 advance(
@@ -191,12 +206,12 @@ class Runner:
 
     def _failed(self, claim: Claim, outcome: Outcome, error: str) -> None:
         if claim.attempt <= claim.max_retries:
-            delay = backoff_delay(
-                claim.attempt,
-                base=self.settings.backoff_base_seconds,
-                cap=self.settings.backoff_cap_seconds,
-                rng=self.rng,
-            )
+            job_type = self.registry.get(claim.type)
+            base, cap = self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds
+            if job_type is not None:  # the type's own policy wins
+                base = _first(job_type.backoff_base_seconds, base)
+                cap = _first(job_type.backoff_cap_seconds, cap)
+            delay = backoff_delay(claim.attempt, base=base, cap=cap, rng=self.rng)
             self._end(claim, JobStatus.RETRYING, outcome, error=error, run_at=time.time() + delay)
         else:
             self._end(claim, JobStatus.DEAD, outcome, error=error)

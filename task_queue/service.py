@@ -88,11 +88,7 @@ class JobService:
             run_at=sub.run_at if delayed else None,
             max_retries=sub.max_retries
             if sub.max_retries is not None
-            else (
-                job_type.max_retries
-                if job_type.max_retries is not None
-                else self.settings.default_max_retries
-            ),
+            else self.registry.max_retries(sub.type, self.settings.default_max_retries),
             timeout_seconds=sub.timeout_seconds
             or job_type.timeout_seconds
             or self.settings.default_timeout_seconds,
@@ -263,7 +259,9 @@ class JobService:
                 queue=spec["queue"],
                 priority=5,
                 status=JobStatus.QUEUED,
-                max_retries=self.settings.default_max_retries,
+                max_retries=self.registry.max_retries(
+                    spec["type"], self.settings.default_max_retries
+                ),
                 timeout_seconds=self.settings.default_timeout_seconds,
                 workflow_id=flow.id,
                 step=i,

@@ -18,6 +18,7 @@ import redis as sync_redis
 import structlog
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from prometheus_client import CollectorRegistry
 
 from common.celery import create_celery
 from rate_limiter import Limit, SyncRateLimiter, SyncRedisBackend
@@ -25,6 +26,7 @@ from task_queue import events
 from task_queue.dispatch import TASK_NAME, Dispatcher
 from task_queue.jobtypes import registry
 from task_queue.ledger import Ledger, create_sync_engine
+from task_queue.metrics import WorkerMetrics
 from task_queue.runner import Runner
 from task_queue.settings import TaskQueueSettings
 
@@ -59,6 +61,7 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
         settings, name="task_queue", visibility_timeout=settings.visibility_timeout_seconds
     )
     state: dict[str, Any] = {}
+    metrics = WorkerMetrics(CollectorRegistry())  # exported by serve_worker_metrics
 
     def runner() -> Runner:
         if state.get("pid") != os.getpid():
@@ -75,6 +78,7 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
                     dispatcher=Dispatcher(app, settings),
                     rate_limit=_rate_limit(settings, redis),
                     timeout_errors=(SoftTimeLimitExceeded,),
+                    metrics=metrics,
                 ),
             )
         return state["runner"]  # type: ignore[no-any-return]
