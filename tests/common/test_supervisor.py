@@ -37,7 +37,8 @@ def test_a_part_that_exits_stops_the_others_and_gives_its_code() -> None:
 
 def test_sigterm_stops_every_part() -> None:
     proc = _start("import time; time.sleep(120)")
-    assert proc.stderr is not None
-    wait_for(lambda: "parts started" in proc.stderr.readline(), 30)
+    stderr = proc.stderr
+    assert stderr is not None
+    wait_for(lambda: "parts started" in stderr.readline(), 30)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
