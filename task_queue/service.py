@@ -53,6 +53,10 @@ class JobService:
         self.dispatcher = dispatcher
         self.redis = redis
         self.registry = registry
+        # SQLite has one writer: the API's connections take turns here, so a burst of submits
+        # never has a dozen of them sleeping in SQLite's busy handler (past the SQL timeout, a
+        # 503), and only one waits while a worker writes.
+        self._one_writer = asyncio.Lock() if settings.database().startswith("sqlite") else None
 
     def validate(
         self, type_name: str, args: dict[str, Any], queue: str | None
@@ -96,7 +100,11 @@ class JobService:
             dispatch=0 if delayed else 1,
             queued_at=None if delayed else now,
         )
-        job, created = await store.insert_job(self.sessions, row)
+        if self._one_writer is None:
+            job, created = await store.insert_job(self.sessions, row)
+        else:
+            async with self._one_writer:
+                job, created = await store.insert_job(self.sessions, row)
         if created:
             if not delayed:
                 await self._send(job)
