@@ -30,13 +30,28 @@ def encode(kind: str, data: dict[str, Any]) -> dict[str, str]:
     return {"event": kind, "data": json.dumps(data, separators=(",", ":"), default=str)}
 
 
+Event = tuple[str, dict[str, Any]]  # (kind, data)
+
+
 def publish_sync(redis: SyncRedis, job_id: str, kind: str, **data: Any) -> None:
     """Append an event; a Redis outage costs live updates, never the job (SQL has it)."""
+    publish_all_sync(redis, job_id, [(kind, data)])
+
+
+def publish_all_sync(
+    redis: SyncRedis, job_id: str, entries: list[Event], *, processed_by: str | None = None
+) -> None:
+    """Append several events of one job in one round trip (and count a processed job for
+    worker node `processed_by`)."""
     key = stream_key(job_id)
     try:
         pipe = redis.pipeline(transaction=False)
-        pipe.xadd(key, encode(kind, data), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
-        pipe.expire(key, TTL_SECONDS)
+        for kind, data in entries:
+            pipe.xadd(key, encode(kind, data), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+        if entries:
+            pipe.expire(key, TTL_SECONDS)
+        if processed_by is not None:
+            pipe.hincrby(PROCESSED_KEY, processed_by, 1)
         pipe.execute()
     except REDIS_DOWN as exc:
         log.warning("event_not_published", job_id=job_id, error=str(exc))

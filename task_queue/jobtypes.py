@@ -1,12 +1,13 @@
 """Job types: plain functions registered with a decorator.
 
-    @registry.job(queue="io", max_retries=5)
-    def fetch(ctx: JobContext, url: str) -> dict: ...
+    @registry.job(queue="io", max_retries=5, backoff_base_seconds=0.5, backoff_cap_seconds=30)
+    def thumbnail(ctx: JobContext, url: str, width: int = 200) -> dict: ...
 
 The function's signature is the type's schema: `args` that do not bind to it (unknown names,
 missing ones, wrong types) are refused at submit with a 422, not discovered by a worker later.
 `ctx.progress(percent, message)` reports progress; raising `PermanentError` fails the job at
-once; any other exception is retried with backoff until the type's retries run out.
+once; any other exception is retried after a full-jitter backoff (the type's own base and cap,
+else the settings') until the type's retries run out.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class JobType:
     max_retries: int | None
     timeout_seconds: float | None
     description: str
+    # The type's own retry backoff (full jitter); None: the service's settings.
+    backoff_base_seconds: float | None = None
+    backoff_cap_seconds: float | None = None
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         """The args as the function will receive them; raises ValueError when they do not fit."""
@@ -75,6 +79,8 @@ class Registry:
         queue: str = "default",
         max_retries: int | None = None,
         timeout_seconds: float | None = None,
+        backoff_base_seconds: float | None = None,
+        backoff_cap_seconds: float | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             type_name = name or fn.__name__
@@ -86,6 +92,8 @@ class Registry:
                 max_retries=max_retries,
                 timeout_seconds=timeout_seconds,
                 description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+                backoff_base_seconds=backoff_base_seconds,
+                backoff_cap_seconds=backoff_cap_seconds,
             )
             return fn
 
@@ -93,6 +101,11 @@ class Registry:
 
     def get(self, name: str) -> JobType | None:
         return self.types.get(name)
+
+    def max_retries(self, name: str, default: int) -> int:
+        """The type's own retry count, else `default` (the settings')."""
+        job_type = self.types.get(name)
+        return default if job_type is None or job_type.max_retries is None else job_type.max_retries
 
 
 registry = Registry()
@@ -117,6 +130,12 @@ def flaky(ctx: JobContext, failures: int = 1) -> dict[str, Any]:
     if ctx.attempt <= failures:
         raise RuntimeError(f"flaky: attempt {ctx.attempt} of {failures} planned failures")
     return {"attempts": ctx.attempt}
+
+
+@registry.job(max_retries=4, backoff_base_seconds=0.05, backoff_cap_seconds=0.1)
+def flaky_fast(ctx: JobContext, failures: int = 1) -> dict[str, Any]:
+    """Like flaky, with its own retry policy: 4 retries, backoff capped at 0.1 s."""
+    return flaky(ctx, failures)
 
 
 @registry.job()

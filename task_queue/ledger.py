@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,6 +45,80 @@ def create_sync_engine(url: str) -> Engine:
     return engine
 
 
+# The statements run for every job, built once (SQLAlchemy then skips building and keying
+# them on each call); parameters are named b_* (column names are reserved for SET values).
+_RUNNING_JOB = (
+    Job.id == bindparam("b_job"),
+    Job.dispatch == bindparam("b_dispatch"),
+    Job.status == JobStatus.RUNNING,
+)
+_CLAIM = (
+    update(Job)
+    .where(
+        Job.id == bindparam("b_job"),
+        Job.dispatch == bindparam("b_dispatch"),
+        Job.status == JobStatus.QUEUED,
+    )
+    .values(
+        status=JobStatus.RUNNING,
+        worker=bindparam("b_worker"),
+        heartbeat_at=bindparam("b_now"),
+        started_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        attempts_count=Job.attempts_count + 1,
+    )
+    .returning(
+        Job.type,
+        Job.args,
+        Job.attempts_count,
+        Job.attempt_base,
+        Job.max_retries,
+        Job.workflow_id,
+        Job.queued_at,
+    )
+)
+_OPEN_ATTEMPT = insert(Attempt).values(
+    job_id=bindparam("b_job"),
+    number=bindparam("b_number"),
+    worker=bindparam("b_worker"),
+    started_at=bindparam("b_now"),
+    outcome=Outcome.RUNNING,
+)
+_CLOSE_ATTEMPT = (
+    update(Attempt)
+    .where(Attempt.job_id == bindparam("b_job"), Attempt.finished_at.is_(None))
+    .values(
+        finished_at=bindparam("b_now"), outcome=bindparam("b_outcome"), error=bindparam("b_error")
+    )
+)
+_ENDED: dict[str, Any] = {
+    "status": bindparam("b_status"),
+    "updated_at": bindparam("b_now"),
+    "error": bindparam("b_error"),
+}
+_FINISH = {
+    JobStatus.SUCCEEDED: update(Job)
+    .where(*_RUNNING_JOB)
+    .values(
+        **_ENDED,
+        result=bindparam("b_result", type_=Job.result.type),
+        progress=100.0,
+        finished_at=bindparam("b_now"),
+    ),
+    JobStatus.RETRYING: update(Job)
+    .where(*_RUNNING_JOB)
+    .values(**_ENDED, run_at=bindparam("b_run_at")),
+    JobStatus.FAILED: update(Job)
+    .where(*_RUNNING_JOB)
+    .values(**_ENDED, finished_at=bindparam("b_now")),
+}
+
+
+def _finish_kind(status: JobStatus) -> JobStatus:
+    """Which of the _FINISH statements records `status` (failed, dead: the same one)."""
+    return status if status in _FINISH else JobStatus.FAILED
+
+
 @dataclass(frozen=True)
 class Claim:
     """A job a worker now owns: what to run and how many attempts it has had."""
@@ -56,6 +130,7 @@ class Claim:
     attempt: int  # 1 for the first run (counted from the last replay)
     max_retries: int
     workflow_id: str | None
+    queued_at: float | None = None  # when it was last sent to the broker
 
 
 @dataclass(frozen=True)
@@ -73,39 +148,13 @@ class Ledger:
     def claim(self, job_id: str, dispatch: int, worker: str) -> Claim | None:
         """Take a queued job for this worker; None when the message is stale or cancelled."""
         now = time.time()
-        with self.sessions.begin() as s:
-            row = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.dispatch == dispatch, Job.status == JobStatus.QUEUED)
-                .values(
-                    status=JobStatus.RUNNING,
-                    worker=worker,
-                    heartbeat_at=now,
-                    started_at=now,
-                    updated_at=now,
-                    attempts_count=Job.attempts_count + 1,
-                )
-                .returning(
-                    Job.type,
-                    Job.args,
-                    Job.attempts_count,
-                    Job.attempt_base,
-                    Job.max_retries,
-                    Job.workflow_id,
-                )
-            ).first()
+        key = {"b_job": job_id, "b_dispatch": dispatch, "b_worker": worker, "b_now": now}
+        with self.engine.begin() as conn:
+            row = conn.execute(_CLAIM, key).first()
             if row is None:
                 return None
-            type_name, args, attempts, base, max_retries, workflow_id = row
-            s.execute(
-                insert(Attempt).values(
-                    job_id=job_id,
-                    number=attempts,
-                    worker=worker,
-                    started_at=now,
-                    outcome=Outcome.RUNNING,
-                )
-            )
+            type_name, args, attempts, base, max_retries, workflow_id, queued_at = row
+            conn.execute(_OPEN_ATTEMPT, {**key, "b_number": attempts})
             return Claim(
                 job_id=job_id,
                 dispatch=dispatch,
@@ -114,6 +163,7 @@ class Ledger:
                 attempt=attempts - base,
                 max_retries=max_retries,
                 workflow_id=workflow_id,
+                queued_at=queued_at,
             )
 
     def _running(self, job_id: str, dispatch: int) -> Any:
@@ -122,19 +172,21 @@ class Ledger:
         )
 
     def heartbeat(self, job_id: str, dispatch: int) -> bool:
-        with self.sessions.begin() as s:
+        with self.engine.begin() as s:
             done = s.execute(self._running(job_id, dispatch).values(heartbeat_at=time.time()))
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def progress(self, job_id: str, dispatch: int, percent: float, message: str) -> None:
-        with self.sessions.begin() as s:
+        with self.engine.begin() as s:
             s.execute(
                 self._running(job_id, dispatch).values(
                     progress=percent, progress_message=message[:500], updated_at=time.time()
                 )
             )
 
-    def _close_attempt(self, s: Session, job_id: str, outcome: Outcome, error: str | None) -> None:
+    def _close_attempt(
+        self, s: Session | Connection, job_id: str, outcome: Outcome, error: str | None
+    ) -> None:
         s.execute(
             update(Attempt)
             .where(Attempt.job_id == job_id, Attempt.finished_at.is_(None))
@@ -152,19 +204,20 @@ class Ledger:
         run_at: float | None = None,
     ) -> bool:
         """Record how an attempt ended; False when the job was cancelled or taken meanwhile."""
-        now = time.time()
-        values: dict[str, Any] = {"status": status, "updated_at": now, "error": error}
-        if status == JobStatus.SUCCEEDED:
-            values.update(result=result, progress=100.0, finished_at=now)
-        elif status == JobStatus.RETRYING:
-            values.update(run_at=run_at)
-        else:
-            values.update(finished_at=now)
-        with self.sessions.begin() as s:
-            done = s.execute(self._running(claim.job_id, claim.dispatch).values(**values))
-            if not done.rowcount:  # type: ignore[attr-defined]
+        params = {
+            "b_job": claim.job_id,
+            "b_dispatch": claim.dispatch,
+            "b_status": status,
+            "b_now": time.time(),
+            "b_error": error,
+            "b_result": result,
+            "b_run_at": run_at,
+            "b_outcome": outcome,
+        }
+        with self.engine.begin() as conn:
+            if not conn.execute(_FINISH[_finish_kind(status)], params).rowcount:
                 return False
-            self._close_attempt(s, claim.job_id, outcome, error)
+            conn.execute(_CLOSE_ATTEMPT, params)
             return True
 
     def defer(self, job_id: str, dispatch: int, run_at: float) -> bool:

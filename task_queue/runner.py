@@ -6,21 +6,23 @@ in which exceptions mean "soft time limit reached".
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 from redis import Redis as SyncRedis
 
 from task_queue import events
 from task_queue.dispatch import Dispatcher
 from task_queue.jobtypes import PermanentError, Registry
 from task_queue.ledger import Claim, Ledger
+from task_queue.metrics import WorkerMetrics
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus, Outcome
 from task_queue.workflows import advance
@@ -35,6 +37,28 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) 
     return rng.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
 
 
+# A job still running after this long has its `running` event published by the beat
+# thread; one that ends sooner sends it with its final event, in one round trip.
+ANNOUNCE_AFTER_SECONDS = 0.1
+
+
+@dataclass
+class _Running:
+    """The job this pool process runs now, shared with its beat thread (under the lock)."""
+
+    claim: Claim
+    worker: str
+    started: float  # time.monotonic()
+    next_beat: float
+    announced: bool = False
+    pending: list[events.Event] = field(default_factory=list)  # sent when the job returns
+    ended: tuple[JobStatus, Any] | None = None  # as recorded: status and result
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 class _Context:
     def __init__(self, runner: Runner, claim: Claim) -> None:
         self.job_id = claim.job_id
@@ -45,9 +69,7 @@ class _Context:
     def progress(self, percent: float, message: str = "") -> None:
         percent = max(0.0, min(100.0, float(percent)))
         self._runner.ledger.progress(self.job_id, self._claim.dispatch, percent, message)
-        events.publish_sync(
-            self._runner.redis, self.job_id, "progress", percent=percent, message=message
-        )
+        self._runner.announce([("progress", {"percent": percent, "message": message})])
 
 
 class Runner:
@@ -61,6 +83,7 @@ class Runner:
         dispatcher: Dispatcher,
         rate_limit: Callable[[str], float],
         timeout_errors: tuple[type[BaseException], ...] = (),
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -69,7 +92,11 @@ class Runner:
         self.dispatcher = dispatcher
         self.rate_limit = rate_limit
         self.timeout_errors = timeout_errors
+        self.metrics = metrics or WorkerMetrics(CollectorRegistry())
         self.rng = random.Random()
+        self._lock = threading.Lock()
+        self._current: _Running | None = None
+        self._beat_thread: threading.Thread | None = None
 
     def run(self, job_id: str, dispatch: int, type_name: str, worker: str) -> None:
         wait = self.rate_limit(type_name)
@@ -83,22 +110,79 @@ class Runner:
         if claim is None:
             log.info("stale_message_dropped", job_id=job_id, dispatch=dispatch)
             return
-        events.publish_sync(
-            self.redis, job_id, "status", status="running", attempt=claim.attempt, worker=worker
-        )
-        stop = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(claim, stop), daemon=True)
-        beat.start()
+        self._start_beat()
+        self.metrics.started.labels(type=claim.type).inc()
+        if claim.queued_at is not None:
+            wait_seconds = max(time.time() - claim.queued_at, 0.0)
+            self.metrics.queue_wait_seconds.labels(type=claim.type).observe(wait_seconds)
+        now = time.monotonic()
+        running = _Running(claim, worker, now, next_beat=now + self.settings.heartbeat_seconds)
+        with self._lock:
+            self._current = running
         try:
             self._execute(claim)
         finally:
-            stop.set()
-            beat.join()
-            with contextlib.suppress(*events.REDIS_DOWN):
-                self.redis.hincrby(events.PROCESSED_KEY, worker.split("/")[0], 1)
+            with self._lock:
+                self._current = None
+                # A job cancelled before it was announced ends without a `running` event.
+                entries = (self._unannounced(running) if running.ended else []) + running.pending
+                events.publish_all_sync(
+                    self.redis, job_id, entries, processed_by=worker.split("/")[0]
+                )
+            if running.ended:
+                ran = time.monotonic() - running.started
+                self.metrics.ended(claim.type, running.ended[0], ran)
+            if claim.workflow_id and running.ended and running.ended[0] != JobStatus.RETRYING:
+                status, result = running.ended
+                advance(
+                    self.ledger, self.dispatcher, claim.workflow_id, claim.job_id, status, result
+                )
 
-    def _beat(self, claim: Claim, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.heartbeat_seconds):
+    def _running_event(self, running: _Running) -> events.Event:
+        claim = running.claim
+        return "status", {"status": "running", "attempt": claim.attempt, "worker": running.worker}
+
+    def _unannounced(self, running: _Running) -> list[events.Event]:
+        """The `running` event, once (call under the lock)."""
+        if running.announced:
+            return []
+        running.announced = True
+        return [self._running_event(running)]
+
+    def announce(self, entries: list[events.Event]) -> None:
+        """Publish the current job's events now (its `running` event first if not yet)."""
+        with self._lock:
+            running = self._current
+            if running is None:
+                return
+            events.publish_all_sync(
+                self.redis, running.claim.job_id, self._unannounced(running) + entries
+            )
+
+    def _start_beat(self) -> None:
+        if self._beat_thread is None or not self._beat_thread.is_alive():
+            self._beat_thread = threading.Thread(target=self._beat, daemon=True, name="tq-beat")
+            self._beat_thread.start()
+
+    def _beat(self) -> None:
+        """One thread per pool process: the running job's SQL heartbeats, and its `running`
+        event once it has run for ANNOUNCE_AFTER_SECONDS."""
+        tick = min(self.settings.heartbeat_seconds, ANNOUNCE_AFTER_SECONDS)
+        while True:
+            time.sleep(tick)
+            now = time.monotonic()
+            with self._lock:
+                running = self._current
+                if running is None:
+                    continue
+                if not running.announced and now - running.started >= ANNOUNCE_AFTER_SECONDS:
+                    events.publish_all_sync(
+                        self.redis, running.claim.job_id, self._unannounced(running)
+                    )
+                if now < running.next_beat:
+                    continue
+                running.next_beat = now + self.settings.heartbeat_seconds
+            claim = running.claim
             try:
                 self.ledger.heartbeat(claim.job_id, claim.dispatch)
             except Exception as exc:  # the database blinked: the next beat tries again
@@ -122,12 +206,12 @@ class Runner:
 
     def _failed(self, claim: Claim, outcome: Outcome, error: str) -> None:
         if claim.attempt <= claim.max_retries:
-            delay = backoff_delay(
-                claim.attempt,
-                base=self.settings.backoff_base_seconds,
-                cap=self.settings.backoff_cap_seconds,
-                rng=self.rng,
-            )
+            job_type = self.registry.get(claim.type)
+            base, cap = self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds
+            if job_type is not None:  # the type's own policy wins
+                base = _first(job_type.backoff_base_seconds, base)
+                cap = _first(job_type.backoff_cap_seconds, cap)
+            delay = backoff_delay(claim.attempt, base=base, cap=cap, rng=self.rng)
             self._end(claim, JobStatus.RETRYING, outcome, error=error, run_at=time.time() + delay)
         else:
             self._end(claim, JobStatus.DEAD, outcome, error=error)
@@ -148,14 +232,8 @@ class Runner:
         if not recorded:  # cancelled (or reaped) while it ran: the record already says so
             return
         log.info("job_finished", job_id=claim.job_id, status=status, attempt=claim.attempt)
-        events.publish_sync(
-            self.redis,
-            claim.job_id,
-            "status",
-            status=status,
-            attempt=claim.attempt,
-            error=error,
-            run_at=run_at,
-        )
-        if claim.workflow_id and status != JobStatus.RETRYING:
-            advance(self.ledger, self.dispatcher, claim.workflow_id, claim.job_id, status, result)
+        final = {"status": status, "attempt": claim.attempt, "error": error, "run_at": run_at}
+        with self._lock:
+            if self._current is not None:  # published by run(), with the running event
+                self._current.pending.append(("status", final))
+                self._current.ended = (status, result)

@@ -53,6 +53,10 @@ class JobService:
         self.dispatcher = dispatcher
         self.redis = redis
         self.registry = registry
+        # SQLite has one writer: the API's connections take turns here, so a burst of submits
+        # never has a dozen of them sleeping in SQLite's busy handler (past the SQL timeout, a
+        # 503), and only one waits while a worker writes.
+        self._one_writer = asyncio.Lock() if settings.database().startswith("sqlite") else None
 
     def validate(
         self, type_name: str, args: dict[str, Any], queue: str | None
@@ -88,11 +92,7 @@ class JobService:
             run_at=sub.run_at if delayed else None,
             max_retries=sub.max_retries
             if sub.max_retries is not None
-            else (
-                job_type.max_retries
-                if job_type.max_retries is not None
-                else self.settings.default_max_retries
-            ),
+            else self.registry.max_retries(sub.type, self.settings.default_max_retries),
             timeout_seconds=sub.timeout_seconds
             or job_type.timeout_seconds
             or self.settings.default_timeout_seconds,
@@ -100,7 +100,11 @@ class JobService:
             dispatch=0 if delayed else 1,
             queued_at=None if delayed else now,
         )
-        job, created = await store.insert_job(self.sessions, row)
+        if self._one_writer is None:
+            job, created = await store.insert_job(self.sessions, row)
+        else:
+            async with self._one_writer:
+                job, created = await store.insert_job(self.sessions, row)
         if created:
             if not delayed:
                 await self._send(job)
@@ -263,7 +267,9 @@ class JobService:
                 queue=spec["queue"],
                 priority=5,
                 status=JobStatus.QUEUED,
-                max_retries=self.settings.default_max_retries,
+                max_retries=self.registry.max_retries(
+                    spec["type"], self.settings.default_max_retries
+                ),
                 timeout_seconds=self.settings.default_timeout_seconds,
                 workflow_id=flow.id,
                 step=i,

@@ -41,6 +41,9 @@ class TaskQueueSettings(ServiceSettings):
     # Largest `args` accepted at submit, in bytes of JSON.
     max_args_bytes: int = Field(default=65_536, ge=64)
     access_log: bool = True
+    # Each worker serves its Prometheus metrics (jobs by type, run time, queue wait) on this
+    # port at /metrics, its pool processes' figures summed; 0 turns it off.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     def checked(self) -> TaskQueueSettings:
         """Refuse placeholder secrets in production; returns self."""

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, func, select
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -134,12 +134,17 @@ def job_row(**fields: Any) -> Job:
     return Job(**{**defaults, **fields})
 
 
+_INSERT_JOB = insert(Job)
+
+
 async def insert_job(sessions: async_sessionmaker[AsyncSession], job: Job) -> tuple[Job, bool]:
     """Insert, or return the job already holding its idempotency key (created=False).
     The unique index decides between concurrent submits with one key: one insert wins."""
+    values = {column.key: getattr(job, column.key) for column in Job.__table__.columns}
     try:
+        # A Core insert on the session's connection: the unit of work is not needed for one row.
         async with sessions() as session, session.begin():
-            session.add(job)
+            await (await session.connection()).execute(_INSERT_JOB, values)
         return job, True
     except IntegrityError:
         if job.idempotency_key is None:

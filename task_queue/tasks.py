@@ -18,6 +18,7 @@ import redis as sync_redis
 import structlog
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from prometheus_client import CollectorRegistry
 
 from common.celery import create_celery
 from rate_limiter import Limit, SyncRateLimiter, SyncRedisBackend
@@ -25,6 +26,7 @@ from task_queue import events
 from task_queue.dispatch import TASK_NAME, Dispatcher
 from task_queue.jobtypes import registry
 from task_queue.ledger import Ledger, create_sync_engine
+from task_queue.metrics import WorkerMetrics
 from task_queue.runner import Runner
 from task_queue.settings import TaskQueueSettings
 
@@ -60,6 +62,7 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
         settings, name="task_queue", visibility_timeout=settings.visibility_timeout_seconds
     )
     state: dict[str, Any] = {}
+    metrics = WorkerMetrics(CollectorRegistry())  # exported by serve_worker_metrics
 
     def runner() -> Runner:
         if state.get("pid") != os.getpid():
@@ -76,11 +79,13 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
                     dispatcher=Dispatcher(app, settings),
                     rate_limit=_rate_limit(settings, redis),
                     timeout_errors=(SoftTimeLimitExceeded,),
+                    metrics=metrics,
                 ),
             )
         return state["runner"]  # type: ignore[no-any-return]
 
-    @app.task(name=TASK_NAME, bind=True)
+    # No result backend write: the SQL history holds results (one Redis round trip saved).
+    @app.task(name=TASK_NAME, bind=True, ignore_result=True)
     def run(self: Any, job_id: str, dispatch: int, type_name: str) -> None:
         worker = f"{self.request.hostname}/{os.getpid()}"
         runner().run(job_id, dispatch, type_name, worker)

@@ -10,6 +10,7 @@ import sys
 from common.migrations import upgrade_url
 from common.redis_server import ensure_shared_redis
 from task_queue.dispatch import MIGRATIONS
+from task_queue.metrics import serve_worker_metrics
 from task_queue.settings import TaskQueueSettings
 from task_queue.tasks import create_worker_app
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.redis_url:
         settings.redis_url = ensure_shared_redis(settings.data_dir)
     upgrade_url(settings.database(), MIGRATIONS)  # workers may start before the API
+    if settings.worker_metrics_port:
+        serve_worker_metrics(settings.worker_metrics_port, settings.host)
     app = create_worker_app(settings)
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=") for a in args):

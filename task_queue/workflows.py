@@ -77,7 +77,7 @@ def advance(
             queue=flow.queue,
             previous=previous,
             timeout=settings.default_timeout_seconds,
-            max_retries=settings.default_max_retries,
+            max_retries=registry.max_retries(spec["type"], settings.default_max_retries),
         )
 
     finished = next(j for j in jobs if j.id == job_id)

@@ -17,6 +17,7 @@ def test_the_job_type_example_registers_a_validated_type() -> None:
     exec(compile(snippet, str(README), "exec"), {"__name__": "readme_example"})
     resize = registry.get("resize")
     assert resize is not None and resize.queue == "io" and resize.max_retries == 5
+    assert (resize.backoff_base_seconds, resize.backoff_cap_seconds) == (0.5, 60)
     assert resize.validate({"url": "https://x/y.png"}) == {"url": "https://x/y.png", "width": 800}
     with pytest.raises(ValueError, match="width"):
         resize.validate({"url": "u", "width": "wide"})
