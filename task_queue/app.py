@@ -60,7 +60,7 @@ def create_app(settings: TaskQueueSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database())
+        engine = create_engine(settings.database(), timeout=settings.sql_timeout)
         await upgrade(engine, MIGRATIONS)  # under a lock: instances starting together are safe
         redis = create_redis(redis_url, timeout=2.0)
         celery_app = create_celery(
