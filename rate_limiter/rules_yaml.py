@@ -205,6 +205,20 @@ class _Parser:
                 node, f"unknown algorithm {raw!r} (expected one of: {names})"
             ) from None
 
+    def metadata(self, node: yaml.Node) -> dict[str, Any] | None:
+        """A descriptor's `metadata`, as Envoy reads it: any mapping, returned to Envoy as
+        written (timestamps stay text, keys become text); empty or null is none."""
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return None
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, "metadata must be a mapping")
+        try:
+            value = _plain(MetadataConstructor().construct_object(node, deep=True))
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise self.error(node, f"metadata: {problem}") from None
+        return value or None
+
     def flag(self, d: dict[str, yaml.Node], name: str) -> bool:
         return bool(self.scalar(d[name], bool, name)) if name in d else False
 
@@ -244,11 +258,7 @@ class _Parser:
                     d["share_threshold"],
                     "share_threshold applies to a wildcard value (one containing '*')",
                 )
-            metadata = None
-            if "metadata" in d:  # (returned to Envoy as it is written; not checked further)
-                if not isinstance(d["metadata"], yaml.MappingNode):
-                    raise self.error(d["metadata"], "metadata must be a mapping")
-                metadata = self.constructor.construct_object(d["metadata"], deep=True)
+            metadata = self.metadata(d["metadata"]) if "metadata" in d else None
             rule = None
             if "rate_limit" in d:
                 rule = self.rate_limit(
@@ -446,6 +456,33 @@ def warn_unknown_replaces(domain: Domain) -> None:
                 replaces=unknown,
                 source=f"{rule.source}:{rule.line}",
             )
+
+
+class MetadataConstructor(SafeConstructor):
+    """Plain data as Envoy's YAML library reads it into metadata: a timestamp stays text."""
+
+    yaml_constructors = {
+        **SafeConstructor.yaml_constructors,
+        "tag:yaml.org,2002:timestamp": SafeConstructor.construct_yaml_str,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Metadata as protobuf's Struct holds it: text keys (Envoy prints a key as Go prints
+    it: `5`, `true`), text for bytes."""
+    if isinstance(value, dict):
+        return {_text(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode()  # (not UTF-8: a UnicodeDecodeError, a ValueError: refused)
+    return value
+
+
+def _text(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return "<nil>" if key is None else str(key)
 
 
 def _shown(node: yaml.Node) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from common.redis_server import free_port
 from rate_limiter.envoy_api import ratelimit_pb2, rls_pb2, rls_pb2_grpc
@@ -191,3 +192,89 @@ def test_a_descriptors_limit_override_replaces_the_rules_limit(
     assert call(stub, d).overall_code == Response.OVER_LIMIT
     # The same entries without the override: the rule's own 2 a day, a counter of its own.
     assert call(stub, descriptor(("foo", "overridden"))).statuses[0].limit_remaining == 1
+
+
+# Envoy's example file's quota-mode descriptors (day-long windows here), with their metadata.
+QUOTA_RULES = """\
+domain: rl
+descriptors:
+  - key: service
+    value: service_1
+    quota_mode: true
+    rate_limit: {unit: day, requests_per_unit: 1}
+    metadata:
+      service_with_quota:
+        name: "service_1"
+  - key: service
+    value: service_2
+    quota_mode: true
+    rate_limit: {unit: day, requests_per_unit: 2}
+    metadata:
+      service_with_quota:
+        name: "service_2"
+      tier: 2
+"""
+
+
+def test_dynamic_metadata_names_the_service_that_still_has_quota(
+    tmp_path: Path, redis_url: str, service_factory: Callable[..., ServiceProcess]
+) -> None:
+    """Envoy's multiservice token-quota script over gRPC: Envoy asks with both services at
+    hits 0 and routes to the one the metadata names, then counts 1 on the service that
+    answered; the first service passes twice, the second three times, then no service."""
+    port = free_port()
+    svc = service_factory(
+        "rate_limiter",
+        {
+            "RATE_LIMITER_RULES": str(write_rules(tmp_path, QUOTA_RULES)),
+            "RATE_LIMITER_REDIS_URL": redis_url,
+            "RATE_LIMITER_GRPC_PORT": str(port),
+            "RATE_LIMITER_RESPONSE_DYNAMIC_METADATA": "true",
+        },
+    )
+
+    def service(name: str, hits: int) -> Desc:
+        d = descriptor(("service", name))
+        d.hits_addend.value = hits
+        return d
+
+    def http_metadata() -> object:
+        body = {
+            "domain": "rl",
+            "descriptors": [
+                {"entries": [{"key": "service", "value": s}], "hits_addend": 0}
+                for s in ("service_1", "service_2")
+            ],
+        }
+        return httpx.post(f"{svc.url}/api/check", json=body).json()["metadata"]
+
+    # Over HTTP too: the first passed descriptor's keys win, mappings merge (tier is
+    # service_2's).
+    assert http_metadata() == {"service_with_quota": {"name": "service_1"}, "tier": 2}
+    picked: list[str | None] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        for _ in range(6):
+            ask = call(stub, service("service_1", 0), service("service_2", 0))
+            fields = MessageToDict(ask.dynamic_metadata)
+            assert fields["domain"] == "rl"
+            assert fields["descriptors"] == [
+                {"entries": ["service=service_1"], "hitsAddend": 0},
+                {"entries": ["service=service_2"], "hitsAddend": 0},
+            ]
+            if ask.overall_code == Response.OVER_LIMIT:
+                assert "metadata" not in fields  # (no service passed)
+                picked.append(None)
+                continue
+            name = fields["metadata"]["service_with_quota"]["name"]
+            picked.append(name)
+            call(stub, service(name, 1))  # (Envoy's apply_on_stream_done hit)
+    assert picked == ["service_1", "service_1", "service_2", "service_2", "service_2", None]
+    assert http_metadata() is None
+
+
+def test_dynamic_metadata_is_off_unless_asked_for(
+    limiter: tuple[rls_pb2_grpc.RateLimitServiceStub, ServiceProcess],
+) -> None:
+    stub, _ = limiter
+    assert not call(stub, descriptor(("foo", "f"))).HasField("dynamic_metadata")
