@@ -31,7 +31,7 @@ Files are read with yaml's node API so every error names its file and line.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 import yaml
@@ -461,7 +461,7 @@ def warn_unknown_replaces(domain: Domain) -> None:
 class MetadataConstructor(SafeConstructor):
     """Plain data as Envoy's YAML library reads it into metadata: a timestamp stays text."""
 
-    yaml_constructors = {
+    yaml_constructors: ClassVar = {
         **SafeConstructor.yaml_constructors,
         "tag:yaml.org,2002:timestamp": SafeConstructor.construct_yaml_str,
     }
