@@ -82,6 +82,8 @@ class CheckResult:
         keeps it, mappings under one key merge. None when there is none (a quota-mode
         request tells Envoy this way which of its quotas still has room)."""
         merged: dict[str, Any] = {}
+        if not any(d.metadata for d in self.decisions):
+            return None
         for i in range(self.descriptors):
             mine = self.of_descriptor(i)
             if i in self.unlimited or not all(d.enforced_allowed for d in mine):
