@@ -238,23 +238,24 @@ def gcra(
 def fixed_window(
     state: State, now: int, limit: Limit, cost: int, lease: str | None
 ) -> tuple[State | None, Raw]:
-    """A counter per calendar window (aligned to the epoch, like Envoy's)."""
+    """A counter per calendar window (aligned to the epoch, like Envoy's). With
+    `count_refused` (Envoy's counting) every hit counts, past the limit too, as Envoy's
+    counter does: a check of cost 0 (Envoy's hits_addend 0) is refused once it is over."""
     p = limit.period_us
     window = now // p
     count = int(state["c"]) if state and int(state["w"]) == window else 0
     reset = (window + 1) * p - now
-    if cost > limit.rate:
-        return None, (0, limit.rate, limit.rate - count, reset if count else 0, -1)
-    if count + cost <= limit.rate:
+    if cost <= limit.rate and count + cost <= limit.rate:
         if cost == 0:
             return None, (1, limit.rate, limit.rate - count, reset if count else 0, 0)
         count += cost
         return {"w": window, "c": count}, (1, limit.rate, limit.rate - count, reset, 0)
     new_state = None
-    if limit.count_refused:
-        count = min(limit.rate, count + cost)
+    if limit.count_refused and cost:
+        count += cost
         new_state = {"w": window, "c": count}
-    return new_state, (0, limit.rate, limit.rate - count, reset, reset)
+    retry = -1 if cost > limit.rate else reset  # (-1: this cost never fits)
+    return new_state, (0, limit.rate, max(0, limit.rate - count), reset if count else 0, retry)
 
 
 def sliding_window(

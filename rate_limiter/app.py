@@ -105,7 +105,9 @@ def create_app(settings: RateLimiterSettings) -> FastAPI:
         grpc_server = None
         if settings.grpc:
             servicer = EnvoyRateLimitServicer(
-                app.state.service, response_headers=settings.limit_response_headers
+                app.state.service,
+                response_headers=settings.limit_response_headers,
+                dynamic_metadata=settings.response_dynamic_metadata,
             )
             try:
                 grpc_server, app.state.grpc_port = await start_grpc_server(

@@ -7,7 +7,11 @@ checked in beside them). A response is shaped as Envoy's own service shapes it: 
 per descriptor (`OK` with no limit when no rule applies, `OK` with the largest remaining for
 an unlimited one), `overall_code` from the same verdict as the HTTP API, and, when
 `RATE_LIMITER_LIMIT_RESPONSE_HEADERS` is on (Envoy's LIMIT_RESPONSE_HEADERS_ENABLED),
-`RateLimit-Limit`, `-Remaining` and `-Reset` headers for the descriptor with the least left.
+`RateLimit-Limit`, `-Remaining` and `-Reset` headers for the descriptor with the least left;
+when `RATE_LIMITER_RESPONSE_DYNAMIC_METADATA` is on (Envoy's RESPONSE_DYNAMIC_METADATA),
+`dynamic_metadata` as Envoy's sets it: the request's domain, descriptors and hits, and the
+`metadata` of the rules whose descriptors passed (which Envoy's filter puts under
+`envoy.filters.http.ratelimit`, for a route to read: the quota-mode way to pick a backend).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import structlog
@@ -87,16 +92,46 @@ def _override(d: ratelimit_pb2.RateLimitDescriptor) -> tuple[int, str] | None:
     return d.limit.requests_per_unit, OVERRIDE_UNITS[d.limit.unit]  # type: ignore[index]
 
 
+def _descriptor_fields(d: ratelimit_pb2.RateLimitDescriptor) -> dict[str, Any]:
+    """One request descriptor as Envoy's dynamic metadata shows it."""
+    fields: dict[str, Any] = {"entries": [f"{e.key}={e.value}" for e in d.entries]}
+    if d.HasField("limit"):
+        units = Response.RateLimit.Unit
+        known = d.limit.unit in units.values()
+        name = units.Name(d.limit.unit) if known else str(d.limit.unit)  # type: ignore[arg-type]
+        fields["limit"] = f"requests_per_unit:{d.limit.requests_per_unit} unit:{name}"
+    if d.HasField("hits_addend"):
+        fields["hitsAddend"] = d.hits_addend.value
+    return fields
+
+
+def dynamic_metadata(request: rls_pb2.RateLimitRequest, result: CheckResult) -> dict[str, Any]:
+    """Envoy's `dynamic_metadata`: the domain, the descriptors, the request's hits when
+    given, and the passed descriptors' rules' `metadata` when there is any."""
+    fields: dict[str, Any] = {
+        "domain": request.domain,
+        "descriptors": [_descriptor_fields(d) for d in request.descriptors],
+    }
+    if request.hits_addend:
+        fields["hitsAddend"] = request.hits_addend
+    metadata = result.metadata()
+    if metadata:
+        fields["metadata"] = metadata
+    return fields
+
+
 class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     def __init__(
         self,
         service: RateLimitService,
         *,
         response_headers: bool = False,
+        dynamic_metadata: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
         self.response_headers = response_headers
+        self.dynamic_metadata = dynamic_metadata
         self.clock = clock
 
     async def ShouldRateLimit(
@@ -130,6 +165,8 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         )
         if self.response_headers:
             response.response_headers_to_add.extend(self._headers(statuses))
+        if self.dynamic_metadata:
+            response.dynamic_metadata.update(dynamic_metadata(request, result))
         return response
 
     def _headers(self, statuses: list[Response.DescriptorStatus]) -> list[HeaderValue]:

@@ -26,7 +26,7 @@ allowlist entry), `share_threshold` (every value a wildcard matches shares one c
 naming no algorithm counts as Envoy's does: a fixed window aligned to the unit, refused hits
 counted. What Envoy refuses is refused here, with the file and line.
 
-Files are read with yaml's node API so every error names its file and line.
+Files are read with yaml's node API (`yaml_nodes.py`) so every error names its file and line.
 """
 
 from __future__ import annotations
@@ -35,23 +35,16 @@ from typing import Any
 
 import structlog
 import yaml
-from yaml.constructor import SafeConstructor
 
 from rate_limiter.algorithms import MAX_RATE, UNITS, Algorithm, Limit
 from rate_limiter.errors import RulesError
 from rate_limiter.rules import ApplyLimits, Block, Domain, Level, Node, Rule
+from rate_limiter.yaml_nodes import MAX_DEPTH, NodeReader, compose
 
 log = structlog.get_logger("rate_limiter.rules_yaml")
 
 # Envoy reads requests_per_unit as a uint32; burst is held to the same.
 MAX_REQUESTS = MAX_RATE
-# Descriptor levels in a file (a check carries at most 32 entries: deeper ones never match).
-MAX_DEPTH = 32
-MERGE_TAG = "tag:yaml.org,2002:merge"
-STR_TAG = "tag:yaml.org,2002:str"
-# Scalars Envoy's key check refuses wherever they stand (outside `metadata`): its YAML library
-# reads them as neither a string, an integer nor a boolean.
-NOT_STRINGS = {"tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"}
 
 # `apply_limits` and a file-wide `algorithm` are this project's; the rest is Envoy's.
 DOMAIN_KEYS = {"domain", "descriptors", "apply_limits", "algorithm"}
@@ -80,93 +73,11 @@ RATE_LIMIT_KEYS = {
 }
 
 
-class _Parser:
+class _Parser(NodeReader):
     def __init__(self, source: str) -> None:
-        self.source = source
-        self.constructor = SafeConstructor()
+        super().__init__(source)
         self.every_level = False
         self.algorithm: Algorithm | None = None  # the file's own default, if it names one
-        self._merged: dict[tuple[int, str], dict[str, yaml.Node]] = {}
-
-    def error(self, node: yaml.Node | None, message: str) -> RulesError:
-        line = node.start_mark.line + 1 if node is not None else 1
-        return RulesError(f"{self.source}:{line}: {message}", file=self.source, line=line)
-
-    def mapping(self, node: yaml.Node, allowed: set[str], what: str) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node, f"{what} must be a mapping")
-        return dict(self.pairs(node, allowed, what, 0))
-
-    def pairs(
-        self, node: yaml.MappingNode, allowed: set[str], what: str, depth: int
-    ) -> dict[str, yaml.Node]:
-        """A mapping's keys with YAML merge keys resolved as the YAML spec (and Envoy's YAML
-        library) reads them: its own keys first, then those of the mappings it merges, the
-        earlier ones before the later. The nodes themselves are left as they are (an anchor
-        may be read again elsewhere)."""
-        if depth > MAX_DEPTH:
-            raise self.error(node, f"merge keys (<<) nest more than {MAX_DEPTH} levels deep")
-        # Each node resolved once per file: a mapping merging another twice, which merges
-        # another twice, ... would otherwise take 2^depth steps.
-        done = self._merged.get((id(node), what))
-        if done is not None:
-            return done
-        own: dict[str, yaml.Node] = {}
-        merged: dict[str, yaml.Node] = {}
-        for k, v in node.value:
-            if k.tag == MERGE_TAG:
-                sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
-                for source in sources:
-                    if not isinstance(source, yaml.MappingNode):
-                        raise self.error(
-                            source, "a merge key (<<) takes a mapping or a list of them"
-                        )
-                    for name, value in self.pairs(source, allowed, what, depth + 1).items():
-                        merged.setdefault(name, value)
-                continue
-            name = self.key_name(k, allowed, what)
-            if name in own:
-                raise self.error(k, f"duplicate key {name!r} in {what}")
-            own[name] = v
-        done = self._merged[(id(node), what)] = {**merged, **own}
-        return done
-
-    def key_name(self, k: yaml.Node, allowed: set[str], what: str) -> str:
-        if not isinstance(k, yaml.ScalarNode) or k.tag != STR_TAG:
-            raise self.error(k, f"a key in {what} must be a string, got {_shown(k)}")
-        name = str(k.value)
-        if name not in allowed:
-            expected = ", ".join(sorted(allowed))
-            raise self.error(k, f"unknown key {name!r} in {what} (expected one of: {expected})")
-        return name
-
-    def scalar(self, node: yaml.Node, kind: type, what: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            expected = {int: "an integer", bool: "true or false"}.get(kind, "a string")
-            raise self.error(node, f"{what} must be {expected}")
-        if kind is str:
-            if node.tag in NOT_STRINGS:
-                raise self.error(node, f"{what} must be a string, got {node.value!r}")
-            return str(node.value)
-        try:
-            value = self.constructor.construct_object(node)
-        except yaml.YAMLError as exc:  # an unknown or unsafe tag (`!!python/name:...`)
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise self.error(node, f"{what}: {problem}") from None
-        except (ValueError, TypeError, ArithmeticError):  # `!!int ten`, `!!float x`
-            value = None
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self.error(node, f"{what} must be an integer, got {node.value!r}")
-        if kind is bool and not isinstance(value, bool):
-            raise self.error(node, f"{what} must be true or false, got {node.value!r}")
-        return value
-
-    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.error(node, f"{what} must be a list")
-        return list(node.value)
 
     def document(self, root: yaml.Node | None) -> Domain:
         if root is None:
@@ -244,11 +155,7 @@ class _Parser:
                     d["share_threshold"],
                     "share_threshold applies to a wildcard value (one containing '*')",
                 )
-            metadata = None
-            if "metadata" in d:  # (returned to Envoy as it is written; not checked further)
-                if not isinstance(d["metadata"], yaml.MappingNode):
-                    raise self.error(d["metadata"], "metadata must be a mapping")
-                metadata = self.constructor.construct_object(d["metadata"], deep=True)
+            metadata = self.plain_mapping(d["metadata"], "metadata") if "metadata" in d else None
             rule = None
             if "rate_limit" in d:
                 rule = self.rate_limit(
@@ -395,15 +302,7 @@ class _Parser:
 def parse_text(text: str, source: str = "<rules>") -> Domain:
     """One domain from YAML text; `RulesError` names the line of any problem."""
     parser = _Parser(source)
-    try:
-        docs = list(yaml.compose_all(text))
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, text, source) from None
-    except RecursionError:  # (the YAML library composes nested nodes recursively)
-        raise RulesError(
-            f"{source}:1: the YAML nests too deeply to be read", file=source, line=1
-        ) from None
-    docs = [d for d in docs if d is not None]
+    docs = compose(text, source)
     if len(docs) > 1:
         raise parser.error(docs[1], "one domain per file (found a second YAML document)")
     try:
@@ -417,24 +316,6 @@ def parse_text(text: str, source: str = "<rules>") -> Domain:
         raise RulesError(f"{source}:1: invalid rules: {exc}", file=source, line=1) from None
 
 
-def _yaml_error(exc: yaml.YAMLError, text: str, source: str) -> RulesError:
-    """Any YAML error as a RulesError naming the line: marked errors carry a mark, a
-    ReaderError (a control character, say) only the character's position."""
-    line = 1
-    problem = "invalid YAML"
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problem = exc.problem or exc.context or problem
-    elif isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, max(0, exc.position)) + 1
-        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
-        problem = f"character {char!r} is not allowed"
-    else:
-        problem = str(exc) or problem
-    return RulesError(f"{source}:{line}: invalid YAML: {problem}", file=source, line=line)
-
-
 def warn_unknown_replaces(domain: Domain) -> None:
     names = {rule.name for rule in domain.rules()}
     for rule in domain.rules():
@@ -446,8 +327,3 @@ def warn_unknown_replaces(domain: Domain) -> None:
                 replaces=unknown,
                 source=f"{rule.source}:{rule.line}",
             )
-
-
-def _shown(node: yaml.Node) -> str:
-    kind = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
-    return repr(node.value) if isinstance(node, yaml.ScalarNode) else kind

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -92,10 +92,20 @@ class DecisionRead(BaseModel):
 class CheckResponse(BaseModel):
     allowed: bool
     decisions: list[DecisionRead]
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="The `metadata` of the rules whose descriptors passed, merged as Envoy's"
+        " ratelimit merges it into its dynamic metadata (the first to set a key keeps it);"
+        " null when none has any.",
+    )
 
     @classmethod
     def of(cls, result: CheckResult) -> CheckResponse:
-        return cls(allowed=result.allowed, decisions=[DecisionRead.of(d) for d in result.decisions])
+        return cls(
+            allowed=result.allowed,
+            decisions=[DecisionRead.of(d) for d in result.decisions],
+            metadata=result.metadata(),
+        )
 
 
 class ReleaseResponse(BaseModel):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -45,6 +47,7 @@ class RuleDecision:
     quota_mode: bool = False
     stat_key: str = ""  # Envoy's stats key
     cost: int = 1
+    metadata: dict[str, Any] | None = None  # the rule's `metadata`, as its file wrote it
 
     @property
     def enforced_allowed(self) -> bool:
@@ -72,6 +75,34 @@ class CheckResult:
 
     def of_descriptor(self, index: int) -> list[RuleDecision]:
         return [d for d in self.decisions if d.descriptor == index]
+
+    def metadata(self) -> dict[str, Any] | None:
+        """Envoy's: the `metadata` of the rules whose descriptors passed (neither refused nor
+        exempted by an `unlimited` rule), merged in descriptor order: the first to set a key
+        keeps it, mappings under one key merge. None when there is none (a quota-mode
+        request tells Envoy this way which of its quotas still has room)."""
+        merged: dict[str, Any] = {}
+        if not any(d.metadata for d in self.decisions):
+            return None
+        for i in range(self.descriptors):
+            mine = self.of_descriptor(i)
+            if i in self.unlimited or not all(d.enforced_allowed for d in mine):
+                continue
+            for d in mine:
+                if d.metadata:
+                    merge_metadata(merged, d.metadata)
+        return merged or None
+
+
+def merge_metadata(into: dict[str, Any], more: dict[str, Any]) -> None:
+    """`more` merged into `into`, Envoy's way: a key already there stays, unless both are
+    mappings, which merge the same way."""
+    for key, value in more.items():
+        there = into.get(key)
+        if key not in into:
+            into[key] = copy.deepcopy(value)  # (the rule's own stays as the file wrote it)
+        elif isinstance(there, dict) and isinstance(value, dict):
+            merge_metadata(there, value)
 
 
 def verdict(decisions: Sequence[RuleDecision]) -> bool:
@@ -152,6 +183,7 @@ class RateLimitService:
                     quota_mode=rule.quota_mode,
                     stat_key=m.stat_key,
                     cost=here,
+                    metadata=rule.metadata,
                 )
             )
         unlimited = frozenset(i for i, matches in enumerate(resolved) if matches is None)

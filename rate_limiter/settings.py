@@ -25,6 +25,9 @@ class RateLimiterSettings(ServiceSettings):
     # Envoy's LIMIT_RESPONSE_HEADERS_ENABLED: gRPC answers carry RateLimit-Limit, -Remaining
     # and -Reset for the descriptor with the least left (off by default, as in Envoy).
     limit_response_headers: bool = False
+    # Envoy's RESPONSE_DYNAMIC_METADATA: gRPC answers carry dynamic_metadata (the request,
+    # and the `metadata` of the rules whose descriptors passed); off by default, as in Envoy.
+    response_dynamic_metadata: bool = False
     # A YAML file, or a folder of them (one domain each).
     rules: Path = EXAMPLE_RULES
     rules_reload_interval: float = Field(default=1.0, gt=0)

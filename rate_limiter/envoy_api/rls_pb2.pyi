@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from rate_limiter.envoy_api import base_pb2 as _base_pb2
 from rate_limiter.envoy_api import ratelimit_pb2 as _ratelimit_pb2
 from google.protobuf.internal import containers as _containers
@@ -23,7 +24,7 @@ class RateLimitRequest(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., descriptors: _Optional[_Iterable[_Union[_ratelimit_pb2.RateLimitDescriptor, _Mapping]]] = ..., hits_addend: _Optional[int] = ...) -> None: ...
 
 class RateLimitResponse(_message.Message):
-    __slots__ = ("overall_code", "statuses", "response_headers_to_add", "request_headers_to_add", "raw_body")
+    __slots__ = ("overall_code", "statuses", "response_headers_to_add", "request_headers_to_add", "raw_body", "dynamic_metadata")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNKNOWN: _ClassVar[RateLimitResponse.Code]
@@ -75,9 +76,11 @@ class RateLimitResponse(_message.Message):
     RESPONSE_HEADERS_TO_ADD_FIELD_NUMBER: _ClassVar[int]
     REQUEST_HEADERS_TO_ADD_FIELD_NUMBER: _ClassVar[int]
     RAW_BODY_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_METADATA_FIELD_NUMBER: _ClassVar[int]
     overall_code: RateLimitResponse.Code
     statuses: _containers.RepeatedCompositeFieldContainer[RateLimitResponse.DescriptorStatus]
     response_headers_to_add: _containers.RepeatedCompositeFieldContainer[_base_pb2.HeaderValue]
     request_headers_to_add: _containers.RepeatedCompositeFieldContainer[_base_pb2.HeaderValue]
     raw_body: bytes
-    def __init__(self, overall_code: _Optional[_Union[RateLimitResponse.Code, str]] = ..., statuses: _Optional[_Iterable[_Union[RateLimitResponse.DescriptorStatus, _Mapping]]] = ..., response_headers_to_add: _Optional[_Iterable[_Union[_base_pb2.HeaderValue, _Mapping]]] = ..., request_headers_to_add: _Optional[_Iterable[_Union[_base_pb2.HeaderValue, _Mapping]]] = ..., raw_body: _Optional[bytes] = ...) -> None: ...
+    dynamic_metadata: _struct_pb2.Struct
+    def __init__(self, overall_code: _Optional[_Union[RateLimitResponse.Code, str]] = ..., statuses: _Optional[_Iterable[_Union[RateLimitResponse.DescriptorStatus, _Mapping]]] = ..., response_headers_to_add: _Optional[_Iterable[_Union[_base_pb2.HeaderValue, _Mapping]]] = ..., request_headers_to_add: _Optional[_Iterable[_Union[_base_pb2.HeaderValue, _Mapping]]] = ..., raw_body: _Optional[bytes] = ..., dynamic_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

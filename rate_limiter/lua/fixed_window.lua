@@ -17,13 +17,11 @@ local count = 0
 local s = redis.call('HMGET', key, 'w', 'c')
 if s[1] and tonumber(s[1]) == window then count = tonumber(s[2]) end
 
+-- With count_refused (Envoy's counting) every hit counts, past the limit too, as Envoy's
+-- counter does: a check of cost 0 is refused once it is over.
 local changed = false
 local function decide(cost)
-  if cost > rate then
-    if count > 0 then return 0, reset, -1 end
-    return 0, 0, -1
-  end
-  if count + cost <= rate then
+  if cost <= rate and count + cost <= rate then
     if cost == 0 then
       if count > 0 then return 1, reset, 0 end
       return 1, 0, 0
@@ -32,16 +30,19 @@ local function decide(cost)
     changed = true
     return 1, reset, 0
   end
-  if count_refused then
-    count = math.min(rate, count + cost)
+  if count_refused and cost > 0 then
+    count = count + cost
     changed = true
   end
-  return 0, reset, reset
+  local retry = reset
+  if cost > rate then retry = -1 end
+  if count > 0 then return 0, reset, retry end
+  return 0, 0, retry
 end
 local out, n = {}, 0
 for i = 2, #ARGV do
   local allowed, reset_after, retry = decide(tonumber(ARGV[i]))
-  out[n + 1], out[n + 2], out[n + 3] = allowed, rate, rate - count
+  out[n + 1], out[n + 2], out[n + 3] = allowed, rate, math.max(0, rate - count)
   out[n + 4], out[n + 5], out[n + 6], out[n + 7] = reset_after, retry, now, 0
   n = n + 7
 end

@@ -100,7 +100,7 @@ async def test_unlimited_and_unmatched(rules: Path, redis_url: str) -> None:
     async with client_for(rules, redis_url) as client:
         for entries in ([("vip", "x")], [("nothing", "here")]):
             resp = await client.post("/api/check", json=check_body(*entries, cost=1000))
-            assert resp.json() == {"allowed": True, "decisions": []}
+            assert resp.json() == {"allowed": True, "decisions": [], "metadata": None}
             assert "RateLimit" not in resp.headers
 
 
@@ -548,7 +548,11 @@ async def test_a_check_takes_several_descriptors_as_envoys_do(
         ]
         # An unknown domain has no rules: OK, as Envoy answers.
         unknown = await client.post("/api/check", json={**both, "domain": "nope"})
-        assert unknown.status_code == 200 and unknown.json() == {"allowed": True, "decisions": []}
+        assert unknown.status_code == 200 and unknown.json() == {
+            "allowed": True,
+            "decisions": [],
+            "metadata": None,
+        }
         mixed = {"domain": "rl", "descriptors": [foo, {"key": "a", "value": "b"}]}
         assert (await client.post("/api/check", json=mixed)).status_code == 422
         metrics = (await client.get("/metrics")).text

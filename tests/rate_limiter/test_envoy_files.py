@@ -3,9 +3,10 @@
 The cases restate, as this project's own, the facts in envoyproxy/ratelimit's README, its
 example and test config files, its config tests' expectations and its integration scripts:
 which files load or are refused, which limit a descriptor gets, how `replaces`, `quota_mode`,
-shadow mode, wildcards and `share_threshold` decide, and the stats keys each request counts
-under. Decisions run through the real service over the in-memory backend on a fixed clock
-(so a minute window never turns over mid-test)."""
+shadow mode and wildcards decide, and the stats keys each request counts under
+(`value_to_metric` and `share_threshold`: test_envoy_stats_keys.py; `metadata` and the
+quota scripts: test_envoy_quota.py). Decisions run through the real service over the
+in-memory backend on a fixed clock (so a minute window never turns over mid-test)."""
 
 from __future__ import annotations
 
@@ -184,72 +185,6 @@ def test_overlapping_wildcards_first_in_the_file_wins_after_an_exact_value() -> 
     assert limit_of(OVERLAP, ("path", "/api/v2/x")) == (1, "minute")
     assert limit_of(OVERLAP, ("path", "/api/v2/exact")) == (3, "minute")
     assert limit_of(OVERLAP, ("path", "/other")) == (4, "minute")
-
-
-SHARED = """\
-domain: test-domain
-descriptors:
-  - key: files
-    value: files/*
-    share_threshold: true
-    rate_limit: {unit: minute, requests_per_unit: 100}
-  - key: file
-    value: test1
-    rate_limit: {unit: minute, requests_per_unit: 50}
-  - key: file
-    value: test*
-    share_threshold: true
-    rate_limit: {unit: minute, requests_per_unit: 100}
-  - key: midpath
-    value: /api*v1
-    share_threshold: true
-    rate_limit: {unit: minute, requests_per_unit: 100}
-  - key: route
-    value: api/*
-    share_threshold: true
-    value_to_metric: true
-    descriptors:
-      - key: method
-        rate_limit: {unit: minute, requests_per_unit: 60}
-  - key: service
-    value: svc/*
-    share_threshold: true
-    descriptors:
-      - key: endpoint
-        detailed_metric: true
-        rate_limit: {unit: minute, requests_per_unit: 80}
-"""
-
-
-def test_share_threshold_puts_every_matched_value_on_one_counter() -> None:
-    domain = parse_text(SHARED)
-    [a], [b] = domain.lookup([("files", "files/a")]), domain.lookup([("files", "files/b")])
-    assert a.key == b.key and a.stat_key == b.stat_key == "test-domain.files_files/*"
-    [m1], [m2] = domain.lookup([("midpath", "/api/x/v1")]), domain.lookup([("midpath", "/apiv1")])
-    assert m1.key == m2.key and m1.stat_key == "test-domain.midpath_/api*v1"
-    # The exact value still wins, and counts on its own.
-    [exact], [other] = domain.lookup([("file", "test1")]), domain.lookup([("file", "test2")])
-    assert exact.rule.requests_per_unit == 50 and other.rule.requests_per_unit == 100
-    # A shared wildcard above a limit: the pattern, also with value_to_metric.
-    [get] = domain.lookup([("route", "api/users"), ("method", "GET")])
-    [post] = domain.lookup([("route", "api/items"), ("method", "GET")])
-    assert get.key == post.key and get.stat_key == "test-domain.route_api/*.method"
-    # detailed_metric below a shared wildcard: the pattern there, values elsewhere.
-    [svc] = domain.lookup([("service", "svc/a"), ("endpoint", "/x")])
-    assert svc.stat_key == "test-domain.service_svc/*.endpoint_/x"
-
-
-def test_value_to_metric_shows_the_requests_value() -> None:
-    text = """\
-domain: d
-descriptors:
-  - key: route
-    value_to_metric: true
-    descriptors:
-      - key: method
-        rate_limit: {unit: minute, requests_per_unit: 5}
-"""
-    assert stat_of(text, ("route", "/users"), ("method", "GET")) == "d.route_/users.method"
 
 
 def test_an_unlimited_ancestor_changes_nothing_below_it() -> None:
@@ -501,16 +436,6 @@ async def test_replaces_works_across_a_requests_descriptors(
         assert await allowed(
             svc, two("my_foo", "bkthomps"), clusters("fake"), [("category", "account")]
         )
-
-
-async def test_quota_mode_refuses_only_when_every_quota_descriptor_does(
-    service: tuple[RateLimitService, LimiterMetrics],
-) -> None:
-    svc, _ = service
-    quota = ([("service", "service_1")], [("service", "service_2")])
-    assert await allowed(svc, *quota)
-    assert await allowed(svc, *quota)  # service_1 is over, service_2 is not
-    assert not await allowed(svc, *quota)
 
 
 async def test_shadow_mode_never_refuses_and_the_ordinary_rule_does(
