@@ -31,11 +31,11 @@ from pathlib import Path
 
 import httpx
 
-from common.processes import ServiceProcess, wait_for
+from common.processes import ChildProcess, ServiceProcess, wait_for
 from common.redis_server import RedisProcess, free_port
 from notifications.delivery import WAITING
 from notifications.dispatch import queue_for
-from notifications.stack import ADMIN, Child, Stack, stack_env
+from notifications.stack import ADMIN, Stack, stack_env
 
 TEMPLATE = {"sms": {"text": "{{ n }}"}, "webhook": {"text": "{{ n }}"}}
 
@@ -51,7 +51,7 @@ def start_stack(tmp: Path, redis_url: str) -> Stack:
         "NOTIFICATIONS_BREAKER_RESET_SECONDS": "5",
         "NOTIFICATIONS_LEASE_SECONDS": "30",
     }
-    sinks = Child(
+    sinks = ChildProcess(
         ["-m", "notifications.sinks", "--smtp-port", str(smtp), "--http-port", str(http)],
         env,
         tmp / "sinks.log",

@@ -16,13 +16,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from celery import Celery
 
-from common.processes import ROOT, wait_for
+from common.processes import end, launch, wait_for
 
 
 class CeleryWorker:
@@ -51,9 +50,9 @@ class CeleryWorker:
         if queues:
             options += ["-Q", ",".join(queues)]
         if module:
-            self.cmd = [sys.executable, "-m", module, *argv, *options]
+            self.argv = ["-m", module, *argv, *options]
         else:
-            self.cmd = [sys.executable, "-m", "celery", *argv, "worker", *options]
+            self.argv = ["-m", "celery", *argv, "worker", *options]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,9 +72,7 @@ class CeleryWorker:
         return bool(replies)
 
     def start(self, timeout: float = 60.0) -> CeleryWorker:
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(self.cmd, env=env, cwd=ROOT, stdout=log, stderr=log)
+        self.proc = launch(self.argv, self.env, self.log_path)
 
         def ready() -> bool:
             assert self.proc is not None
@@ -112,13 +109,7 @@ class CeleryWorker:
         if self.proc is None:
             return
         kids = self.children()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc, timeout=timeout)
         deadline = time.monotonic() + 5
         for pid in kids:  # a pool process must not outlive its parent
             while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():

@@ -31,6 +31,47 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
     raise TimeoutError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
+def launch(argv: Sequence[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`python <argv>` from the repository's root, `env` over this process's environment,
+    its output appended to `log_path`."""
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, *argv],
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+
+
+def end(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    """Send `sig` (SIGTERM: a graceful stop), wait up to `timeout`, then SIGKILL; the exit
+    code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class ChildProcess:
+    """`python <argv>` with no port to wait on (a scheduler, a sweeper, the local sinks),
+    started at once; its log beside the test's other files."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc = launch(argv, env, log_path)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        end(self.proc, timeout=timeout)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 class ServiceProcess:
     """`python -m <module>` as a real process on a free loopback port.
 
@@ -60,21 +101,8 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         prefix = self.env_prefix
-        env = {
-            **os.environ,
-            **self.env,
-            f"{prefix}_PORT": str(self.port),
-            f"{prefix}_HOST": "127.0.0.1",
-            "PYTHONUNBUFFERED": "1",
-        }
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
+        env = {**self.env, f"{prefix}_PORT": str(self.port), f"{prefix}_HOST": "127.0.0.1"}
+        self.proc = launch(["-m", self.module, *self.args], env, self.log_path)
 
         def healthy() -> bool:
             assert self.proc is not None
@@ -91,14 +119,7 @@ class ServiceProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = end(self.proc, sig, timeout)
         self.proc = None
         return code
 

@@ -5,9 +5,6 @@ tests)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,37 +13,13 @@ from typing import Any
 import httpx
 
 from common.celery_workers import CeleryWorker
-from common.processes import ROOT, ServiceProcess, wait_for
+from common.processes import ChildProcess, ServiceProcess, wait_for
 from notifications.dispatch import queue_for
 from notifications.settings import CHANNELS
 
 ADMIN = {"x-api-key": "test-admin-key"}
 WEBHOOK_SECRET = "test-webhook-secret"
 ALL_QUEUES = [queue_for(c) for c in CHANNELS]
-
-
-class Child:
-    """A helper process (the sinks, the sweeper) with its log in the test's folder."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [sys.executable, *argv],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @dataclass
@@ -57,7 +30,7 @@ class Stack:
     sink_url: str
     broker_url: str
     workers: list[CeleryWorker] = field(default_factory=list)
-    children: list[Child] = field(default_factory=list)
+    children: list[ChildProcess] = field(default_factory=list)
 
     @property
     def http(self) -> httpx.Client:
@@ -82,8 +55,8 @@ class Stack:
         self.workers.append(worker)
         return worker.start(timeout=60)
 
-    def start_sweeper(self) -> Child:
-        child = Child(["-m", "notifications.sweeper"], self.env, self.tmp / "sweeper.log")
+    def start_sweeper(self) -> ChildProcess:
+        child = ChildProcess(["-m", "notifications.sweeper"], self.env, self.tmp / "sweeper.log")
         self.children.append(child)
         return child
 

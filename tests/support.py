@@ -1,14 +1,21 @@
 """Helpers the tests share: a clock moved by hand, the migrations check, and (from
-common/processes.py, which the benchmarks use too) real server processes on free ports and
-waiting for conditions."""
+common/processes.py, which the benchmarks use too) real server processes on free ports, helper
+processes, and waiting for conditions."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from common.processes import ROOT, ServiceProcess, wait_for
+from common.processes import ROOT, ChildProcess, ServiceProcess, wait_for
 
-__all__ = ["ROOT", "ManualClock", "ServiceProcess", "migrations_match_models", "wait_for"]
+__all__ = [
+    "ROOT",
+    "ChildProcess",
+    "ManualClock",
+    "ServiceProcess",
+    "migrations_match_models",
+    "wait_for",
+]
 
 
 class ManualClock:

@@ -16,11 +16,10 @@ import redis as sync_redis
 
 from common.redis_server import RedisProcess, free_port
 from notifications.stack import (  # re-exported for the test modules
-    Child,
     Stack,
     stack_env,
 )
-from tests.support import ServiceProcess, wait_for
+from tests.support import ChildProcess, ServiceProcess, wait_for
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -84,7 +83,7 @@ def stack_factory(
         smtp, http = free_port(), free_port()
         base = stack_env(url, _own_database(module_database_url, len(stacks)), tmp, smtp, http)
         full = {**base, **env}
-        sinks = Child(
+        sinks = ChildProcess(
             ["-m", "notifications.sinks", "--smtp-port", str(smtp), "--http-port", str(http)],
             full,
             tmp / "sinks.log",

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,36 +20,12 @@ import redis as sync_redis
 
 from common.celery_workers import CeleryWorker
 from common.redis_server import RedisProcess
-from tests.support import ROOT, ServiceProcess, wait_for
+from tests.support import ChildProcess, ServiceProcess, wait_for
 
 ADMIN = {"x-api-key": "test-admin-key"}
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_AMQP_URL = os.environ.get("TEST_AMQP_URL")
 TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
-
-
-class Scheduler:
-    """`python -m task_queue.scheduler` as a real process."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "task_queue.scheduler"],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @dataclass
@@ -63,7 +37,7 @@ class Stack:
     tmp: Path
     broker_url: str
     workers: list[CeleryWorker] = field(default_factory=list)
-    schedulers: list[Scheduler] = field(default_factory=list)
+    schedulers: list[ChildProcess] = field(default_factory=list)
 
     @property
     def http(self) -> httpx.Client:
@@ -84,9 +58,13 @@ class Stack:
         self.workers.append(worker)
         return worker.start(timeout=90)
 
-    def start_scheduler(self) -> Scheduler:
+    def start_scheduler(self) -> ChildProcess:
         """Returns once the scheduler has migrated and entered its loop."""
-        scheduler = Scheduler(self.env, self.tmp / f"scheduler{len(self.schedulers)}.log")
+        scheduler = ChildProcess(
+            ["-m", "task_queue.scheduler"],
+            self.env,
+            self.tmp / f"scheduler{len(self.schedulers)}.log",
+        )
         self.schedulers.append(scheduler)
 
         def started() -> bool:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -95,9 +96,24 @@ def limited_link(base: str) -> str:
     return resp.json()["code"]
 
 
-def instances(shortener: Start, redis: RedisProcess) -> list[ServiceProcess]:
+class Scenario(NamedTuple):
+    redis: RedisProcess
+    a: ServiceProcess
+    b: ServiceProcess
+    code: str
+    load: Load
+
+
+def limited_link_under_load(
+    shortener: Start, redis_factory: Callable[..., RedisProcess]
+) -> Scenario:
+    """Two instances on one Redis (append-only) and one SQL database, a link limited to
+    LIMIT visits, and the 32 clients already asking for it."""
+    redis = redis_factory(appendonly=True)
     env = {"URL_SHORTENER_REDIS_RETRY_AFTER": "0.2"}
-    return [shortener(redis.url, **env), shortener(redis.url, **env)]
+    a, b = shortener(redis.url, **env), shortener(redis.url, **env)
+    code = limited_link(a.url)
+    return Scenario(redis, a, b, code, Load([a, b], code))
 
 
 def crash_redis_for(redis: RedisProcess, seconds: float) -> None:
@@ -109,10 +125,7 @@ def crash_redis_for(redis: RedisProcess, seconds: float) -> None:
 def test_max_visits_exact_through_a_redis_kill_and_aof_restart(
     shortener: Start, redis_factory: Callable[..., RedisProcess]
 ) -> None:
-    redis = redis_factory(appendonly=True)
-    a, b = instances(shortener, redis)
-    code = limited_link(a.url)
-    load = Load([a, b], code)
+    redis, _, b, code, load = limited_link_under_load(shortener, redis_factory)
     load.wait_served(40)  # before the limit
     crash_redis_for(redis, 1.0)
     load.wait_served(LIMIT)
@@ -126,10 +139,7 @@ def test_max_visits_exact_through_a_redis_kill_and_aof_restart(
 def test_max_visits_exact_through_an_instance_crash_then_redis_down_after_the_limit(
     shortener: Start, redis_factory: Callable[..., RedisProcess]
 ) -> None:
-    redis = redis_factory(appendonly=True)
-    a, b = instances(shortener, redis)
-    code = limited_link(a.url)
-    load = Load([a, b], code)
+    redis, a, b, code, load = limited_link_under_load(shortener, redis_factory)
     load.wait_served(40)
     a.stop(signal.SIGKILL)  # its buffered visits die with it; its claims were committed
     load.drop(a)
@@ -148,10 +158,7 @@ def test_max_visits_exact_through_an_instance_crash_then_redis_down_after_the_li
 def test_max_visits_exact_through_an_instance_crash_and_a_redis_kill_in_sequence(
     shortener: Start, redis_factory: Callable[..., RedisProcess]
 ) -> None:
-    redis = redis_factory(appendonly=True)
-    a, b = instances(shortener, redis)
-    code = limited_link(a.url)
-    load = Load([a, b], code)
+    redis, a, b, code, load = limited_link_under_load(shortener, redis_factory)
     load.wait_served(30)
     a.stop(signal.SIGKILL)
     load.drop(a)
