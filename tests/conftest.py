@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from common.celery_workers import CeleryWorker
 from common.redis_cluster_server import RedisClusterProcess
 from common.redis_server import RedisProcess
 from tests.browser import browsers
-from tests.support import ServiceProcess
+from tests.support import Databases, ServiceProcess
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -59,19 +58,21 @@ def _database_params() -> list[str]:
 @pytest.fixture(params=_database_params())
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, or a fresh schema in the PostgreSQL under test."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
-        return
-    import psycopg
+    databases = Databases(request.param, tmp_path)
+    yield databases.new()
+    databases.drop_all()
 
-    assert TEST_DATABASE_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in TEST_DATABASE_URL else "?"
-    yield f"{TEST_DATABASE_URL}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+@pytest.fixture(scope="module", params=_database_params())
+def module_databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Databases]:
+    """A module's source of fresh databases (SQLite, then PostgreSQL when it is configured):
+    one per stack, since a stack's scheduler must never see another stack's rows (it would
+    send them to its own broker, where that stack's Redis and limits do not apply)."""
+    databases = Databases(request.param, tmp_path_factory.mktemp("db"))
+    yield databases
+    databases.drop_all()
 
 
 @pytest.fixture

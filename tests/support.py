@@ -1,16 +1,23 @@
-"""Helpers the tests share: a clock moved by hand, the migrations check, and (from
+"""Helpers the tests share: a clock moved by hand, the migrations check, fresh SQL databases,
+and (from
 common/processes.py, which the benchmarks use too) real server processes on free ports, helper
 processes, and waiting for conditions."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 from common.processes import ROOT, ChildProcess, ServiceProcess, wait_for
 
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+
 __all__ = [
     "ROOT",
     "ChildProcess",
+    "Databases",
     "ManualClock",
     "ServiceProcess",
     "migrations_match_models",
@@ -48,3 +55,38 @@ def migrations_match_models(url: str, package: str, metadata: Any) -> list[Any]:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+class Databases:
+    """Fresh, empty SQL databases of one kind: SQLite files in `folder`, or schemas of their
+    own in the PostgreSQL under test (dropped by `drop_all`)."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind = kind
+        self.folder = folder
+        self.schemas: list[str] = []
+        self.made = 0
+
+    def new(self, name: str = "test") -> str:
+        self.made += 1
+        if self.kind == "sqlite":
+            suffix = "" if self.made == 1 else str(self.made)
+            return f"sqlite:///{self.folder / f'{name}{suffix}.db'}"
+        import psycopg
+
+        assert TEST_DATABASE_URL
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        self.schemas.append(schema)
+        sep = "&" if "?" in TEST_DATABASE_URL else "?"
+        return f"{TEST_DATABASE_URL}{sep}options=-csearch_path%3D{schema}"
+
+    def drop_all(self) -> None:
+        if not self.schemas:
+            return
+        import psycopg
+
+        with psycopg.connect(str(TEST_DATABASE_URL), autocommit=True) as conn:
+            while self.schemas:
+                conn.execute(f'DROP SCHEMA "{self.schemas.pop()}" CASCADE')

@@ -1,12 +1,10 @@
 """The notification service on real processes: per test module one stack (API, sweeper, the
 local SMTP/SMS/webhook sinks and real Celery worker pools) on the session's Redis (its own
-database number) and a module's SQL database. Tests talk HTTP to the API and read what the
+database number) and a SQL database of its own. Tests talk HTTP to the API and read what the
 sinks received."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,56 +17,13 @@ from notifications.stack import (  # re-exported for the test modules
     Stack,
     stack_env,
 )
-from tests.support import ChildProcess, ServiceProcess, wait_for
-
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
-
-
-def _database_params() -> list[str]:
-    return ["sqlite", "postgresql"] if TEST_DATABASE_URL else ["sqlite"]
-
-
-@pytest.fixture(scope="module", params=_database_params())
-def module_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'notifications.db'}"
-        return
-    import psycopg
-
-    assert TEST_DATABASE_URL
-    schema = f"n_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in TEST_DATABASE_URL else "?"
-    yield f"{TEST_DATABASE_URL}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def _own_database(url: str, index: int) -> str:
-    """Each stack its own database: a sweeper must never see another stack's deliveries."""
-    if url.startswith("sqlite"):
-        return url.replace(".db", f"{index}.db")
-    import psycopg
-
-    assert TEST_DATABASE_URL
-    schema = f"n_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    SCHEMAS.append(schema)
-    sep = "&" if "?" in TEST_DATABASE_URL else "?"
-    return f"{TEST_DATABASE_URL}{sep}options=-csearch_path%3D{schema}"
-
-
-SCHEMAS: list[str] = []  # made by _own_database, dropped when their module ends
+from tests.support import ChildProcess, Databases, ServiceProcess, wait_for
 
 
 @pytest.fixture(scope="module")
 def stack_factory(
     redis_server: RedisProcess,
-    module_database_url: str,
+    module_databases: Databases,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Stack]]:
     """Start a stack: sinks and API (add workers and the sweeper on it). `redis_url` gives
@@ -81,7 +36,7 @@ def stack_factory(
         with sync_redis.Redis.from_url(url) as r:
             r.flushdb()
         smtp, http = free_port(), free_port()
-        base = stack_env(url, _own_database(module_database_url, len(stacks)), tmp, smtp, http)
+        base = stack_env(url, module_databases.new("notifications"), tmp, smtp, http)
         full = {**base, **env}
         sinks = ChildProcess(
             ["-m", "notifications.sinks", "--smtp-port", str(smtp), "--http-port", str(http)],
@@ -107,12 +62,6 @@ def stack_factory(
     yield make
     for stack in stacks:
         stack.stop()
-    if SCHEMAS:
-        import psycopg
-
-        with psycopg.connect(str(TEST_DATABASE_URL), autocommit=True) as conn:
-            while SCHEMAS:
-                conn.execute(f'DROP SCHEMA "{SCHEMAS.pop()}" CASCADE')
 
 
 @pytest.fixture(scope="module")

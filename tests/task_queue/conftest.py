@@ -1,5 +1,5 @@
 """The task queue on real processes: one API, one worker pool and one scheduler per test
-module (started once, shared by its tests), on the session's Redis and a module's database.
+module (started once, shared by its tests), on the session's Redis and a database of its own.
 
 Tests talk HTTP to the real API; jobs run in real prefork Celery workers.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,9 @@ import redis as sync_redis
 
 from common.celery_workers import CeleryWorker
 from common.redis_server import RedisProcess
-from tests.support import ChildProcess, ServiceProcess, wait_for
+from tests.support import ChildProcess, Databases, ServiceProcess, wait_for
 
 ADMIN = {"x-api-key": "test-admin-key"}
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_AMQP_URL = os.environ.get("TEST_AMQP_URL")
 TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
 
@@ -111,31 +109,8 @@ class Stack:
         self.api.stop()
 
 
-def _database_params() -> list[str]:
-    return ["sqlite", "postgresql"] if TEST_DATABASE_URL else ["sqlite"]
-
-
 def _broker_params() -> list[str]:
     return ["redis", "amqp"] if TEST_AMQP_URL else ["redis"]
-
-
-@pytest.fixture(scope="module", params=_database_params())
-def module_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'tq.db'}"
-        return
-    import psycopg
-
-    assert TEST_DATABASE_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in TEST_DATABASE_URL else "?"
-    yield f"{TEST_DATABASE_URL}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def stack_env(redis_url: str, database_url: str, broker_url: str, data_dir: Path) -> dict[str, str]:
@@ -161,11 +136,12 @@ def stack_env(redis_url: str, database_url: str, broker_url: str, data_dir: Path
 @pytest.fixture(scope="module")
 def stack_factory(
     redis_server: RedisProcess,
-    module_database_url: str,
+    module_databases: Databases,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Stack]]:
     """Start a task queue (API only; add workers and schedulers on the stack). All stopped
-    at the end of the module. Each stack gets its own Redis database number."""
+    at the end of the module. Each stack gets its own Redis database number and its own SQL
+    database."""
     stacks: list[Stack] = []
 
     def make(broker: str = "redis", redis_url: str | None = None) -> Stack:
@@ -177,7 +153,7 @@ def stack_factory(
             with sync_redis.Redis.from_url(redis_url) as r:
                 r.flushdb()  # what an earlier module left behind
         broker_url = TEST_AMQP_URL if broker == "amqp" and TEST_AMQP_URL else redis_url
-        env = stack_env(redis_url, module_database_url, broker_url, tmp)
+        env = stack_env(redis_url, module_databases.new("tq"), broker_url, tmp)
         # Generous start-up: the machine running the suite may be busy.
         api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start(timeout=90)
         stack = Stack(env=env, api=api, tmp=tmp, broker_url=broker_url)
