@@ -200,7 +200,7 @@ async def _retry_flood(
     through a PrefetchBackend (the shared key's tokens taken in batches)."""
     from common.redis import create_redis
     from rate_limiter import AsyncBackend, Limit, PrefetchBackend, RedisBackend
-    from rate_limiter.algorithms import gives_back
+    from rate_limiter.refunds import gives_back
 
     redis = create_redis(redis_url)
     await redis.flushdb()

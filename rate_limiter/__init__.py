@@ -19,7 +19,8 @@ from rate_limiter.errors import InvalidCost, RateLimited, RulesError
 from rate_limiter.extractors import client_ip
 from rate_limiter.limiter import RateLimiter, SyncRateLimiter
 from rate_limiter.metrics import LimiterMetrics
-from rate_limiter.middleware import RateLimitMiddleware, RouteRule
+from rate_limiter.middleware import RateLimitMiddleware
+from rate_limiter.route_rules import RouteRule
 
 __all__ = [
     "Algorithm",

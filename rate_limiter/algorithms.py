@@ -202,7 +202,8 @@ Step = Callable[[State, int, Limit, int, str | None], tuple[State | None, Raw]]
 # A step returns the new state, or None to leave the stored state untouched.
 
 
-def _ceil(x: float) -> int:
+def ceil_up(x: float) -> int:
+    """Rounded up, forgiving float noise (a microsecond is not added for 1e-10 of one)."""
     return math.ceil(x - 1e-9) if x > 0 else 0
 
 
@@ -220,19 +221,19 @@ def gcra(
         d = max(0.0, float(state["d"]) - max(0, now - int(state["t"])) / t_us)
         a, created = int(state.get("a", 0)), int(state.get("c", 0))
     if cost > cap:
-        return None, (0, cap, math.floor(cap - d), _ceil(d * t_us), -1)
+        return None, (0, cap, math.floor(cap - d), ceil_up(d * t_us), -1)
     if d + cost <= cap:
         if cost == 0:
-            return None, (1, cap, math.floor(cap - d), _ceil(d * t_us), 0)
+            return None, (1, cap, math.floor(cap - d), ceil_up(d * t_us), 0)
         d += cost
         taken = {"d": d, "t": now, "a": a + cost, "c": created}
-        return taken, (1, cap, math.floor(cap - d), _ceil(d * t_us), 0)
-    retry = _ceil((d + cost - cap) * t_us)
+        return taken, (1, cap, math.floor(cap - d), ceil_up(d * t_us), 0)
+    retry = ceil_up((d + cost - cap) * t_us)
     new_state = None
     if limit.count_refused:
         d = max(d, min(float(cap), d + cost))  # (never lower: the burst may have been lowered)
         new_state = {"d": d, "t": now, "a": a + cost, "c": created}
-    return new_state, (0, cap, math.floor(cap - d), _ceil(d * t_us), retry)
+    return new_state, (0, cap, math.floor(cap - d), ceil_up(d * t_us), retry)
 
 
 def fixed_window(
@@ -288,10 +289,10 @@ def sliding_window(
     if cur + cost > rate:
         # Wait for the next window, then for this window's weight to fall far enough.
         need = 1 - (rate - cost) / cur if cur else 0.0
-        retry = (window + 1) * p - now + _ceil(max(0.0, need) * p)
+        retry = (window + 1) * p - now + ceil_up(max(0.0, need) * p)
     else:
         need = 1 - (rate - cost - cur) / prev
-        retry = window * p + _ceil(need * p) - now
+        retry = window * p + ceil_up(need * p) - now
     new_state = None
     if limit.count_refused:
         cur = min(rate, cur + cost)
@@ -351,99 +352,6 @@ def release(state: State, lease: str) -> State:
     leases = dict(state.get("leases", {})) if state else {}
     prefix = f"{lease}#"
     return {"leases": {k: v for k, v in leases.items() if not k.startswith(prefix)}}
-
-
-def refund(
-    state: State,
-    now: int,
-    limit: Limit,
-    cost: int,
-    at: int,
-    position: int = 0,
-    shared: bool = False,
-) -> tuple[State | None, tuple[int, int] | None]:
-    """Give back `cost` units that a decision allowed at `at` took for a request that then
-    did not go ahead (another rule of its check refused it). Only what the key still holds
-    of them goes back, never more, so the limit's bound holds whatever came in between.
-    The new state and, after it, the remaining and the µs until the key is full again (so a
-    refund moves the reset back too), or (None, None) when nothing goes back.
-
-    - gcra: the debt is repaid oldest first, and the tokens taken after these (`a -
-      position` at most, `position` being the key's running total `a` just after the
-      decision) sit above them: what of the debt lies below those is these units', up to
-      `cost`. (Not "the cost less what was repaid since": on a busy key the units are near
-      the top of the debt and nothing of them is repaid yet.) When they are the newest
-      (`position == a`), `a` goes down with them, unless the position is `shared` (a
-      prefetched batch's, which its other decisions hold too).
-    - fixed_window: from the window's count, while that window lasts.
-    - sliding_window: from the count of the window they were counted in, this one's or, once
-      it has rolled over, the previous one's (which still weighs).
-    - sliding_log: `cost` entries of the time `at`, while they are in the log (entries of one
-      time are alike: which of them go is all the same).
-    - concurrency: nothing here (a lease is given back by `release`)."""
-    if not state or cost <= 0:
-        return None, None
-    algorithm, p = limit.algorithm, limit.period_us
-    if algorithm is Algorithm.GCRA:
-        a, created = int(state.get("a", 0)), int(state.get("c", 0))
-        if created > at or not cost <= position <= a:  # (another life of the key, or no receipt)
-            return None, None
-        t_us = p / limit.rate
-        d = max(0.0, float(state["d"]) - max(0, now - int(state["t"])) / t_us)
-        back = min(cost, d - (a - position))
-        if back <= 0:
-            return None, None
-        d -= back
-        if position == a and not shared:  # the newest: as if never taken (see refund.lua)
-            a -= math.floor(back + 1e-9)
-        # (the subtraction leaves float noise: a billionth of a token is not a token less)
-        remaining = math.floor(limit.capacity - d + 1e-9)
-        return {**state, "d": d, "t": now, "a": a}, (max(0, remaining), _ceil(d * t_us))
-    window = now // p
-    if algorithm is Algorithm.FIXED_WINDOW:
-        if at // p != window or int(state["w"]) != window:
-            return None, None
-        count = max(0, int(state["c"]) - cost)
-        reset = (window + 1) * p - now if count else 0
-        return {"w": window, "c": count}, (max(0, limit.rate - count), reset)
-    if algorithm is Algorithm.SLIDING_WINDOW:
-        w, cur, prev = int(state["w"]), int(state["c"]), int(state["p"])
-        if window > at // p + 1:
-            return None, None  # (two windows on, they weigh nothing any more)
-        if w == at // p:
-            cur = max(0, cur - cost)
-        elif w == at // p + 1:
-            prev = max(0, prev - cost)
-        else:
-            return None, None
-        into = now - window * p
-        # (w == window - 1: the stored count is now the previous window's)
-        est = prev * (p - into) / p + cur if w == window else cur * (p - into) / p
-        now_cur, now_prev = (cur, prev) if w == window else (0, cur)
-        reset = (window + 2) * p - now if now_cur else ((window + 1) * p - now if now_prev else 0)
-        return {"w": w, "c": cur, "p": prev}, (max(0, math.floor(limit.rate - est)), reset)
-    if algorithm is Algorithm.SLIDING_LOG:
-        log = [t for t in state.get("log", []) if t > now - p]
-        mine = [i for i, t in enumerate(log) if t == at][:cost]
-        if not mine:
-            return None, None
-        gone = set(mine)
-        log = [t for i, t in enumerate(log) if i not in gone]
-        reset = log[-1] + p - now if log else 0
-        return {"log": log}, (max(0, limit.rate - len(log)), reset)
-    return None, None
-
-
-def gives_back(limit: Limit, decision: Decision, cost: int) -> bool:
-    """Whether a check that was refused (by another rule) refunds what this rule's decision
-    took: it took something (allowed, a cost), and the limit does not count refused
-    requests anyway. Concurrency leases are released instead."""
-    return (
-        decision.allowed
-        and cost > 0
-        and not limit.count_refused
-        and limit.algorithm is not Algorithm.CONCURRENCY
-    )
 
 
 STEPS: dict[Algorithm, Step] = {

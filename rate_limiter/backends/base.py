@@ -6,7 +6,8 @@ import re
 import uuid
 from typing import Protocol
 
-from rate_limiter.algorithms import Algorithm, Decision, Limit, gives_back
+from rate_limiter.algorithms import Algorithm, Decision, Limit
+from rate_limiter.refunds import gives_back
 
 KEY_PREFIX = "rl"
 
@@ -61,7 +62,7 @@ class AsyncBackend(Protocol):
 
     async def refund(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
         """Give back the `cost` units an allowed `decision` took, for a request that did not
-        go ahead: as much as the key still holds, never more (`algorithms.refund`). The
+        go ahead: as much as the key still holds, never more (`refunds.refund`). The
         decision with the remaining after it. Concurrency leases are released instead."""
         ...
 

@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rate_limiter.algorithms import STEPS, US, Algorithm, Decision, Limit, refund, release
+from rate_limiter.algorithms import STEPS, US, Algorithm, Decision, Limit, release
 from rate_limiter.backends.base import new_lease, state_key
+from rate_limiter.refunds import refund
 
 SWEEP_EVERY = 4096
 
@@ -70,7 +71,7 @@ class MemoryBackend:
 
     def refund_sync(self, key: str, limit: Limit, cost: int, decision: Decision) -> Decision:
         """Give back `cost` units that `decision` (made here) took for a request that did
-        not go ahead, as much as the key still holds (`algorithms.refund`); the decision
+        not go ahead, as much as the key still holds (`refunds.refund`); the decision
         with the remaining after it."""
         if not decision.allowed or cost <= 0 or limit.algorithm is Algorithm.CONCURRENCY:
             return decision

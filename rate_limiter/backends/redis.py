@@ -321,7 +321,7 @@ class RedisBackend:
         self, key: str, limit: Limit, cost: int, decision: Decision, *, shared: bool = False
     ) -> Decision:
         """Give back `cost` units that `decision` took for a request that did not go ahead
-        (as much as the key still holds; see `algorithms.refund`). The decision with the
+        (as much as the key still holds; see `refunds.refund`). The decision with the
         remaining after it (unchanged when nothing went back). `shared`: its position is
         a prefetched batch's (see `PrefetchBackend.refund`)."""
         args = _refund_args(limit, cost, decision, shared)

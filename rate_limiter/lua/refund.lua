@@ -1,5 +1,5 @@
 -- Give back what an allowed decision took for a request that then did not go ahead (another
--- rule of its check refused it): the twin of algorithms.refund. Only what the key still
+-- rule of its check refused it): the twin of refunds.refund. Only what the key still
 -- holds of it goes back, never more, so the limit's bound holds whatever came in between.
 -- KEYS[1]: the key's state, as the algorithm's own script keeps it
 -- ARGV: algorithm, spec 'rate period_us capacity count_refused', cost, at_us (the time the

@@ -26,8 +26,9 @@ from rate_limiter import (
     SyncRateLimiter,
     SyncRedisBackend,
 )
-from rate_limiter.algorithms import gcra, refund
+from rate_limiter.algorithms import gcra
 from rate_limiter.backends import state_key
+from rate_limiter.refunds import refund
 from tests.rate_limiter.test_algorithms import Clock
 from tests.support import ManualClock
 
