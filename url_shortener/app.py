@@ -143,7 +143,12 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         redis = create_redis(redis_url)
         metrics.redis_up.set(1)
         local = LocalCache(ttl=settings.local_cache_ttl_seconds, size=settings.local_cache_size)
-        metrics.watch_local_cache(lambda: local.hits, lambda: local.misses, lambda: len(local))
+        metrics.watch_local_cache(
+            lambda: local.hits,
+            lambda: local.misses,
+            lambda: len(local),
+            lambda: local.refreshes,
+        )
         cache = LinkCache(
             redis,
             ttl=settings.cache_ttl_seconds,
@@ -195,6 +200,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         recorder.start()
         background = [
             asyncio.create_task(heal_loop(), name="redis-heal"),
+            asyncio.create_task(links.keep_local_cache_fresh(), name="local-cache-refresh"),
             asyncio.create_task(cache.listen(), name="cache-invalidations"),
         ]
         try:
@@ -202,6 +208,7 @@ def create_app(settings: UrlShortenerSettings) -> FastAPI:
         finally:
             cache.stop_listening()
             background[0].cancel()
+            background[1].cancel()
             await asyncio.wait(background)
             await recorder.stop()  # graceful shutdown: every buffered visit is shipped
             await limiter_backend.aclose()

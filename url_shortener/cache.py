@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,39 +89,95 @@ Loader = Callable[[str], Awaitable[CachedLink | None]]
 
 
 INVALIDATE_CHANNEL = "links:invalidate"
+# Local entries read again at once by the refresher (each one Redis round trip).
+REFRESH_BATCH = 16
+
+
+class _Entry:
+    """A link held in process: until when, and whether a request asked for it since it was
+    read from Redis (only such entries are refreshed)."""
+
+    __slots__ = ("expires", "link", "used")
+
+    def __init__(self, expires: float, link: CachedLink, used: bool) -> None:
+        self.expires = expires
+        self.link = link
+        self.used = used
 
 
 class LocalCache:
-    """A bounded, short-lived, in-process LRU of links without max_visits."""
+    """A bounded, short-lived, in-process LRU of links without max_visits.
+
+    No entry is served more than `ttl` seconds after it was read from Redis. Entries that
+    were hit since they were read are read again shortly before they expire (`due`, run by
+    `LinkCache.refresh_ahead` in the background): a link that keeps being followed never
+    misses, so no redirect waits for Redis because its entry's time ran out. An entry
+    nobody asked for since it was read just expires."""
 
     def __init__(self, *, ttl: float, size: int) -> None:
         self.ttl = ttl
         self.size = size
-        self._items: OrderedDict[str, tuple[float, CachedLink]] = OrderedDict()
+        # How long before expiry a used entry is read again (and half of it: how often the
+        # refresher looks for such entries).
+        self.lead = min(max(ttl / 10, 0.05), 5.0)
+        self._items: OrderedDict[str, _Entry] = OrderedDict()
+        # (expires at, code) in the order entries were put: with one ttl for all, also the
+        # order they expire in, so finding the entries due costs nothing per entry held.
+        self._expiry: deque[tuple[float, str]] = deque()
         # Bumped by every invalidation: a value read from Redis before an invalidation
         # arrived must not be stored after it (it may be the old value).
         self.epoch = 0
         self.hits = 0
         self.misses = 0
+        self.refreshes = 0
 
     def get(self, code: str) -> CachedLink | None:
         item = self._items.get(code)
-        if item is None or item[0] < time.monotonic():
+        if item is None or item.expires < time.monotonic():
             if item is not None:
                 del self._items[code]
             self.misses += 1
             return None
         self._items.move_to_end(code)
+        item.used = True
         self.hits += 1
-        return item[1]
+        return item.link
 
-    def put(self, code: str, link: CachedLink, *, epoch: int) -> None:
+    def put(self, code: str, link: CachedLink, *, epoch: int, used: bool = True) -> None:
+        """Hold `link` for `ttl` seconds. `used`: a request asked for it (a miss being
+        filled); False for a refresh, so a link nobody follows again is not kept for good."""
         if self.ttl <= 0 or epoch != self.epoch or link.max_visits is not None:
             return
-        self._items[code] = (time.monotonic() + self.ttl, link)
+        expires = time.monotonic() + self.ttl
+        self._items[code] = _Entry(expires, link, used)
         self._items.move_to_end(code)
+        self._expiry.append((expires, code))
         if len(self._items) > self.size:
             self._items.popitem(last=False)
+        if len(self._expiry) > 4 * self.size:
+            # Records are consumed as they fall due (`due`); this only bounds them when
+            # nothing consumes them. Losing the oldest costs at most that entry's refresh.
+            self._expiry.popleft()
+
+    def due(self, limit: int) -> list[str]:
+        """Up to `limit` codes to read again now: entries expiring within `lead` seconds
+        that were hit since they were read, oldest first. Each is handed out once (the
+        records are consumed); the rest wait for the next call."""
+        out: list[str] = []
+        horizon = time.monotonic() + self.lead
+        expiry, items = self._expiry, self._items
+        while expiry and len(out) < limit and expiry[0][0] <= horizon:
+            expires, code = expiry.popleft()
+            item = items.get(code)
+            # Only the entry this record was made for (not one put again since), if used.
+            if item is not None and item.expires == expires and item.used:
+                out.append(code)
+        self.refreshes += len(out)
+        return out
+
+    def discard(self, code: str) -> None:
+        """Forget one entry (it is no longer what Redis says); no invalidation."""
+        self._items.pop(code, None)
 
     def drop(self, code: str) -> None:
         self.epoch += 1
@@ -130,6 +186,7 @@ class LocalCache:
     def clear(self) -> None:
         self.epoch += 1
         self._items.clear()
+        self._expiry.clear()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -201,12 +258,15 @@ class LinkCache:
 
     # -- the redirect path ----------------------------------------------------------------
 
-    async def lookup(self, code: str, mode: Mode, load: Loader) -> Resolved:
+    async def lookup(
+        self, code: str, mode: Mode, load: Loader, *, refreshing: bool = False
+    ) -> Resolved:
         """Read-through: run the redirect script; on a miss, `load` the link (from SQL), fill
         the entry and run it again. Raises CacheUnavailable when Redis is away or keeps
         refusing fills (evicting under memory pressure): the caller then asks SQL itself.
 
-        A link without max_visits that Redis returns is also kept in the local cache."""
+        A link without max_visits that Redis returns is also kept in the local cache (as
+        used by a request, unless `refreshing`: the refresher's own reads)."""
         for _ in range(3):
             await self._check()
             epoch = self.local.epoch
@@ -233,9 +293,40 @@ class LinkCache:
                 code,
                 CachedLink(link_id, url, status, None, res[3] == b"1", expires),
                 epoch=epoch,
+                used=not refreshing,
             )
             return Resolved(outcome, url, status, link_id)
         raise CacheUnavailable("the cache entry did not stay")
+
+    async def refresh_ahead(self, load: Loader) -> None:
+        """Background task (runs until cancelled): read again, from Redis, the local entries
+        that are about to expire and were used since they were read (`LocalCache.due`), so
+        hot links never miss in process. A miss is what made the redirect's tail: under load
+        its one Redis round trip waits behind every request the event loop has in hand, and
+        1,000 hot links with a 30 s lifetime made 30-60 such misses a second (README,
+        "Headline figures"). At most REFRESH_BATCH lookups are in flight at once; one that
+        fails (Redis away) leaves its entry to expire, and the next request misses as
+        before."""
+        local = self.local
+        if local.ttl <= 0:
+            return
+        while True:
+            await asyncio.sleep(local.lead / 2)
+            while codes := local.due(REFRESH_BATCH):
+                await asyncio.gather(*(self._refresh(code, load) for code in codes))
+
+    async def _refresh(self, code: str, load: Loader) -> None:
+        try:
+            # LOOK: no visit; lookup() puts what Redis says in the local cache (unless an
+            # invalidation arrived meanwhile: the epoch check), with a new lifetime.
+            found = await self.lookup(code, Mode.LOOK, load, refreshing=True)
+        except CacheUnavailable:
+            return
+        except Exception as exc:  # a background task: log it, never end the loop
+            log.warning("local_refresh_failed", code=code, error=str(exc)[:200])
+            return
+        if found.outcome not in (Outcome.REDIRECT, Outcome.PASSWORD) or found.limited:
+            self.local.discard(code)  # gone, or no longer a link that may be held locally
 
     async def put(self, code: str, link: CachedLink, *, version: str) -> bool:
         """Cache a link (TTL never past its expiry) unless invalidated since `version`."""

@@ -42,14 +42,24 @@ class ServerMetrics:
         self._local_size = Gauge(
             "url_shortener_local_cache_links", "Links held in process.", registry=registry
         )
+        self._local_refreshes = Gauge(
+            "url_shortener_local_cache_refreshes",
+            "In-process entries read again from Redis before they expired (refresh-ahead).",
+            registry=registry,
+        )
 
     def watch_local_cache(
-        self, hits: Callable[[], float], misses: Callable[[], float], size: Callable[[], float]
+        self,
+        hits: Callable[[], float],
+        misses: Callable[[], float],
+        size: Callable[[], float],
+        refreshes: Callable[[], float],
     ) -> None:
         """Read the in-process cache's own counters at scrape time (nothing on the hot path)."""
         self._local_hits.set_function(hits)
         self._local_misses.set_function(misses)
         self._local_size.set_function(size)
+        self._local_refreshes.set_function(refreshes)
 
 
 class WriterMetrics:

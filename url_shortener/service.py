@@ -288,6 +288,11 @@ class LinkService:
             self.recorder.record(found.link_id, visitor, counted=counted)
         return Redirect(found.url, found.status)
 
+    async def keep_local_cache_fresh(self) -> None:
+        """Background task: hot links are read again before their in-process entry expires
+        (`LinkCache.refresh_ahead`), so their redirects never wait for Redis."""
+        await self.cache.refresh_ahead(self._load)
+
     async def _load(self, code: str) -> CachedLink | None:
         """The cache's loader: the link as the redirect needs it, from SQL."""
         async with self.sessions() as session:

@@ -1,6 +1,7 @@
 """GET /{code}: statuses, caching, limits, passwords, visit recording."""
 
 import asyncio
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,16 @@ from fastapi import FastAPI
 from sqlalchemy import event, text
 
 from tests.url_shortener.conftest import ADMIN, assert_problem, make_link, settle_visits
-from url_shortener.cache import CachedLink, Mode, Outcome, link_key
+from url_shortener.cache import (
+    REFRESH_BATCH,
+    CachedLink,
+    LinkCache,
+    LocalCache,
+    Mode,
+    Outcome,
+    link_key,
+    version_key,
+)
 
 
 class SqlCounter:
@@ -292,9 +302,16 @@ async def test_hot_links_are_served_from_process_memory(
         assert after["keyspace_misses"] > reads_before["keyspace_misses"]
 
 
+async def local_cache_counts(c: httpx.AsyncClient) -> dict[str, float]:
+    text = (await c.get("/metrics")).text
+    return {
+        name: float(re.search(rf"^url_shortener_local_cache_{name} (\S+)$", text, re.M)[1])  # type: ignore[index]
+        for name in ("hits", "misses", "refreshes")
+    }
+
+
 async def local_hits(client: httpx.AsyncClient) -> float:
-    text = (await client.get("/metrics")).text
-    return float(re.search(r"^url_shortener_local_cache_hits (\S+)$", text, re.M)[1])  # type: ignore[index]
+    return (await local_cache_counts(client))["hits"]
 
 
 async def test_a_fill_racing_an_invalidation_cannot_resurrect_the_old_link(
@@ -372,3 +389,115 @@ async def test_an_expired_link_still_in_redis_is_410(
                 assert await r.ttl(link_key(code)) > 60
             assert_problem(await c.get(f"/{code}"), 410)
             assert (await c.head(f"/{code}")).status_code == 410
+
+
+async def test_a_hot_link_never_misses_in_process_and_a_refresh_reads_redis_again(
+    settings, redis_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Refresh-ahead: a link followed again and again is read from Redis again before its
+    in-process entry expires, so no request waits for Redis (under load such a miss made
+    the redirect's p99: README, "Headline figures"). The refresh re-reads (a change made
+    in Redis alone shows within the lifetime), it does not just extend the entry."""
+    from url_shortener.app import create_app
+
+    app = create_app(settings.model_copy(update={"local_cache_ttl_seconds": 1.0}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="https://sho.rt") as c:
+            code = (await make_link(c, url="https://example.com/before"))["code"]
+            assert (await c.get(f"/{code}")).status_code == 302  # the one miss: filled
+            before = await local_cache_counts(c)
+            async with aredis.Redis.from_url(redis_url) as r:
+                # As if an invalidation were lost: only Redis knows the new target.
+                await r.hset(link_key(code), "u", "https://example.com/after")
+            locations = []
+            for _ in range(35):  # 3.5 lifetimes of the entry
+                await asyncio.sleep(0.1)
+                resp = await c.get(f"/{code}")
+                assert resp.status_code == 302
+                locations.append(resp.headers["location"])
+            after = await local_cache_counts(c)
+    assert after["misses"] == before["misses"], (before, after)
+    assert after["hits"] == before["hits"] + 35
+    assert after["refreshes"] >= before["refreshes"] + 3
+    # Never older than its lifetime: the new target within 1 s, and from then on.
+    first_new = locations.index("https://example.com/after")
+    assert first_new <= 10 and set(locations[first_new:]) == {"https://example.com/after"}
+
+
+async def test_a_link_nobody_follows_is_refreshed_once_then_expires(
+    settings,
+) -> None:  # type: ignore[no-untyped-def]
+    """Only entries used since they were read are refreshed: the entry a refresh puts is
+    not kept alive by further refreshes unless a request asks for it."""
+    from url_shortener.app import create_app
+
+    app = create_app(settings.model_copy(update={"local_cache_ttl_seconds": 0.5}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="https://sho.rt") as c:
+            code = (await make_link(c))["code"]
+            assert (await c.get(f"/{code}")).status_code == 302  # miss, filled as used
+            before = await local_cache_counts(c)
+            await asyncio.sleep(1.6)  # past three lifetimes, nobody asking
+            assert (await c.get(f"/{code}")).status_code == 302
+            after = await local_cache_counts(c)
+    assert after["refreshes"] == before["refreshes"] + 1
+    assert after["misses"] == before["misses"] + 1
+
+
+async def test_the_refresher_has_at_most_a_batch_of_lookups_in_flight(
+    app: FastAPI, redis_url: str
+) -> None:
+    """However many entries fall due together, the refresher runs REFRESH_BATCH lookups at a
+    time: a burst of refreshes must not become a burst of work in one event-loop turn."""
+    cache: LinkCache = app.state.links.cache
+    local = LocalCache(ttl=0.4, size=1000)  # a cache of its own, on the app's Redis and SQL
+    refresher = LinkCache(cache.redis, ttl=60, negative_ttl=60, retry_after=1.0, local=local)
+    codes = [f"refresh{i:03d}" for i in range(100)]
+    for i, code in enumerate(codes):
+        local.put(code, CachedLink(i, f"https://example.com/{i}", 302, None, False, None), epoch=0)
+        assert local.get(code) is not None  # used
+    in_flight = most = loads = 0
+
+    async def slow_loader(code: str) -> CachedLink | None:
+        # Not in Redis: every refresh loads from here (where the in-flight count is seen).
+        nonlocal in_flight, most, loads
+        in_flight += 1
+        loads += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return CachedLink(0, "https://example.com/loaded", 302, None, False, None)
+
+    task = asyncio.create_task(refresher.refresh_ahead(slow_loader))
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if loads == len(codes):
+                break
+        await asyncio.sleep(0.5)  # more than a lifetime: the refreshed entries were not used
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with aredis.Redis.from_url(redis_url) as r:
+            await r.delete(*(link_key(c) for c in codes), *(version_key(c) for c in codes))
+    assert loads == len(codes)  # each entry refreshed once (the refreshed ones are unused)
+    assert most == REFRESH_BATCH
+    assert local.refreshes == len(codes)
+
+
+def test_local_cache_hands_out_each_used_entry_once_oldest_first() -> None:
+    local = LocalCache(ttl=60, size=10)  # entries are due in their last `lead` (5 s)
+    link = CachedLink(1, "https://example.com/", 302, None, False, None)
+    local.put("a", link, epoch=0)
+    local.put("b", link, epoch=0, used=False)  # a refresh's entry nobody asked for since
+    local.put("c", link, epoch=0)
+    local.put("a", link, epoch=0)  # put again: its first record is stale
+    assert local.due(10) == []  # nothing expires within the lead yet
+    local.lead = 120.0
+    assert local.due(1) == ["c"]  # oldest record first ("a"'s first record is skipped)
+    assert local.due(10) == ["a"]
+    assert local.due(10) == []  # each handed out once
+    assert local.refreshes == 2
