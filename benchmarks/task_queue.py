@@ -19,7 +19,7 @@ that costs one HTTP request and one raw Celery run and nothing else.
 Each phase's CPU time per job (the API's, the workers' with their pool processes, the
 submitting client's) is printed too: on 2 cores shared by everything, CPU is what adds up.
 Prints each round's figures, ratios and load average (--rounds N), then every round again in
-one table.
+one table. BENCH_ONLY=service measures the service alone (both phases).
 """
 
 from __future__ import annotations
@@ -389,6 +389,12 @@ def main() -> None:
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory() as tmp_dir, RedisProcess() as server:
         tmp = Path(tmp_dir)
+        if os.environ.get("BENCH_ONLY") == "service":
+            run = bench_service(server.url, tmp, args.jobs, args.workers, args.batch)
+            for name, phase in (("per request", run.single), ("in batches", run.batch)):
+                print(f"service {name}: {phase.rate:.1f} jobs/s, CPU ms/job: {_cpu_text(phase)}")
+            print(f"load average {os.getloadavg()[0]:.2f}")
+            return
         for n in range(1, args.rounds + 1):
             started_load = os.getloadavg()[0]
             rnd = one_round(server.url, tmp, args.jobs, args.workers, args.batch)
