@@ -76,15 +76,19 @@ class Dispatcher:
             return
         with self.app.producer_or_acquire() as producer, _batch(producer):
             for job in jobs:
-                self.send(
-                    job_id=job.id,
-                    dispatch=job.dispatch,
-                    type=job.type,
-                    queue=job.queue,
-                    priority=job.priority,
-                    timeout=job.timeout_seconds,
-                    producer=producer,
-                )
+                self.send_job(job, producer=producer)
+
+    def send_job(self, job: Sendable, *, producer: Any = None) -> None:
+        """The message for a job row at its current dispatch number."""
+        self.send(
+            job_id=job.id,
+            dispatch=job.dispatch,
+            type=job.type,
+            queue=job.queue,
+            priority=job.priority,
+            timeout=job.timeout_seconds,
+            producer=producer,
+        )
 
     def cancel_running(self, job_id: str, dispatch: int) -> None:
         """Stop a running job: its pool process is terminated (the job is already

@@ -141,14 +141,7 @@ class JobService:
     async def _send(self, job: Job) -> None:
         # Called on the event loop, not in a thread: a publish to the broker is one short
         # write, cheaper than the hop to a worker thread and back on a busy machine.
-        self.dispatcher.send(
-            job_id=job.id,
-            dispatch=job.dispatch,
-            type=job.type,
-            queue=job.queue,
-            priority=job.priority,
-            timeout=job.timeout_seconds,
-        )
+        self.dispatcher.send_job(job)
 
     async def get(self, job_id: str) -> Job:
         async with self.sessions() as session:
