@@ -6,9 +6,10 @@ system measured both ways:
 - one job per call: this service over `POST /api/jobs` (16 client threads); raw Celery's
   `send_task` (no result backend, no tracking) in a loop; RQ's `enqueue` in a loop;
 - batches of --batch jobs (default 100): this service over `POST /api/jobs/batch` (4 client
-  threads); raw Celery's `send_task` through one producer in `Producer.batch()` (kombu's
-  pipelined publish: one Redis round trip per batch, what the service itself uses, and the
-  cheapest way Celery has to send many tasks: a `group` pays for group bookkeeping on top);
+  threads, BENCH_BATCH_THREADS; 1, 2 or 4 measured the same within 3%); raw Celery's
+  `send_task` through one producer in `Producer.batch()` (kombu's pipelined publish: one
+  Redis round trip per batch, what the service itself uses, and the cheapest way Celery has
+  to send many tasks: a `group` pays for group bookkeeping on top);
   RQ's `enqueue_many` (one Redis pipeline per batch).
 A phase ends when every job has run: the service's when SQL records every one `succeeded`,
 the others' when each job has counted itself in Redis. Workers: `python -m task_queue.worker`,
@@ -213,7 +214,7 @@ def bench_service(redis_url: str, tmp: Path, jobs: int, workers: int, batch: int
                     "/api/jobs/batch", json=body if size == batch else {"jobs": body["jobs"][:size]}
                 )
 
-            _hammer(c, len(sizes), post, threads=4)
+            _hammer(c, len(sizes), post, threads=int(os.environ.get("BENCH_BATCH_THREADS", 4)))
             submitted = time.perf_counter() - started
             wait_for(lambda: succeeded() >= target, 600, interval=0.05)
             batched = Phase(jobs / (time.perf_counter() - started), meter.per_job(jobs))
