@@ -16,6 +16,8 @@ from task_queue.deps import JobsDep, MetricsDep, RedisDep, SettingsDep, WriterDe
 from task_queue.errors import InvalidJob
 from task_queue.schemas import (
     AttemptRead,
+    JobBatchCreate,
+    JobBatchRead,
     JobCreate,
     JobPage,
     JobRead,
@@ -77,17 +79,9 @@ def job_read(job: Job) -> JobRead:
     )
 
 
-@api.post("/jobs", status_code=202, response_model=JobRead, responses=WRITE)
-async def submit_job(
-    body: JobCreate,
-    jobs: JobsDep,
-    metrics: MetricsDep,
-    _: WriterDep,
-    response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobRead:
-    key = body.idempotency_key or idempotency_key
-    if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
+def submission(body: JobCreate, header_key: str | None = None) -> Submission:
+    """A submit's body as the service takes it (InvalidJob for rules the schema cannot say)."""
+    if body.idempotency_key and header_key and body.idempotency_key != header_key:
         raise InvalidJob("the Idempotency-Key header and body field differ")
     if body.delay_seconds is not None and body.run_at is not None:
         raise InvalidJob("give delay_seconds or run_at, not both")
@@ -98,18 +92,28 @@ async def submit_job(
         run_at = time.time() + body.delay_seconds
     elif body.run_at is not None:
         run_at = body.run_at.timestamp()
-    job, created = await jobs.submit(
-        Submission(
-            type=body.type,
-            args=body.args,
-            queue=body.queue,
-            priority=body.priority,
-            run_at=run_at,
-            max_retries=body.max_retries,
-            timeout_seconds=body.timeout_seconds,
-            idempotency_key=key,
-        )
+    return Submission(
+        type=body.type,
+        args=body.args,
+        queue=body.queue,
+        priority=body.priority,
+        run_at=run_at,
+        max_retries=body.max_retries,
+        timeout_seconds=body.timeout_seconds,
+        idempotency_key=body.idempotency_key or header_key,
     )
+
+
+@api.post("/jobs", status_code=202, response_model=JobRead, responses=WRITE)
+async def submit_job(
+    body: JobCreate,
+    jobs: JobsDep,
+    metrics: MetricsDep,
+    _: WriterDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobRead:
+    job, created = await jobs.submit(submission(body, idempotency_key))
     response.headers["Location"] = f"/api/jobs/{job.id}"
     if created:
         metrics.submitted.labels(type=job.type).inc()
@@ -117,6 +121,41 @@ async def submit_job(
         metrics.deduplicated.inc()
         response.headers["Idempotent-Replayed"] = "true"
     return job_read(job)
+
+
+@api.post(
+    "/jobs/batch",
+    status_code=202,
+    response_model=JobBatchRead,
+    responses=WRITE,
+    summary="Submit many jobs in one request",
+)
+async def submit_jobs(
+    body: JobBatchCreate, jobs: JobsDep, metrics: MetricsDep, _: WriterDep
+) -> JobBatchRead:
+    """Up to 500 jobs, each as `POST /api/jobs` takes it, recorded in one SQL transaction and
+    published to the broker in one batch (Celery's `group`, RQ's `enqueue_many`). All or
+    nothing: a bad item refuses the batch with a 422 naming its index. An item whose
+    `idempotency_key` is already held (by an earlier job or an earlier item of the batch)
+    gets that job, listed in `replayed`."""
+    subs = []
+    for index, item in enumerate(body.jobs):
+        try:
+            subs.append(submission(item))
+        except InvalidJob as exc:
+            raise InvalidJob(f"jobs[{index}]: {exc.detail}", index=index) from None
+    results = await jobs.submit_many(subs)
+    replayed = [i for i, (_job, created) in enumerate(results) if not created]
+    for job, created in results:
+        if created:
+            metrics.submitted.labels(type=job.type).inc()
+    if replayed:
+        metrics.deduplicated.inc(len(replayed))
+    return JobBatchRead(
+        jobs=[job_read(job) for job, _created in results],
+        created=len(results) - len(replayed),
+        replayed=replayed,
+    )
 
 
 @api.get("/jobs", response_model=JobPage)

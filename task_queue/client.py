@@ -1,7 +1,8 @@
-"""Command-line client: python -m task_queue.client submit|status|watch|list|cancel|retry|
-workflow|schedules|dead-letters|replay
+"""Command-line client: python -m task_queue.client submit|batch|status|watch|list|cancel|
+retry|workflow|schedules|dead-letters|replay
 
     python -m task_queue.client submit sleep seconds=5 --watch
+    python -m task_queue.client batch jobs.json    # [{"type": "noop"}, ...] or JSON lines
     python -m task_queue.client submit fetch url=https://example.com --key daily-fetch
     python -m task_queue.client list --status dead
     python -m task_queue.client workflow --chain add:value=1 add:value=10
@@ -142,6 +143,51 @@ def submit(
     api.show(job, _detail)
     if watch and job["status"] != "succeeded":
         raise typer.Exit(1)
+
+
+def read_specs(text: str) -> list[dict[str, Any]]:
+    """Jobs as `POST /api/jobs` takes them: a JSON list, `{"jobs": [...]}`, or one JSON
+    object per line."""
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        try:
+            whole = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise typer.BadParameter(f"neither JSON nor JSON lines: {exc}") from None
+    if isinstance(whole, dict) and isinstance(whole.get("jobs"), list):
+        whole = whole["jobs"]
+    elif isinstance(whole, dict):
+        whole = [whole]
+    if not isinstance(whole, list) or not all(isinstance(j, dict) for j in whole):
+        raise typer.BadParameter('expected job objects ({"type": ..., "args": {...}})')
+    return whole
+
+
+@app.command()
+def batch(
+    file: Annotated[
+        typer.FileText,
+        typer.Argument(
+            help="A JSON list of jobs as submit takes them, or JSON lines; - reads stdin."
+        ),
+    ],
+) -> None:
+    """Submit many jobs in one request (at most 500): all are recorded, or none (a bad item
+    is refused with its index)."""
+    api = cli.api()
+    specs = read_specs(file.read())
+    answer = _call("POST", "/api/jobs/batch", json={"jobs": specs})
+
+    def human(body: dict[str, Any]) -> None:
+        replayed = set(body["replayed"])
+        for index, job in enumerate(body["jobs"]):
+            typer.echo(
+                _line(job) + ("  (idempotency key: existing job)" if index in replayed else "")
+            )
+        typer.echo(f"{body['created']} new, {len(replayed)} already there")
+
+    api.show(answer, human)
 
 
 @app.command()

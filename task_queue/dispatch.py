@@ -6,6 +6,10 @@ from the current one, and the job's deadlines ride along as Celery's soft and ha
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
 from celery import Celery
 
 from task_queue.settings import TaskQueueSettings
@@ -24,6 +28,17 @@ def broker_priority(priority: int, broker_url: str) -> int:
     return priority if broker_url.startswith("amqp") else 9 - priority
 
 
+class Sendable(Protocol):
+    """What a message is made from (a job row has it)."""
+
+    id: str
+    dispatch: int
+    type: str
+    queue: str
+    priority: int
+    timeout_seconds: float
+
+
 class Dispatcher:
     def __init__(self, app: Celery, settings: TaskQueueSettings) -> None:
         self.app = app
@@ -31,7 +46,15 @@ class Dispatcher:
         self.broker_url = str(app.conf.broker_url or "")
 
     def send(
-        self, *, job_id: str, dispatch: int, type: str, queue: str, priority: int, timeout: float
+        self,
+        *,
+        job_id: str,
+        dispatch: int,
+        type: str,
+        queue: str,
+        priority: int,
+        timeout: float,
+        producer: Any = None,
     ) -> None:
         self.app.send_task(
             TASK_NAME,
@@ -42,9 +65,39 @@ class Dispatcher:
             task_id=task_id(job_id, dispatch),
             soft_time_limit=timeout,
             time_limit=timeout + self.settings.hard_timeout_grace_seconds,
+            producer=producer,
+        )
+
+    def send_many(self, jobs: list[Sendable]) -> None:
+        """One message per job through one producer, batched: on Redis the LPUSHes go out
+        in one pipeline (kombu's `Producer.batch`); a transport without batches (or an older
+        kombu) publishes each at once, still on one connection."""
+        if not jobs:
+            return
+        with self.app.producer_or_acquire() as producer, _batch(producer):
+            for job in jobs:
+                self.send_job(job, producer=producer)
+
+    def send_job(self, job: Sendable, *, producer: Any = None) -> None:
+        """The message for a job row at its current dispatch number."""
+        self.send(
+            job_id=job.id,
+            dispatch=job.dispatch,
+            type=job.type,
+            queue=job.queue,
+            priority=job.priority,
+            timeout=job.timeout_seconds,
+            producer=producer,
         )
 
     def cancel_running(self, job_id: str, dispatch: int) -> None:
         """Stop a running job: its pool process is terminated (the job is already
         `cancelled` in SQL, so nothing records it as lost)."""
         self.app.control.revoke(task_id(job_id, dispatch), terminate=True, signal="SIGTERM")
+
+
+@contextlib.contextmanager
+def _batch(producer: Any) -> Iterator[None]:
+    batch = getattr(producer, "batch", None)  # kombu >= 5.7
+    with batch() if batch is not None else contextlib.nullcontext():
+        yield

@@ -66,3 +66,18 @@ async def publish(redis: AnyRedis, job_id: str, kind: str, **data: Any) -> None:
         await pipe.execute()
     except REDIS_DOWN as exc:
         log.warning("event_not_published", job_id=job_id, error=str(exc))
+
+
+async def publish_many(redis: AnyRedis, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """One event for each of many jobs, `(job_id, kind, data)`, in one round trip."""
+    if not entries:
+        return
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for job_id, kind, data in entries:
+            key = stream_key(job_id)
+            pipe.xadd(key, encode(kind, data), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(key, TTL_SECONDS)
+        await pipe.execute()
+    except REDIS_DOWN as exc:
+        log.warning("events_not_published", jobs=len(entries), error=str(exc))

@@ -83,14 +83,7 @@ class Scheduler:
         job = self.ledger.requeue(due)
         if job is None:
             return 0  # another scheduler took it
-        self.dispatcher.send(
-            job_id=job.id,
-            dispatch=job.dispatch,
-            type=job.type,
-            queue=job.queue,
-            priority=job.priority,
-            timeout=job.timeout_seconds,
-        )
+        self.dispatcher.send_job(job)
         return 1
 
     def _reap(self, lost: Due, now: float) -> None:

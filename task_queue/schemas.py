@@ -28,6 +28,21 @@ class JobCreate(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+# The most jobs one batch submit takes (a larger batch is a 422; a body over the size limit,
+# TASK_QUEUE_MAX_BODY_BYTES, a 413 first). One batch is one SQL statement: 500 rows of ~27
+# columns stay under SQLite's and PostgreSQL's bound-parameter limits.
+MAX_BATCH_JOBS = 500
+
+
+class JobBatchCreate(BaseModel):
+    """Each item as `POST /api/jobs` takes it (idempotency keys per item, in the body). The
+    batch is all or nothing: an item that is not valid refuses the whole batch (422
+    `invalid-job` naming the item in `index` and in `detail`, or `validation-failed` whose
+    `errors[].loc` has the index), and nothing is recorded."""
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+
 class AttemptRead(BaseModel):
     number: int
     worker: str
@@ -66,6 +81,15 @@ class JobRead(BaseModel):
     workflow_id: str | None
     step: int | None
     schedule_id: str | None
+
+
+class JobBatchRead(BaseModel):
+    jobs: list[JobRead] = Field(description="One per item, in the order submitted.")
+    created: int = Field(description="How many items made a new job.")
+    replayed: list[int] = Field(
+        description="Indexes of the items answered with an existing job: their idempotency "
+        "key was already held, by an earlier job or by an earlier item of this batch."
+    )
 
 
 class JobPage(BaseModel):

@@ -77,13 +77,13 @@ class JobService:
             raise InvalidJob(f"unknown queue {queue!r} (known: {', '.join(self.settings.queues)})")
         return clean, queue
 
-    async def submit(self, sub: Submission) -> tuple[Job, bool]:
-        """Create (or find, by idempotency key) a job; returns it and whether it is new."""
+    def _row(self, sub: Submission) -> Job:
+        """A checked submission as a new job row (InvalidJob when it does not fit)."""
         args, queue = self.validate(sub.type, sub.args, sub.queue)
         job_type = self.registry.types[sub.type]
         now = time.time()
         delayed = sub.run_at is not None and sub.run_at > now
-        row = store.job_row(
+        return store.job_row(
             type=sub.type,
             args=args,
             queue=queue,
@@ -100,28 +100,48 @@ class JobService:
             dispatch=0 if delayed else 1,
             queued_at=None if delayed else now,
         )
+
+    async def submit(self, sub: Submission) -> tuple[Job, bool]:
+        """Create (or find, by idempotency key) a job; returns it and whether it is new."""
+        row = self._row(sub)
         if self._one_writer is None:
             job, created = await store.insert_job(self.sessions, row)
         else:
             async with self._one_writer:
                 job, created = await store.insert_job(self.sessions, row)
         if created:
-            if not delayed:
+            if job.status == JobStatus.QUEUED:
                 await self._send(job)
             await events.publish(self.redis, job.id, "status", status=job.status)
         return job, created
 
+    async def submit_many(self, subs: list[Submission]) -> list[tuple[Job, bool]]:
+        """A batch, all or nothing: every item is checked first (InvalidJob naming the first
+        bad item's index: nothing is recorded), then all are recorded in one transaction and
+        the new queued ones published in one batch. Returns each item's job and whether it
+        is new, in order."""
+        rows = []
+        for index, sub in enumerate(subs):
+            try:
+                rows.append(self._row(sub))
+            except InvalidJob as exc:
+                raise InvalidJob(f"jobs[{index}]: {exc.detail}", index=index) from None
+        if self._one_writer is None:
+            results = await store.insert_jobs(self.sessions, rows)
+        else:
+            async with self._one_writer:
+                results = await store.insert_jobs(self.sessions, rows)
+        new = [job for job, created in results if created]
+        self.dispatcher.send_many([job for job in new if job.status == JobStatus.QUEUED])
+        await events.publish_many(
+            self.redis, [(job.id, "status", {"status": job.status}) for job in new]
+        )
+        return results
+
     async def _send(self, job: Job) -> None:
         # Called on the event loop, not in a thread: a publish to the broker is one short
         # write, cheaper than the hop to a worker thread and back on a busy machine.
-        self.dispatcher.send(
-            job_id=job.id,
-            dispatch=job.dispatch,
-            type=job.type,
-            queue=job.queue,
-            priority=job.priority,
-            timeout=job.timeout_seconds,
-        )
+        self.dispatcher.send_job(job)
 
     async def get(self, job_id: str) -> Job:
         async with self.sessions() as session:

@@ -158,6 +158,59 @@ async def insert_job(sessions: async_sessionmaker[AsyncSession], job: Job) -> tu
     return existing, False
 
 
+def _insert_unless_key_held(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, in the dialect's
+    words: a row whose key is already held is skipped, not an error for the whole batch."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    statement = postgresql.insert(Job) if dialect == "postgresql" else sqlite.insert(Job)
+    return statement.on_conflict_do_nothing(index_elements=[Job.idempotency_key]).returning(Job.id)
+
+
+_BATCH_INSERTS = {name: _insert_unless_key_held(name) for name in ("postgresql", "sqlite")}
+
+
+async def insert_jobs(
+    sessions: async_sessionmaker[AsyncSession], jobs: list[Job]
+) -> list[tuple[Job, bool]]:
+    """A batch in one transaction and one multi-row INSERT; returns, in order, each item's
+    job and whether it is new. An item whose idempotency key is already held (by an earlier
+    job, or by an earlier item of the batch) gets that job, as `insert_job` answers one."""
+    first: dict[str, Job] = {}  # the first item of the batch with each key
+    fresh: list[Job] = []
+    for job in jobs:
+        key = job.idempotency_key
+        if key is None or key not in first:
+            fresh.append(job)
+            if key is not None:
+                first[key] = job
+    columns = [column.key for column in Job.__table__.columns]
+    rows = [{name: getattr(job, name) for name in columns} for job in fresh]
+    async with sessions() as session, session.begin():
+        conn = await session.connection()
+        # An executemany with RETURNING: SQLAlchemy sends it as one INSERT ... VALUES (...),
+        # (...), ... ("insertmanyvalues"), split only past the driver's parameter limit.
+        result = await conn.execute(_BATCH_INSERTS[conn.dialect.name], rows)
+        inserted = set(result.scalars())
+        held = [key for key, job in first.items() if job.id not in inserted]
+        existing: dict[str, Job] = {}
+        if held:
+            found = await session.scalars(select(Job).where(Job.idempotency_key.in_(held)))
+            existing = {job.idempotency_key: job for job in found if job.idempotency_key}
+            if len(existing) < len(held):
+                raise JobConflict("an idempotency key is held by a job being deleted; retry")
+    out: list[tuple[Job, bool]] = []
+    for job in jobs:
+        key = job.idempotency_key
+        if key is None:
+            out.append((job, True))
+        elif key in existing:
+            out.append((existing[key], False))
+        else:
+            out.append((first[key], first[key] is job))
+    return out
+
+
 async def get_job(session: AsyncSession, job_id: str) -> Job:
     job = await session.get(Job, job_id, populate_existing=True)
     if job is None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support import ROOT
 from tests.task_queue.conftest import Stack
@@ -79,3 +80,24 @@ def test_errors_exit_1_and_unreachable_exits_2(stack: Stack) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "make run-task_queue" in proc.stderr
+
+
+def test_batch_submits_a_file_of_jobs_all_or_nothing(stack: Stack, tmp_path: Path) -> None:
+    listed = tmp_path / "jobs.json"
+    listed.write_text(json.dumps([{"type": "add", "args": {"value": i}} for i in range(3)]))
+    answer = json.loads(cli(stack, "--json", "batch", str(listed)).stdout)
+    assert answer["created"] == 3 and [j["type"] for j in answer["jobs"]] == ["add"] * 3
+    assert [stack.wait(j["id"])["result"] for j in answer["jobs"]] == [0, 1, 2]
+    lines = tmp_path / "jobs.jsonl"
+    lines.write_text('{"type": "noop", "idempotency_key": "cli-batch"}\n{"type": "noop"}\n')
+    out = cli(stack, "batch", str(lines)).stdout
+    assert "2 new, 0 already there" in out and out.count("noop") == 2
+    again = cli(stack, "batch", str(lines)).stdout
+    assert "1 new, 1 already there" in again and "existing job" in again
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"type": "noop", "idempotency_key": "cli-bad"}, {"type": "nope"}]))
+    err = cli(stack, "batch", str(bad), code=1).stderr
+    assert "Error 422" in err and "jobs[1]" in err
+    assert "cli-bad" not in cli(stack, "--json", "list", "--type", "noop").stdout
+    bad.write_text("not json")
+    assert "JSON" in cli(stack, "batch", str(bad), code=2).stderr
