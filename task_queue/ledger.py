@@ -299,10 +299,13 @@ class Ledger:
             self._close_attempt(s, due.job_id, outcome, error)
             return True
 
-    def attempts_left(self, job_id: str) -> bool:
+    def lost_attempt(self, job_id: str) -> tuple[str, int, bool]:
+        """A lost job's type, the number of the attempt it lost (as the runner counts them)
+        and whether it may be retried."""
         with self.sessions() as s:
             job = s.get_one(Job, job_id)
-            return job.attempts_count - job.attempt_base <= job.max_retries
+            attempt = job.attempts_count - job.attempt_base
+            return job.type, attempt, attempt <= job.max_retries
 
     def due_schedules(self, now: float) -> list[Schedule]:
         with self.sessions() as s:

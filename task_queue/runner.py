@@ -37,6 +37,24 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) 
     return rng.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
 
 
+def retry_delay(
+    settings: TaskQueueSettings,
+    registry: Registry,
+    type_name: str,
+    attempt: int,
+    rng: random.Random,
+) -> float:
+    """How long before attempt `attempt` of a `type_name` job is retried, whether it failed
+    (the runner) or its worker was lost (the reaper): the type's own base and cap win over
+    the service's settings."""
+    base, cap = settings.backoff_base_seconds, settings.backoff_cap_seconds
+    job_type = registry.get(type_name)
+    if job_type is not None:
+        base = _first(job_type.backoff_base_seconds, base)
+        cap = _first(job_type.backoff_cap_seconds, cap)
+    return backoff_delay(attempt, base=base, cap=cap, rng=rng)
+
+
 # A job still running after this long has its `running` event published by the beat
 # thread; one that ends sooner sends it with its final event, in one round trip.
 ANNOUNCE_AFTER_SECONDS = 0.1
@@ -206,12 +224,7 @@ class Runner:
 
     def _failed(self, claim: Claim, outcome: Outcome, error: str) -> None:
         if claim.attempt <= claim.max_retries:
-            job_type = self.registry.get(claim.type)
-            base, cap = self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds
-            if job_type is not None:  # the type's own policy wins
-                base = _first(job_type.backoff_base_seconds, base)
-                cap = _first(job_type.backoff_cap_seconds, cap)
-            delay = backoff_delay(claim.attempt, base=base, cap=cap, rng=self.rng)
+            delay = retry_delay(self.settings, self.registry, claim.type, claim.attempt, self.rng)
             self._end(claim, JobStatus.RETRYING, outcome, error=error, run_at=time.time() + delay)
         else:
             self._end(claim, JobStatus.DEAD, outcome, error=error)

@@ -26,8 +26,10 @@ from common.logging import configure_logging
 from common.migrations import upgrade_url
 from common.redis_server import ensure_shared_redis
 from task_queue.dispatch import MIGRATIONS, Dispatcher
+from task_queue.jobtypes import Registry
+from task_queue.jobtypes import registry as job_registry
 from task_queue.ledger import Due, Ledger, create_sync_engine
-from task_queue.runner import backoff_delay
+from task_queue.runner import retry_delay
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus
 from task_queue.store import Schedule
@@ -47,10 +49,17 @@ def next_fire(schedule: Schedule, after: float) -> float:
 
 
 class Scheduler:
-    def __init__(self, settings: TaskQueueSettings, ledger: Ledger, dispatcher: Dispatcher):
+    def __init__(
+        self,
+        settings: TaskQueueSettings,
+        ledger: Ledger,
+        dispatcher: Dispatcher,
+        registry: Registry = job_registry,
+    ):
         self.settings = settings
         self.ledger = ledger
         self.dispatcher = dispatcher
+        self.registry = registry
         self.rng = random.Random()
 
     def tick(self, now: float | None = None) -> int:
@@ -87,11 +96,12 @@ class Scheduler:
         return 1
 
     def _reap(self, lost: Due, now: float) -> None:
+        """A lost attempt is a failed one: retried on the type's backoff for that attempt
+        (a job that kills its worker every time backs off like any other failure)."""
         retry_at = None
-        if self.ledger.attempts_left(lost.job_id):
-            retry_at = now + backoff_delay(
-                1, base=self.settings.backoff_base_seconds, cap=1.0, rng=self.rng
-            )
+        type_name, attempt, may_retry = self.ledger.lost_attempt(lost.job_id)
+        if may_retry:
+            retry_at = now + retry_delay(self.settings, self.registry, type_name, attempt, self.rng)
         if self.ledger.reap(lost, retry_at=retry_at):
             log.warning("job_lost", job_id=lost.job_id, retried=retry_at is not None)
 

@@ -1,0 +1,73 @@
+"""The reaper on a real database: a job whose worker was lost is retried on the same backoff
+as a job that failed (its type's own policy, for the attempt it lost), or is dead."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from common.celery import create_celery
+from common.migrations import upgrade_url
+from task_queue.dispatch import MIGRATIONS, Dispatcher
+from task_queue.ledger import Ledger, create_sync_engine
+from task_queue.scheduler import Scheduler
+from task_queue.settings import TaskQueueSettings
+from task_queue.states import JobStatus
+from task_queue.store import Job, job_row
+
+
+class Longest(random.Random):
+    """Full jitter's longest draw, every time: the delays become exact."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_a_lost_job_is_retried_on_its_types_backoff(database_url: str, redis_url: str) -> None:
+    settings = TaskQueueSettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        backoff_base_seconds=0.2,
+        backoff_cap_seconds=10,
+        heartbeat_timeout_seconds=2,
+    )
+    upgrade_url(database_url, MIGRATIONS)
+    engine = create_sync_engine(database_url)
+    ledger = Ledger(engine)
+    dispatcher = Dispatcher(create_celery(settings, name="task_queue"), settings)
+    scheduler = Scheduler(settings, ledger, dispatcher)
+    scheduler.rng = Longest()
+
+    def running(type_name: str, *, earlier_attempts: int, max_retries: int = 4) -> str:
+        """A job on its (earlier_attempts + 1)th attempt, claimed by a worker now gone."""
+        job = job_row(
+            type=type_name,
+            args={},
+            queue="default",
+            status=JobStatus.QUEUED,
+            max_retries=max_retries,
+            timeout_seconds=600,
+            dispatch=1,
+            attempts_count=earlier_attempts,
+        )
+        with ledger.sessions.begin() as s:
+            s.add(job)
+        assert ledger.claim(job.id, 1, "gone@host/1") is not None
+        return job.id
+
+    # flaky_fast's own policy: base 0.05 s, cap 0.1 s; sleep has none (settings: 0.2 s, 10 s).
+    own = running("flaky_fast", earlier_attempts=1)
+    default = running("sleep", earlier_attempts=2)
+    last = running("sleep", earlier_attempts=1, max_retries=1)
+    now = time.time() + 3  # their heartbeats (set by the claims) are 3 s old: lost
+    scheduler.tick(now)
+
+    with ledger.sessions() as s:
+        jobs = {job_id: s.get_one(Job, job_id) for job_id in (own, default, last)}
+    delays = {job_id: (job.run_at or now) - now for job_id, job in jobs.items()}
+    assert jobs[own].status == JobStatus.RETRYING
+    assert abs(delays[own] - 0.1) < 1e-6  # attempt 2: min(0.1, 0.05 * 2)
+    assert jobs[default].status == JobStatus.RETRYING
+    assert abs(delays[default] - 0.8) < 1e-6  # attempt 3: min(10, 0.2 * 4)
+    assert jobs[last].status == JobStatus.DEAD  # attempt 2 of max_retries 1: none left
+    engine.dispose()
