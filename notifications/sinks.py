@@ -200,7 +200,14 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     try:
-        uvicorn.run(http_app(), host=args.host, port=args.http_port, log_level="warning")
+        # A receiver told to hang (`timeout` mode) must not hold its own shutdown for a minute.
+        uvicorn.run(
+            http_app(),
+            host=args.host,
+            port=args.http_port,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+        )
     finally:
         smtp.stop()
 
