@@ -53,6 +53,7 @@ ADMIN = {"x-api-key": "bench-admin-key"}
 # The service's history: SQLite in the run's temporary folder unless BENCH_DATABASE_URL names
 # a PostgreSQL database the benchmark may empty (its tq_* tables are dropped first).
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "")
+BATCH_THREADS = int(os.environ.get("BENCH_BATCH_THREADS", 4))  # clients posting batches
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -214,7 +215,7 @@ def bench_service(redis_url: str, tmp: Path, jobs: int, workers: int, batch: int
                     "/api/jobs/batch", json=body if size == batch else {"jobs": body["jobs"][:size]}
                 )
 
-            _hammer(c, len(sizes), post, threads=int(os.environ.get("BENCH_BATCH_THREADS", 4)))
+            _hammer(c, len(sizes), post, threads=BATCH_THREADS)
             submitted = time.perf_counter() - started
             wait_for(lambda: succeeded() >= target, 600, interval=0.05)
             batched = Phase(jobs / (time.perf_counter() - started), meter.per_job(jobs))
@@ -352,7 +353,7 @@ def report(n: int, rnd: Round, jobs: int, workers: int, batch: int, started_load
     )
     rows = [
         ("this service, POST /api/jobs (16 threads)", s.single),
-        (f"this service, POST /api/jobs/batch x{batch} (4 threads)", s.batch),
+        (f"this service, POST /api/jobs/batch x{batch} ({BATCH_THREADS} threads)", s.batch),
         ("raw Celery, send_task per job", celery),
         (f"raw Celery, send_task in Producer.batch() x{batch}", celery_b),
         ("RQ, enqueue per job", rq),

@@ -58,18 +58,12 @@ def publish_all_sync(
 
 
 async def publish(redis: AnyRedis, job_id: str, kind: str, **data: Any) -> None:
-    key = stream_key(job_id)
-    try:
-        pipe = redis.pipeline(transaction=False)
-        pipe.xadd(key, encode(kind, data), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
-        pipe.expire(key, TTL_SECONDS)
-        await pipe.execute()
-    except REDIS_DOWN as exc:
-        log.warning("event_not_published", job_id=job_id, error=str(exc))
+    await publish_many(redis, [(job_id, kind, data)])
 
 
 async def publish_many(redis: AnyRedis, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """One event for each of many jobs, `(job_id, kind, data)`, in one round trip."""
+    """One event for each of many jobs, `(job_id, kind, data)`, in one round trip; a Redis
+    outage costs live updates, never the jobs (SQL has them)."""
     if not entries:
         return
     try:
@@ -80,4 +74,4 @@ async def publish_many(redis: AnyRedis, entries: list[tuple[str, str, dict[str, 
             pipe.expire(key, TTL_SECONDS)
         await pipe.execute()
     except REDIS_DOWN as exc:
-        log.warning("events_not_published", jobs=len(entries), error=str(exc))
+        log.warning("event_not_published", job_id=entries[0][0], jobs=len(entries), error=str(exc))

@@ -1,7 +1,6 @@
 """Helpers the tests share: a clock moved by hand, the migrations check, fresh SQL databases,
-and (from
-common/processes.py, which the benchmarks use too) real server processes on free ports, helper
-processes, and waiting for conditions."""
+and (from common/processes.py, which the benchmarks use too) real server processes on free
+ports, helper processes, and waiting for conditions."""
 
 from __future__ import annotations
 
