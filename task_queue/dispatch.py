@@ -1,7 +1,8 @@
 """Handing a job to the broker: one Celery message naming the job and its dispatch number.
 
-The message carries no arguments (SQL has them), so a stale redelivery can always be told
-from the current one, and the job's deadlines ride along as Celery's soft and hard limits.
+The dispatch number tells a stale redelivery from the current message; the job's args and
+counts ride along (the worker claims it in Redis without reading SQL), and its deadlines as
+Celery's soft and hard limits.
 """
 
 from __future__ import annotations
@@ -37,6 +38,24 @@ class Sendable(Protocol):
     queue: str
     priority: int
     timeout_seconds: float
+    args: dict[str, Any]
+    attempts_count: int
+    attempt_base: int
+    max_retries: int
+    workflow_id: str | None
+    queued_at: float | None
+
+
+def spec(job: Sendable) -> dict[str, Any]:
+    """What a worker needs to run the job: its args, which attempt this is, how many retries
+    it has, its workflow, when it was queued."""
+    return {
+        "args": job.args,
+        "attempt": job.attempts_count - job.attempt_base + 1,
+        "max_retries": job.max_retries,
+        "workflow_id": job.workflow_id,
+        "queued_at": job.queued_at,
+    }
 
 
 class Dispatcher:
@@ -55,10 +74,11 @@ class Dispatcher:
         priority: int,
         timeout: float,
         producer: Any = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         self.app.send_task(
             TASK_NAME,
-            args=[job_id, dispatch, type],
+            args=[job_id, dispatch, type, spec],
             queue=queue,
             routing_key=queue,
             priority=broker_priority(priority, self.broker_url),
@@ -88,6 +108,7 @@ class Dispatcher:
             priority=job.priority,
             timeout=job.timeout_seconds,
             producer=producer,
+            spec=spec(job),
         )
 
     def cancel_running(self, job_id: str, dispatch: int) -> None:

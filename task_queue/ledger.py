@@ -63,7 +63,7 @@ _CLAIM = (
         status=JobStatus.RUNNING,
         worker=bindparam("b_worker"),
         heartbeat_at=bindparam("b_now"),
-        started_at=bindparam("b_now"),
+        started_at=bindparam("b_started"),
         updated_at=bindparam("b_now"),
         attempts_count=Job.attempts_count + 1,
     )
@@ -81,7 +81,7 @@ _OPEN_ATTEMPT = insert(Attempt).values(
     job_id=bindparam("b_job"),
     number=bindparam("b_number"),
     worker=bindparam("b_worker"),
-    started_at=bindparam("b_now"),
+    started_at=bindparam("b_started"),
     outcome=Outcome.RUNNING,
 )
 _CLOSE_ATTEMPT = (
@@ -145,10 +145,19 @@ class Ledger:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
-    def claim(self, job_id: str, dispatch: int, worker: str) -> Claim | None:
-        """Take a queued job for this worker; None when the message is stale or cancelled."""
+    def claim(
+        self, job_id: str, dispatch: int, worker: str, *, started: float | None = None
+    ) -> Claim | None:
+        """Take a queued job for this worker; None when the message is stale or cancelled.
+        `started`: when it was claimed in Redis (the job is running already; SQL learns it)."""
         now = time.time()
-        key = {"b_job": job_id, "b_dispatch": dispatch, "b_worker": worker, "b_now": now}
+        key = {
+            "b_job": job_id,
+            "b_dispatch": dispatch,
+            "b_worker": worker,
+            "b_now": now,
+            "b_started": now if started is None else started,
+        }
         with self.engine.begin() as conn:
             row = conn.execute(_CLAIM, key).first()
             if row is None:
@@ -165,6 +174,10 @@ class Ledger:
                 workflow_id=workflow_id,
                 queued_at=queued_at,
             )
+
+    def job(self, job_id: str) -> Job | None:
+        with self.sessions() as s:
+            return s.get(Job, job_id)
 
     def _running(self, job_id: str, dispatch: int) -> Any:
         return update(Job).where(

@@ -6,7 +6,8 @@ Every `scheduler_interval_seconds` it
 2. fires due schedules (cron or every N seconds): each firing is one job whose idempotency
    key names the slot, so two schedulers firing the same slot create one job;
 3. reaps jobs whose worker stopped heartbeating: the attempt is closed as `lost` and the
-   job retried (or dead when its retries are spent).
+   job retried (or dead when its retries are spent). A job claimed in Redis whose worker
+   died before SQL heard of it (`tq:unrecorded`) is reaped the same way.
 Several schedulers may run at once: each step is a conditional UPDATE that only one wins.
 """
 
@@ -18,20 +19,24 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import redis as sync_redis
 import structlog
 from croniter import croniter
 
 from common.celery import create_celery
 from common.logging import configure_logging
 from common.migrations import upgrade_url
+from common.redis import REDIS_DOWN
 from common.redis_server import ensure_shared_redis
 from task_queue.dispatch import MIGRATIONS, Dispatcher
 from task_queue.jobtypes import Registry
 from task_queue.jobtypes import registry as job_registry
 from task_queue.ledger import Due, Ledger, create_sync_engine
+from task_queue.live import Live, Unrecorded
+from task_queue.recorder import Finish, record
 from task_queue.runner import retry_delay
 from task_queue.settings import TaskQueueSettings
-from task_queue.states import JobStatus
+from task_queue.states import JobStatus, Outcome
 from task_queue.store import Schedule
 
 log = structlog.get_logger("task_queue.scheduler")
@@ -55,11 +60,13 @@ class Scheduler:
         ledger: Ledger,
         dispatcher: Dispatcher,
         registry: Registry = job_registry,
+        live: Live | None = None,
     ):
         self.settings = settings
         self.ledger = ledger
         self.dispatcher = dispatcher
         self.registry = registry
+        self.live = live
         self.rng = random.Random()
 
     def tick(self, now: float | None = None) -> int:
@@ -86,6 +93,14 @@ class Scheduler:
                 sent += self._send(Due(job.id, JobStatus.SCHEDULED, 0))
         for lost in self.ledger.lost(now, self.settings.heartbeat_timeout_seconds):
             self._reap(lost, now)
+        if self.live is not None:
+            try:
+                unrecorded = self.live.unrecorded(now - self.settings.heartbeat_timeout_seconds)
+            except REDIS_DOWN as exc:
+                log.warning("unrecorded_claims_unknown", error=str(exc))
+                unrecorded = []
+            for claim in unrecorded:
+                self._reap_unrecorded(claim, now)
         return sent
 
     def _send(self, due: Due) -> int:
@@ -105,6 +120,33 @@ class Scheduler:
         if self.ledger.reap(lost, retry_at=retry_at):
             log.warning("job_lost", job_id=lost.job_id, retried=retry_at is not None)
 
+    def _reap_unrecorded(self, lost: Unrecorded, now: float) -> None:
+        """A claim SQL never recorded and whose worker is gone (it would have recorded it
+        within 0.1 s of the claim, or its end within a batch): the attempt it lost is
+        recorded, and the job retried like any other lost one."""
+        assert self.live is not None
+        job = self.ledger.job(lost.job_id)
+        if job is not None and job.status == JobStatus.QUEUED and job.dispatch == lost.dispatch:
+            attempt = job.attempts_count - job.attempt_base + 1
+            retry_at = None
+            if attempt <= job.max_retries:
+                delay = retry_delay(self.settings, self.registry, job.type, attempt, self.rng)
+                retry_at = now + delay
+            finish = Finish(
+                job_id=lost.job_id,
+                dispatch=lost.dispatch,
+                worker=lost.worker,
+                started=lost.started,
+                finished=now,
+                status=JobStatus.RETRYING if retry_at is not None else JobStatus.DEAD,
+                outcome=Outcome.LOST,
+                error="worker lost (no heartbeat)",
+                run_at=retry_at,
+            )
+            if record(self.ledger.engine, [finish]):
+                log.warning("job_lost", job_id=lost.job_id, retried=retry_at is not None)
+        self.live.recorded((lost.job_id, lost.dispatch))
+
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
@@ -122,7 +164,9 @@ def main() -> None:
     upgrade_url(settings.database(), MIGRATIONS)  # the scheduler may start before the API
     engine = create_sync_engine(settings.database())
     app = create_celery(settings, name="task_queue")
-    scheduler = Scheduler(settings, Ledger(engine), Dispatcher(app, settings))
+    redis = sync_redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    live = Live(redis)
+    scheduler = Scheduler(settings, Ledger(engine), Dispatcher(app, settings), live=live)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -7,6 +7,7 @@ row is committed, so a worker never receives a job it cannot find.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import transaction
-from common.redis import AnyRedis
-from task_queue import events, store
+from common.redis import REDIS_DOWN, AnyRedis
+from task_queue import events, live, store
 from task_queue.dispatch import Dispatcher
 from task_queue.errors import BadCursor, InvalidJob, JobConflict, JobNotFound
 from task_queue.jobtypes import Registry
@@ -171,7 +172,13 @@ class JobService:
             job = await store.get_job(session, job_id)
             if JobStatus(job.status) in TERMINAL:
                 raise JobConflict(f"job {job_id} is already {job.status}")
-            was_running = await store.cancel_job(session, job)
+            # Redis first: from here no worker claims this dispatch. One that already did may
+            # not have told SQL yet (a job under 0.1 s old): it is stopped all the same.
+            claimed = False
+            with contextlib.suppress(*REDIS_DOWN):
+                claimed = await live.mark_cancelled(self.redis, job.id, job.dispatch)
+            unrecorded = claimed and job.status == JobStatus.QUEUED
+            was_running = await store.cancel_job(session, job) or unrecorded
         if was_running:
             await asyncio.to_thread(self.dispatcher.cancel_running, job.id, job.dispatch)
         await events.publish(self.redis, job.id, "status", status=job.status)

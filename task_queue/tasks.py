@@ -26,6 +26,7 @@ from task_queue import events
 from task_queue.dispatch import TASK_NAME, Dispatcher
 from task_queue.jobtypes import registry
 from task_queue.ledger import Ledger, create_sync_engine
+from task_queue.live import Live
 from task_queue.metrics import WorkerMetrics
 from task_queue.runner import Runner
 from task_queue.settings import TaskQueueSettings
@@ -78,6 +79,7 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
                     redis=redis,
                     dispatcher=Dispatcher(app, settings),
                     rate_limit=_rate_limit(settings, redis),
+                    live=Live(redis),
                     timeout_errors=(SoftTimeLimitExceeded,),
                     metrics=metrics,
                 ),
@@ -86,9 +88,17 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
 
     # No result backend write: the SQL history holds results (one Redis round trip saved).
     @app.task(name=TASK_NAME, bind=True, ignore_result=True)
-    def run(self: Any, job_id: str, dispatch: int, type_name: str) -> None:
+    def run(
+        self: Any, job_id: str, dispatch: int, type_name: str, spec: dict[str, Any] | None = None
+    ) -> None:
         worker = f"{self.request.hostname}/{os.getpid()}"
-        runner().run(job_id, dispatch, type_name, worker)
+        runner().run(job_id, dispatch, type_name, worker, spec)
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _record_pending(**_: Any) -> None:
+        """A pool process leaving (warm shutdown, max tasks) writes its last finishes first."""
+        if state.get("pid") == os.getpid():
+            state["runner"].recorder.flush()
 
     @signals.worker_ready.connect(weak=False)
     def _start_heartbeat(sender: Any = None, **_: Any) -> None:

@@ -44,9 +44,7 @@ def start_step(
         step=step,
         dispatch=1,
     )
-    dispatcher.send(
-        job_id=job.id, dispatch=1, type=job.type, queue=job.queue, priority=5, timeout=timeout
-    )
+    dispatcher.send_job(job)
 
 
 def advance(
