@@ -149,9 +149,12 @@ class Recorder:
             self._thread = threading.Thread(target=self._loop, daemon=True, name="tq-recorder")
             self._thread.start()
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Write what is pending now, in the caller's thread; returns how many."""
         with self._writing:
-            self._write(self._take())
+            batch = self._take()
+            self._write(batch)
+            return len(batch)
 
     def _take(self) -> list[Finish]:
         with self._ready:

@@ -98,7 +98,7 @@ def create_worker_app(settings: TaskQueueSettings) -> Celery:
     def _record_pending(**_: Any) -> None:
         """A pool process leaving (warm shutdown, max tasks) writes its last finishes first."""
         if state.get("pid") == os.getpid():
-            state["runner"].recorder.flush()
+            log.info("recorder_flushed", jobs=state["runner"].recorder.flush())
 
     @signals.worker_ready.connect(weak=False)
     def _start_heartbeat(sender: Any = None, **_: Any) -> None:

@@ -162,3 +162,19 @@ def test_a_worker_that_stopped_is_reported_unhealthy(stack_factory: Any) -> None
         checks = c.get("/readyz").json()
     assert checks["dependencies"]["workers"]["status"] == "down"
     assert checks["status"] == "degraded"  # the API still takes jobs; nothing runs them
+
+
+def test_a_quick_jobs_events_come_once_sql_has_it(stack: Stack) -> None:
+    """A job of a few milliseconds reaches SQL with its recorder's batch, and its `running`
+    and `succeeded` events only after that commit: whoever saw `succeeded` reads it."""
+    for _ in range(5):
+        job = stack.submit("noop")
+        with stack.http as c:
+            events = _read_events(c, f"/api/jobs/{job['id']}/events")
+            after = c.get(f"/api/jobs/{job['id']}").json()
+        statuses = [json.loads(e["data"]) for e in events if e["event"] == "status"]
+        assert [s["status"] for s in statuses] == ["queued", "running", "succeeded"]
+        assert after["status"] == "succeeded", after
+        [attempt] = after["attempts"]
+        assert attempt["outcome"] == "succeeded"
+        assert attempt["worker"] == statuses[1]["worker"] == after["worker"]

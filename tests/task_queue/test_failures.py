@@ -3,11 +3,15 @@ timeouts. Each test states the guarantee it shows."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import select
 
+from task_queue.ledger import create_sync_engine
+from task_queue.store import Attempt, Job
 from tests.support import wait_for
 from tests.task_queue.conftest import ADMIN, Stack, assert_problem
 
@@ -107,3 +111,73 @@ def test_a_job_never_stays_running_after_its_worker_died(two_workers: Stack) -> 
     assert two_workers.job(job["id"])["attempts"][0]["outcome"] == "lost"
     two_workers.workers.remove(victim)
     two_workers.start_worker(concurrency=1)
+
+
+def _batch(stack: Stack, n: int) -> list[str]:
+    ids = []
+    with stack.http as c:
+        for size in [500] * (n // 500) + ([n % 500] if n % 500 else []):
+            body = {"jobs": [{"type": "noop"}] * size}
+            resp = c.post("/api/jobs/batch", json=body, headers=ADMIN)
+            assert resp.status_code == 202, resp.text
+            ids += [job["id"] for job in resp.json()["jobs"]]
+    return ids
+
+
+def _history(stack: Stack, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Each job's status and its attempts' outcomes, read from SQL (thousands of jobs)."""
+    engine = create_sync_engine(stack.env["TASK_QUEUE_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            statuses = dict(conn.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all())
+            outcomes: dict[str, list[str]] = {job_id: [] for job_id in ids}
+            query = select(Attempt.job_id, Attempt.outcome).where(Attempt.job_id.in_(ids))
+            for job_id, outcome in conn.execute(query.order_by(Attempt.number)):
+                outcomes[job_id].append(outcome)
+    finally:
+        engine.dispose()
+    return {job_id: (statuses[job_id], outcomes[job_id]) for job_id in ids}
+
+
+def _succeeded(stack: Stack, ids: list[str]) -> int:
+    return sum(status == "succeeded" for status, _ in _history(stack, ids).values())
+
+
+def test_kill_9_among_quick_jobs_loses_none(two_workers: Stack) -> None:
+    """Quick jobs reach SQL in batches after they ran: a worker killed with some claimed
+    or ended but not yet recorded loses none of them. The reaper finds those claims in
+    Redis, records each as a lost attempt, and the job runs again."""
+    ids = _batch(two_workers, 2000)
+    wait_for(lambda: _succeeded(two_workers, ids) >= 100, timeout=30)
+    victim = two_workers.workers[0]
+    victim.kill()
+    two_workers.workers.remove(victim)
+    two_workers.start_worker(concurrency=1)
+    wait_for(lambda: _succeeded(two_workers, ids) == len(ids), timeout=90, interval=0.5)
+    for job_id, (_, outcomes) in _history(two_workers, ids).items():
+        assert outcomes in (["succeeded"], ["lost", "succeeded"]), (job_id, outcomes)
+
+
+def test_a_warm_shutdown_records_what_its_workers_ran(two_workers: Stack) -> None:
+    """Stopping workers (SIGTERM) mid-batch: each pool process writes its pending finishes
+    as it leaves, so no job is left for the reaper to call lost."""
+    ids = _batch(two_workers, 3000)
+    wait_for(lambda: _succeeded(two_workers, ids) >= 100, timeout=30)
+    logs = [w.log_path for w in two_workers.workers]
+    stopping = [threading.Thread(target=w.stop) for w in two_workers.workers]
+    for thread in stopping:
+        thread.start()
+    for thread in stopping:
+        thread.join()
+    two_workers.workers.clear()
+    said = "".join(path.read_text() for path in logs)
+    assert said.count('"recorder_flushed"') == 2, said[-3000:]  # each pool process, leaving
+    time.sleep(2 + 1.5)  # past the heartbeat timeout: the reaper would have acted by now
+    history = _history(two_workers, ids)
+    ran = [job_id for job_id, (_, outcomes) in history.items() if outcomes]
+    assert 100 <= len(ran) < len(ids), len(ran)  # stopped mid-batch
+    for job_id, seen in history.items():
+        assert seen in (("succeeded", ["succeeded"]), ("queued", [])), (job_id, seen)
+    two_workers.start_worker(concurrency=1)
+    two_workers.start_worker(concurrency=1)
+    wait_for(lambda: _succeeded(two_workers, ids) == len(ids), timeout=90, interval=0.5)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import random
 import time
 
+import redis as sync_redis
+
 from common.celery import create_celery
 from common.migrations import upgrade_url
 from task_queue.dispatch import MIGRATIONS, Dispatcher
 from task_queue.ledger import Ledger, create_sync_engine
+from task_queue.live import Live
 from task_queue.scheduler import Scheduler
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus
@@ -70,4 +73,64 @@ def test_a_lost_job_is_retried_on_its_types_backoff(database_url: str, redis_url
     assert jobs[default].status == JobStatus.RETRYING
     assert abs(delays[default] - 0.8) < 1e-6  # attempt 3: min(10, 0.2 * 4)
     assert jobs[last].status == JobStatus.DEAD  # attempt 2 of max_retries 1: none left
+    engine.dispose()
+
+
+def test_a_claim_sql_never_heard_of_is_reaped_once_its_worker_is_gone(
+    database_url: str, redis_url: str
+) -> None:
+    """A worker that claimed a job in Redis and died before telling SQL (within 0.1 s of
+    the claim): the reaper records the attempt it lost and retries the job, or buries it."""
+    settings = TaskQueueSettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        backoff_base_seconds=0.2,
+        backoff_cap_seconds=10,
+        heartbeat_timeout_seconds=2,
+    )
+    upgrade_url(database_url, MIGRATIONS)
+    engine = create_sync_engine(database_url)
+    ledger = Ledger(engine)
+    live = Live(sync_redis.Redis.from_url(redis_url))
+    dispatcher = Dispatcher(create_celery(settings, name="task_queue"), settings)
+    scheduler = Scheduler(settings, ledger, dispatcher, live=live)
+    scheduler.rng = Longest()
+
+    def claimed(*, earlier_attempts: int, max_retries: int = 4) -> str:
+        job = job_row(
+            type="sleep",
+            args={},
+            queue="default",
+            status=JobStatus.QUEUED,
+            max_retries=max_retries,
+            timeout_seconds=600,
+            dispatch=1,
+            attempts_count=earlier_attempts,
+        )
+        with ledger.sessions.begin() as s:
+            s.add(job)
+        assert live.claim(job.id, 1, "gone@host/7") is not None
+        return job.id
+
+    retried = claimed(earlier_attempts=1)
+    buried = claimed(earlier_attempts=1, max_retries=1)
+    scheduler.tick(time.time() + 1)  # not yet: 1 s is within the timeout
+    with ledger.sessions() as s:
+        assert s.get_one(Job, retried).status == JobStatus.QUEUED
+    now = time.time() + 3
+    scheduler.tick(now)
+
+    with ledger.sessions() as s:
+        jobs = {job_id: s.get_one(Job, job_id) for job_id in (retried, buried)}
+        attempts = {
+            job_id: [(a.number, a.worker, a.outcome) for a in job.attempts]
+            for job_id, job in jobs.items()
+        }
+    assert jobs[retried].status == JobStatus.RETRYING
+    assert abs((jobs[retried].run_at or 0) - now - 0.4) < 1e-6  # attempt 2: 0.2 * 2
+    assert attempts[retried] == [(2, "gone@host/7", "lost")]
+    assert jobs[retried].attempts_count == 2
+    assert jobs[buried].status == JobStatus.DEAD
+    assert attempts[buried] == [(2, "gone@host/7", "lost")]
+    assert live.unrecorded(before=now + 10) == []  # each reaped once
     engine.dispose()
