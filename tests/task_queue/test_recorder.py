@@ -133,8 +133,8 @@ def test_the_recorder_publishes_events_after_its_commit(database_url: str, redis
     assert done.wait(10)
     assert seen == jobs and all(in_sql_when_published)
     wait_for(lambda: redis.xlen(events.stream_key(jobs[-1])) == 1, 5)
-    entry = redis.xrange(events.stream_key(jobs[0]))[0][1]
-    assert json.loads(entry[b"data"]) == final
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = redis.xrange(events.stream_key(jobs[0]))  # type: ignore[assignment]
+    assert json.loads(entries[0][1][b"data"]) == final
     assert live.unrecorded(before=time.time() + 10) == []
     assert int(redis.hget(events.PROCESSED_KEY, "node-a") or 0) == len(jobs)
     ledger.engine.dispose()
