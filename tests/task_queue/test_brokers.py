@@ -98,3 +98,26 @@ def test_a_worker_that_lost_its_broker_is_reported_not_consuming(
         assert wait_for(lambda: state() == (True, True), 60)
     finally:
         broker.stop()
+
+
+@pytest.mark.timeout(300)
+def test_with_its_redis_down_workers_claim_and_record_in_sql(
+    stack_factory: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The Redis of claims and events goes away while the broker (a server of its own, as
+    RabbitMQ would be) holds jobs: they still run once each, claimed and recorded in SQL.
+    (Sending needs that Redis: Celery's result backend lives there.)"""
+    own = RedisProcess(data_dir=tmp_path_factory.mktemp("own"), appendonly=True).start()
+    broker = RedisProcess(data_dir=tmp_path_factory.mktemp("broker"), appendonly=True).start()
+    try:
+        s = stack_factory(redis_url=own.url, broker_url=broker.url)
+        waiting = [s.submit("add", {"value": i})["id"] for i in range(3)]  # in the broker
+        own.stop()
+        worker = s.start_worker(concurrency=1)
+        for i, job_id in enumerate(waiting):
+            job = s.wait(job_id, timeout=60)
+            assert (job["status"], job["result"], len(job["attempts"])) == ("succeeded", i, 1)
+        assert worker.log_path.read_text().count('"claim_in_sql"') == len(waiting)
+    finally:
+        own.stop()
+        broker.stop()
