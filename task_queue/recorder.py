@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from redis import Redis as SyncRedis
 from sqlalchemy import Engine, Float, String, Text, bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from common.redis import REDIS_DOWN
 from task_queue import events
@@ -174,11 +175,19 @@ class Recorder:
             return
         try:
             taken = record(self.engine, batch)
-        except Exception as exc:  # the database blinked: keep them for the next round
+        except DBAPIError as exc:  # the database blinked: keep them for the next round
             log.warning("record_failed", jobs=len(batch), error=str(exc))
             with self._ready:
                 self._pending[:0] = batch
             time.sleep(1)
+            return
+        except Exception as exc:  # one of them cannot be stored (its result, say): alone, each
+            if len(batch) == 1:
+                # Left in tq:unrecorded: the reaper retries it as lost, then buries it.
+                log.error("finish_not_recordable", job_id=batch[0].job_id, error=str(exc))
+                return
+            for finish in batch:
+                self._write([finish])
             return
         self._published(batch, taken)
         self.on_recorded(taken)

@@ -277,30 +277,35 @@ class Runner:
             self._beat_thread.start()
 
     def _beat(self) -> None:
-        """One thread per pool process: the running job's SQL heartbeats, and its `running`
-        event once it has run for ANNOUNCE_AFTER_SECONDS."""
+        """One thread per pool process: the running job's SQL heartbeats, its record as
+        running and its `running` event once it has run for ANNOUNCE_AFTER_SECONDS."""
         tick = min(self.settings.heartbeat_seconds, ANNOUNCE_AFTER_SECONDS)
         while True:
             time.sleep(tick)
-            now = time.monotonic()
-            with self._lock:
-                running = self._current
-                if running is None:
-                    continue
-                if now - running.started >= ANNOUNCE_AFTER_SECONDS and not running.recorded:
-                    self._record_running(running)
-                if not running.announced and now - running.started >= ANNOUNCE_AFTER_SECONDS:
-                    events.publish_all_sync(
-                        self.redis, running.claim.job_id, self._unannounced(running)
-                    )
-                if now < running.next_beat:
-                    continue
-                running.next_beat = now + self.settings.heartbeat_seconds
-            claim = running.claim
+            claim = self.beat_once(time.monotonic())
+            if claim is None:
+                continue
             try:
                 self.ledger.heartbeat(claim.job_id, claim.dispatch)
             except Exception as exc:  # the database blinked: the next beat tries again
                 log.warning("heartbeat_failed", job_id=claim.job_id, error=str(exc))
+
+    def beat_once(self, now: float) -> Claim | None:
+        """One beat at `now` (time.monotonic()); returns the claim whose heartbeat is due."""
+        with self._lock:
+            running = self._current
+            if running is None or now - running.started < ANNOUNCE_AFTER_SECONDS:
+                return None
+            if not (running.recorded or running.ended):  # ended: the recorder has it
+                self._record_running(running)
+            if not running.announced:
+                events.publish_all_sync(
+                    self.redis, running.claim.job_id, self._unannounced(running)
+                )
+            if now < running.next_beat:
+                return None
+            running.next_beat = now + self.settings.heartbeat_seconds
+            return running.claim
 
     def _execute(self, claim: Claim) -> None:
         job_type = self.registry.get(claim.type)

@@ -154,3 +154,23 @@ def test_flush_writes_what_is_pending_at_once(database_url: str, redis_url: str)
         assert [s.get_one(Job, job_id).status for job_id in jobs] == ["succeeded"] * 3
     assert recorder.flush() == 0
     ledger.engine.dispose()
+
+
+def test_a_finish_that_cannot_be_stored_does_not_hold_up_the_others(
+    database_url: str, redis_url: str
+) -> None:
+    """A result SQL cannot hold (not JSON) fails its own record, not its batch's: the others
+    are written; it stays unrecorded, for the reaper to retry as lost."""
+    ledger = _ledger(database_url)
+    redis = sync_redis.Redis.from_url(redis_url)
+    recorder = Recorder(ledger.engine, redis, on_recorded=lambda _: None, interval=60)
+    good, bad, also_good = _queued(ledger), _queued(ledger), _queued(ledger)
+    recorder.put(_finish(good))
+    recorder.put(_finish(bad, result={"a set": {1, 2}}))
+    recorder.put(_finish(also_good))
+    recorder.flush()
+    with ledger.sessions() as s:
+        statuses = [s.get_one(Job, job_id).status for job_id in (good, bad, also_good)]
+    assert statuses == ["succeeded", "queued", "succeeded"]
+    assert recorder.flush() == 0  # nothing kept to block the next batches
+    ledger.engine.dispose()
