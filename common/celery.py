@@ -76,6 +76,11 @@ def create_celery(
             # Unacknowledged messages come back after this long (Redis only): a job that
             # runs longer than this is delivered twice. Keep ETAs well below it.
             "visibility_timeout": visibility_timeout,
+            # ...and are looked for this often, by every worker (kombu's default: about every
+            # 100 s), so a message a killed worker had taken but not started waits at most
+            # the timeout plus this.
+            "unacked_restore_interval": min(10.0, visibility_timeout),
+            "unacked_restore_throttle": 1,
             # Redis emulates priorities with one list per step, polled in order.
             "queue_order_strategy": "priority",
             "priority_steps": list(range(10)),

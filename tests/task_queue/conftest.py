@@ -47,7 +47,8 @@ class Stack:
         worker = CeleryWorker(
             [],
             {**self.env, **env},
-            log_path=self.tmp / f"worker{len(self.workers)}.log",
+            # Numbered by every worker started so far: a replacement gets a file of its own.
+            log_path=self.tmp / f"worker{len(list(self.tmp.glob('worker*.log')))}.log",
             broker_url={**self.env, **env}["TASK_QUEUE_BROKER_URL"],
             concurrency=concurrency,
             queues=queues or ["default", "cpu", "io"],
