@@ -255,6 +255,28 @@ class Ledger:
             )
             return [Due(*row) for row in rows]
 
+    def unclaimed(self, sent_before: float, limit: int = 500) -> list[Job]:
+        """Jobs still `queued` from a send before `sent_before`: no worker took them."""
+        with self.sessions() as s:
+            query = select(Job).where(Job.status == JobStatus.QUEUED, Job.queued_at < sent_before)
+            return list(s.scalars(query.order_by(Job.queued_at).limit(limit)))
+
+    def resent(self, job: Job, now: float) -> bool:
+        """Note a second message for the same dispatch, unless the job moved meanwhile (or
+        another scheduler sent it first)."""
+        with self.sessions.begin() as s:
+            done = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.status == JobStatus.QUEUED,
+                    Job.dispatch == job.dispatch,
+                    Job.queued_at == job.queued_at,
+                )
+                .values(queued_at=now)
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
     def requeue(self, due: Due) -> Job | None:
         """Move a waiting job to `queued` with the next dispatch number, unless another
         scheduler did first; returns the job to send."""

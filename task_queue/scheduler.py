@@ -5,7 +5,12 @@ Every `scheduler_interval_seconds` it
    ETA, so nothing outlives Redis's visibility timeout and runs twice);
 2. fires due schedules (cron or every N seconds): each firing is one job whose idempotency
    key names the slot, so two schedulers firing the same slot create one job;
-3. reaps jobs whose worker stopped heartbeating: the attempt is closed as `lost` and the
+3. sends again a job still `queued` a visibility timeout after its message was sent: the
+   broker lost it (kombu's Redis transport does, for a worker killed between taking a
+   message and noting it unacknowledged). Same dispatch number: whichever copy a worker
+   claims first runs, the other finds it claimed; a job merely far back in a long queue
+   keeps its place;
+4. reaps jobs whose worker stopped heartbeating: the attempt is closed as `lost` and the
    job retried (or dead when its retries are spent). A job claimed in Redis whose worker
    died before SQL heard of it (`tq:unrecorded`) is reaped the same way.
 Several schedulers may run at once: each step is a conditional UPDATE that only one wins.
@@ -91,6 +96,10 @@ class Scheduler:
             if job is not None:
                 log.info("schedule_fired", schedule_id=schedule.id, job_id=job.id)
                 sent += self._send(Due(job.id, JobStatus.SCHEDULED, 0))
+        for job in self.ledger.unclaimed(now - self.settings.visibility_timeout_seconds):
+            if self.ledger.resent(job, now):
+                log.warning("job_sent_again", job_id=job.id, dispatch=job.dispatch)
+                self.dispatcher.send_job(job)
         for lost in self.ledger.lost(now, self.settings.heartbeat_timeout_seconds):
             self._reap(lost, now)
         if self.live is not None:

@@ -8,6 +8,7 @@ group steps is incremented inside a transaction, so exactly one worker starts th
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from task_queue.dispatch import Dispatcher
@@ -43,6 +44,7 @@ def start_step(
         workflow_id=workflow_id,
         step=step,
         dispatch=1,
+        queued_at=time.time(),
     )
     dispatcher.send_job(job)
 

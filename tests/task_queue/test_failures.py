@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from task_queue.ledger import create_sync_engine
-from task_queue.store import Attempt, Job
+from task_queue.store import Attempt, Job, job_row
 from tests.support import wait_for
 from tests.task_queue.conftest import ADMIN, Stack, assert_problem
 
@@ -174,6 +175,31 @@ def test_kill_9_among_quick_jobs_loses_none(quick_jobs: Stack) -> None:
         raise AssertionError(f"{len(left)} jobs not done: {list(left.items())[:5]}") from None
     for job_id, (_, outcomes) in _history(two_workers, ids).items():
         assert outcomes in (["succeeded"], ["lost", "succeeded"]), (job_id, outcomes)
+
+
+def test_a_job_whose_message_the_broker_lost_is_sent_again(quick_jobs: Stack) -> None:
+    """A job `queued` in SQL with no message anywhere (as when a worker is killed between
+    taking a message from Redis and noting it unacknowledged): a visibility timeout after
+    its send, the scheduler sends it again, and it runs once."""
+    engine = create_sync_engine(quick_jobs.env["TASK_QUEUE_DATABASE_URL"])
+    job = job_row(
+        type="add",
+        args={"value": 5},
+        queue="default",
+        status="queued",
+        max_retries=0,
+        timeout_seconds=60,
+        dispatch=1,
+        queued_at=time.time() - 3,  # sent 3 s ago; the timeout is 5 s
+    )
+    job_id = job.id
+    with Session(engine) as s, s.begin():
+        s.add(job)
+    engine.dispose()
+    time.sleep(1)
+    assert quick_jobs.job(job_id)["status"] == "queued"  # not before the timeout
+    done = quick_jobs.wait(job_id, timeout=30)
+    assert (done["status"], done["result"], len(done["attempts"])) == ("succeeded", 5, 1)
 
 
 def test_a_warm_shutdown_records_what_its_workers_ran(quick_jobs: Stack) -> None:
