@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -204,8 +205,8 @@ class Recorder:
                     pipe.xadd(key, fields, maxlen=events.MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
                 pipe.expire(key, events.TTL_SECONDS)
             pipe.zrem(UNRECORDED_KEY, *(member(f.job_id, f.dispatch) for f in batch))
-            for finish in batch:
-                pipe.hincrby(events.PROCESSED_KEY, finish.worker.split("/")[0], 1)
+            for node, count in Counter(f.worker.split("/")[0] for f in batch).items():
+                pipe.hincrby(events.PROCESSED_KEY, node, count)
             pipe.execute()
         except REDIS_DOWN as exc:
             log.warning("events_not_published", jobs=len(batch), error=str(exc))

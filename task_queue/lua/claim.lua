@@ -6,9 +6,8 @@
 -- ARGV[1] dispatch; ARGV[2] worker; ARGV[3] job id; ARGV[4] the hash's lifetime (seconds)
 -- Returns the claim time (Redis TIME, seconds, as a string) or false.
 local dispatch = tonumber(ARGV[1])
-local claimed = tonumber(redis.call('HGET', KEYS[1], 'claimed') or '0')
-local cancelled = tonumber(redis.call('HGET', KEYS[1], 'cancelled') or '0')
-if claimed >= dispatch or cancelled >= dispatch then
+local marks = redis.call('HMGET', KEYS[1], 'claimed', 'cancelled')
+if tonumber(marks[1] or '0') >= dispatch or tonumber(marks[2] or '0') >= dispatch then
   return false
 end
 local t = redis.call('TIME')
