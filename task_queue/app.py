@@ -12,14 +12,13 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from common.app import build_app
-from common.celery import create_celery
 from common.db import create_engine, session_factory
 from common.health import HealthChecks
 from common.migrations import upgrade
 from common.redis import create_redis
 from task_queue import monitor
 from task_queue.api import api
-from task_queue.dispatch import MIGRATIONS, Dispatcher
+from task_queue.dispatch import MIGRATIONS, Dispatcher, celery_app
 from task_queue.errors import (
     BadCursor,
     InvalidJob,
@@ -63,15 +62,13 @@ def create_app(settings: TaskQueueSettings) -> FastAPI:
         engine = create_engine(settings.database(), timeout=settings.sql_timeout)
         await upgrade(engine, MIGRATIONS)  # under a lock: instances starting together are safe
         redis = create_redis(redis_url, timeout=2.0)
-        celery_app = create_celery(
-            settings, name="task_queue", visibility_timeout=settings.visibility_timeout_seconds
-        )
+        celery = celery_app(settings)
         app.state.redis = redis
         app.state.metrics = metrics
         app.state.jobs = JobService(
             settings=settings,
             sessions=session_factory(engine),
-            dispatcher=Dispatcher(celery_app, settings),
+            dispatcher=Dispatcher(celery, settings),
             redis=redis,
             registry=job_registry,
         )
@@ -91,7 +88,7 @@ def create_app(settings: TaskQueueSettings) -> FastAPI:
         try:
             yield
         finally:
-            celery_app.close()
+            celery.close()
             await redis.aclose()
             await engine.dispose()
 

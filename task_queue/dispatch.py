@@ -13,10 +13,23 @@ from typing import Any, Protocol
 
 from celery import Celery
 
+from common.celery import create_celery
 from task_queue.settings import TaskQueueSettings
 
 TASK_NAME = "task_queue.run"
 MIGRATIONS = "task_queue.migrations"  # the schema's Alembic revisions
+
+
+def celery_app(settings: TaskQueueSettings) -> Celery:
+    """The queue's Celery app (API, scheduler, workers alike), with no result backend: SQL
+    holds results, and a backend would subscribe to every sent task's result (two Redis
+    commands per send) and make sending depend on that Redis being up."""
+    return create_celery(
+        settings,
+        name="task_queue",
+        visibility_timeout=settings.visibility_timeout_seconds,
+        result_backend=None,
+    )
 
 
 def task_id(job_id: str, dispatch: int) -> str:
@@ -79,6 +92,9 @@ class Dispatcher:
         self.app.send_task(
             TASK_NAME,
             args=[job_id, dispatch, type, spec],
+            # What logs and monitors show of the message (else the repr of all its args).
+            argsrepr=repr([job_id, dispatch, type]),
+            kwargsrepr="{}",
             queue=queue,
             routing_key=queue,
             priority=broker_priority(priority, self.broker_url),

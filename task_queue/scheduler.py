@@ -28,12 +28,11 @@ import redis as sync_redis
 import structlog
 from croniter import croniter
 
-from common.celery import create_celery
 from common.logging import configure_logging
 from common.migrations import upgrade_url
 from common.redis import REDIS_DOWN
 from common.redis_server import ensure_shared_redis
-from task_queue.dispatch import MIGRATIONS, Dispatcher
+from task_queue.dispatch import MIGRATIONS, Dispatcher, celery_app
 from task_queue.jobtypes import Registry
 from task_queue.jobtypes import registry as job_registry
 from task_queue.ledger import Due, Ledger, create_sync_engine
@@ -172,7 +171,7 @@ def main() -> None:
     configure_logging("task_queue-scheduler", settings.log_level, settings.log_format)
     upgrade_url(settings.database(), MIGRATIONS)  # the scheduler may start before the API
     engine = create_sync_engine(settings.database())
-    app = create_celery(settings, name="task_queue")
+    app = celery_app(settings)
     redis = sync_redis.Redis.from_url(settings.redis_url, socket_timeout=2)
     live = Live(redis)
     scheduler = Scheduler(settings, Ledger(engine), Dispatcher(app, settings), live=live)

@@ -20,10 +20,9 @@ from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
 from prometheus_client import CollectorRegistry
 
-from common.celery import create_celery
 from rate_limiter import Limit, SyncRateLimiter, SyncRedisBackend
 from task_queue import events
-from task_queue.dispatch import TASK_NAME, Dispatcher
+from task_queue.dispatch import TASK_NAME, Dispatcher, celery_app
 from task_queue.jobtypes import registry
 from task_queue.ledger import Ledger, create_sync_engine
 from task_queue.live import Live
@@ -59,9 +58,7 @@ def _rate_limit(settings: TaskQueueSettings, redis: sync_redis.Redis) -> Any:
 
 
 def create_worker_app(settings: TaskQueueSettings) -> Celery:
-    app = create_celery(
-        settings, name="task_queue", visibility_timeout=settings.visibility_timeout_seconds
-    )
+    app = celery_app(settings)
     state: dict[str, Any] = {}
     metrics = WorkerMetrics(CollectorRegistry())  # exported by serve_worker_metrics
 

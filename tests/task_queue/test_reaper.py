@@ -8,9 +8,8 @@ import time
 
 import redis as sync_redis
 
-from common.celery import create_celery
 from common.migrations import upgrade_url
-from task_queue.dispatch import MIGRATIONS, Dispatcher
+from task_queue.dispatch import MIGRATIONS, Dispatcher, celery_app
 from task_queue.ledger import Ledger, create_sync_engine
 from task_queue.live import Live
 from task_queue.scheduler import Scheduler
@@ -37,7 +36,7 @@ def test_a_lost_job_is_retried_on_its_types_backoff(database_url: str, redis_url
     upgrade_url(database_url, MIGRATIONS)
     engine = create_sync_engine(database_url)
     ledger = Ledger(engine)
-    dispatcher = Dispatcher(create_celery(settings, name="task_queue"), settings)
+    dispatcher = Dispatcher(celery_app(settings), settings)
     scheduler = Scheduler(settings, ledger, dispatcher)
     scheduler.rng = Longest()
 
@@ -92,7 +91,7 @@ def test_a_claim_sql_never_heard_of_is_reaped_once_its_worker_is_gone(
     engine = create_sync_engine(database_url)
     ledger = Ledger(engine)
     live = Live(sync_redis.Redis.from_url(redis_url))
-    dispatcher = Dispatcher(create_celery(settings, name="task_queue"), settings)
+    dispatcher = Dispatcher(celery_app(settings), settings)
     scheduler = Scheduler(settings, ledger, dispatcher, live=live)
     scheduler.rng = Longest()
 

@@ -7,9 +7,8 @@ import time
 
 import redis as sync_redis
 
-from common.celery import create_celery
 from common.migrations import upgrade_url
-from task_queue.dispatch import MIGRATIONS, Dispatcher, spec
+from task_queue.dispatch import MIGRATIONS, Dispatcher, celery_app, spec
 from task_queue.jobtypes import registry
 from task_queue.ledger import Ledger, create_sync_engine
 from task_queue.live import Live
@@ -28,7 +27,7 @@ def _runner(database_url: str, redis_url: str) -> Runner:
         ledger=Ledger(create_sync_engine(database_url)),
         registry=registry,
         redis=redis,
-        dispatcher=Dispatcher(create_celery(settings, name="task_queue"), settings),
+        dispatcher=Dispatcher(celery_app(settings), settings),
         rate_limit=lambda _: 0.0,
         live=Live(redis),
     )
