@@ -21,13 +21,14 @@ from common.celery_workers import CeleryWorker
 from common.redis_cluster_server import RedisClusterProcess
 from common.redis_server import RedisProcess
 from tests.browser import browsers
-from tests.support import Databases, ServiceProcess
+from tests.support import Databases, RabbitVhost, ServiceProcess
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
 # The xdist group of every module with a test on RabbitMQ: its queues (the task queue's
-# "default", "cpu", "io") and Celery's broadcast exchanges are shared by all on the vhost of
-# `TEST_AMQP_URL`, so two such modules must never run at once.
+# "default", "cpu", "io") and Celery's broadcast exchanges are shared by all on one vhost,
+# so two such modules must never run at once. (With `rabbitmqctl` each session has a vhost
+# of its own, `amqp_url`; the group is what keeps them apart where it cannot be made.)
 RABBITMQ_GROUP = "rabbitmq"
 
 
@@ -181,15 +182,25 @@ def _broker_params() -> list[str]:
     return ["redis", "amqp"] if TEST_AMQP_URL else ["redis"]
 
 
-@pytest.fixture(params=_broker_params())
-def broker_url(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
-    """The Celery broker under test: the test Redis, and RabbitMQ too when `TEST_AMQP_URL`
-    is set (a private vhost-free run: its queues are purged before the test)."""
-    if request.param == "redis":
-        yield redis_url
-        return
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """`TEST_AMQP_URL` on a vhost of this session's own (each xdist worker is a session),
+    deleted at the end, when `rabbitmqctl` can make one (a RabbitMQ on this machine, as on
+    CI); else `TEST_AMQP_URL` as it is, where the `rabbitmq` group keeps this run's modules
+    apart (but not another run's on the same server)."""
     assert TEST_AMQP_URL
-    yield TEST_AMQP_URL
+    vhost = RabbitVhost(TEST_AMQP_URL)
+    yield vhost.create() or TEST_AMQP_URL
+    vhost.delete()
+
+
+@pytest.fixture(params=_broker_params())
+def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The Celery broker under test: the test Redis, and RabbitMQ too when `TEST_AMQP_URL`
+    is set (`amqp_url`: the session's own vhost; each test's queue names are its own)."""
+    if request.param == "redis":
+        return redis_url
+    return str(request.getfixturevalue("amqp_url"))
 
 
 @pytest.fixture
