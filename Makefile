@@ -9,6 +9,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SERVICES := url_shortener rate_limiter task_queue chat notifications
 PYTEST_ARGS ?=
+# `make test TEST_WORKERS=3` runs the tests on 3 pytest-xdist workers: the suite waits on
+# processes, sockets and timers far more than it computes (tests/conftest.py keeps each module,
+# and everything on RabbitMQ, on one worker). Serial (0) by default until a quiet-machine
+# run shows the parallel suite as steady as the serial one (CONTRIBUTING.md, "Tests").
+TEST_WORKERS ?= 0
 LOAD_USERS ?= 50
 LOAD_TIME ?= 30s
 
@@ -38,8 +43,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-test: install ## Run the whole test suite (real Redis, SQLite, and PostgreSQL if TEST_DATABASE_URL is set)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install ## Run the whole test suite on TEST_WORKERS workers (real Redis, SQLite, PostgreSQL if TEST_DATABASE_URL is set)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 fuzz: install ## The contract test with many more examples per operation, from a random seed
 	CONTRACT_EXAMPLES=$${CONTRACT_EXAMPLES:-300} CONTRACT_SEED=$${CONTRACT_SEED-} CONTRACT_TIMEOUT=$${CONTRACT_TIMEOUT:-1800} \

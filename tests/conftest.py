@@ -1,5 +1,11 @@
 """Real parts for every test: a private redis-server per session, SQL on SQLite and (when
-`TEST_DATABASE_URL` is set) PostgreSQL, and real service processes on free ports."""
+`TEST_DATABASE_URL` is set) PostgreSQL, and real service processes on free ports.
+
+`make test` runs the tests on several pytest-xdist workers (`--dist loadgroup`); each worker
+is a session of its own, so each has its own redis-server, Redis Cluster and temporary
+folders, and every SQL database is a file or schema of its own. What the workers do share is
+placed by `pytest_collection_modifyitems` below: a module's tests stay on one worker, and
+every module that runs on RabbitMQ (one vhost for all) on the same one."""
 
 from __future__ import annotations
 
@@ -15,9 +21,48 @@ from common.celery_workers import CeleryWorker
 from common.redis_cluster_server import RedisClusterProcess
 from common.redis_server import RedisProcess
 from tests.browser import browsers
-from tests.support import Databases, ServiceProcess
+from tests.support import Databases, RabbitVhost, ServiceProcess
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+
+# The xdist group of every module with a test on RabbitMQ: its queues (the task queue's
+# "default", "cpu", "io") and Celery's broadcast exchanges are shared by all on one vhost,
+# so two such modules must never run at once. (With `rabbitmqctl` each session has a vhost
+# of its own, `amqp_url`; the group is what keeps them apart where it cannot be made.)
+RABBITMQ_GROUP = "rabbitmq"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Place the tests for `--dist loadgroup` (make test; a serial run ignores the marks).
+    A test that takes a module-scoped fixture (a module's stack, its databases) is grouped
+    with its module, so that fixture starts once, on one worker; every module that runs a
+    test on RabbitMQ (a parameter "amqp": `broker_url`, the task queue's broker stacks) is
+    one group, run on one worker module after module; any other test goes to whichever
+    worker is free. A test's own `xdist_group` mark wins."""
+    on_rabbitmq = {item.path for item in items if _runs_on_rabbitmq(item)}
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.path in on_rabbitmq:
+            item.add_marker(pytest.mark.xdist_group(RABBITMQ_GROUP))
+        elif _shares_module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def _runs_on_rabbitmq(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "amqp" in callspec.params.values()
+
+
+def _shares_module_fixtures(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        definition.scope in ("class", "module", "package")
+        for definitions in info.name2fixturedefs.values()
+        for definition in definitions
+    )
 
 
 @pytest.fixture(scope="session")
@@ -137,15 +182,25 @@ def _broker_params() -> list[str]:
     return ["redis", "amqp"] if TEST_AMQP_URL else ["redis"]
 
 
-@pytest.fixture(params=_broker_params())
-def broker_url(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
-    """The Celery broker under test: the test Redis, and RabbitMQ too when `TEST_AMQP_URL`
-    is set (a private vhost-free run: its queues are purged before the test)."""
-    if request.param == "redis":
-        yield redis_url
-        return
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """`TEST_AMQP_URL` on a vhost of this session's own (each xdist worker is a session),
+    deleted at the end, when `rabbitmqctl` can make one (a RabbitMQ on this machine, as on
+    CI); else `TEST_AMQP_URL` as it is, where the `rabbitmq` group keeps this run's modules
+    apart (but not another run's on the same server)."""
     assert TEST_AMQP_URL
-    yield TEST_AMQP_URL
+    vhost = RabbitVhost(TEST_AMQP_URL)
+    yield vhost.create() or TEST_AMQP_URL
+    vhost.delete()
+
+
+@pytest.fixture(params=_broker_params())
+def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The Celery broker under test: the test Redis, and RabbitMQ too when `TEST_AMQP_URL`
+    is set (`amqp_url`: the session's own vhost; each test's queue names are its own)."""
+    if request.param == "redis":
+        return redis_url
+    return str(request.getfixturevalue("amqp_url"))
 
 
 @pytest.fixture

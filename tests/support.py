@@ -4,10 +4,14 @@ ports, helper processes, and waiting for conditions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from common.processes import ROOT, ChildProcess, ServiceProcess, wait_for
 
@@ -18,6 +22,7 @@ __all__ = [
     "ChildProcess",
     "Databases",
     "ManualClock",
+    "RabbitVhost",
     "ServiceProcess",
     "migrations_match_models",
     "wait_for",
@@ -89,3 +94,43 @@ class Databases:
         with psycopg.connect(str(TEST_DATABASE_URL), autocommit=True) as conn:
             while self.schemas:
                 conn.execute(f'DROP SCHEMA "{self.schemas.pop()}" CASCADE')
+
+
+class RabbitVhost:
+    """A vhost of one's own on the RabbitMQ at `url` (`TEST_AMQP_URL`), made and deleted with
+    `rabbitmqctl`, so that no other test run on the same server (another worktree's, another
+    xdist worker's) shares its queues or Celery's broadcast exchanges. Only for a RabbitMQ on
+    this machine, where `rabbitmqctl` reaches it; elsewhere `url` is `None`."""
+
+    def __init__(self, url: str) -> None:
+        self.base = url
+        self.name = f"tests-{uuid.uuid4().hex[:12]}"
+        self.url: str | None = None
+
+    def create(self) -> str | None:
+        parts = urlsplit(self.base)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not shutil.which(
+            "rabbitmqctl"
+        ):
+            return None
+        user = unquote(parts.username or "guest")
+        try:
+            self._ctl("add_vhost", self.name)
+            self.url = urlunsplit(parts._replace(path="/" + quote(self.name, safe="")))
+            self._ctl("set_permissions", "-p", self.name, user, ".*", ".*", ".*")
+        except (OSError, subprocess.SubprocessError):
+            self.delete()
+            return None
+        return self.url
+
+    def delete(self) -> None:
+        if self.url is None:
+            return
+        self.url = None
+        # A vhost left behind holds no more than its empty queues.
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self._ctl("delete_vhost", self.name)
+
+    @staticmethod
+    def _ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=30)

@@ -39,8 +39,9 @@ def chat_env(redis_url: str, database_url: str, data_dir: Path, **env: str) -> d
 
 
 @pytest.fixture
-def chat(service_factory: Start, tmp_path: Path, database_url: str) -> Start:
-    """Start a real `python -m chat` on a free port; all of a test's share one database."""
+def chat(database_url: str, tmp_path: Path, service_factory: Start) -> Start:
+    """Start a real `python -m chat` on a free port; all of a test's share one database
+    (set up first, so it is dropped only after the servers have stopped)."""
 
     def start(redis_url: str, **env: str) -> ServiceProcess:
         return service_factory("chat", chat_env(redis_url, database_url, tmp_path / "data", **env))

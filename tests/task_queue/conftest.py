@@ -136,6 +136,7 @@ def stack_env(redis_url: str, database_url: str, broker_url: str, data_dir: Path
 
 @pytest.fixture(scope="module")
 def stack_factory(
+    request: pytest.FixtureRequest,
     redis_server: RedisProcess,
     module_databases: Databases,
     tmp_path_factory: pytest.TempPathFactory,
@@ -148,16 +149,21 @@ def stack_factory(
     def make(
         broker: str = "redis", redis_url: str | None = None, broker_url: str | None = None
     ) -> Stack:
-        """`broker`: "redis" or "amqp" (TEST_AMQP_URL); `redis_url`: a Redis of the test's
-        own (failure tests stop it), else a fresh database of the session's server;
-        `broker_url`: a broker of the test's own (else the Redis, or RabbitMQ)."""
+        """`broker`: "redis" or "amqp" (`amqp_url`: TEST_AMQP_URL, on the session's own
+        vhost when one can be made); `redis_url`: a Redis of the test's own (failure tests
+        stop it), else a fresh database of the session's server; `broker_url`: a broker of
+        the test's own (else the Redis, or RabbitMQ)."""
         tmp = tmp_path_factory.mktemp("tq")
         if redis_url is None:
             redis_url = f"redis://127.0.0.1:{redis_server.port}/{1 + len(stacks)}"
             with sync_redis.Redis.from_url(redis_url) as r:
                 r.flushdb()  # what an earlier module left behind
         if broker_url is None:
-            broker_url = TEST_AMQP_URL if broker == "amqp" and TEST_AMQP_URL else redis_url
+            broker_url = (
+                str(request.getfixturevalue("amqp_url"))
+                if broker == "amqp" and TEST_AMQP_URL
+                else redis_url
+            )
         env = stack_env(redis_url, module_databases.new("tq"), broker_url, tmp)
         # Generous start-up: the machine running the suite may be busy.
         api = ServiceProcess("task_queue", env, log_path=tmp / "api.log").start(timeout=90)

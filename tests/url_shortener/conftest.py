@@ -84,9 +84,11 @@ def _process_env(redis_url: str, database_url: str, tmp_path: Path) -> dict[str,
 
 @pytest.fixture
 def shortener(
-    service_factory: Callable[..., ServiceProcess], tmp_path: Path, database_url: str
+    database_url: str, tmp_path: Path, service_factory: Callable[..., ServiceProcess]
 ) -> Callable[..., ServiceProcess]:
-    """Start a real `python -m url_shortener` on a free port, sharing one SQL database."""
+    """Start a real `python -m url_shortener` on a free port, sharing one SQL database.
+    (The database is set up first, so it is dropped only after the servers have stopped: a
+    server still writing visits would deadlock PostgreSQL's DROP SCHEMA.)"""
 
     def start(redis_url: str, **env: str) -> ServiceProcess:
         base = _process_env(redis_url, database_url, tmp_path)
