@@ -52,13 +52,15 @@ _RUNNING_JOB = (
     Job.dispatch == bindparam("b_dispatch"),
     Job.status == JobStatus.RUNNING,
 )
+# A job still waiting at this dispatch: what a claim takes, and what the recorder writes to.
+QUEUED_AT_DISPATCH = (
+    Job.id == bindparam("b_job"),
+    Job.dispatch == bindparam("b_dispatch"),
+    Job.status == JobStatus.QUEUED,
+)
 _CLAIM = (
     update(Job)
-    .where(
-        Job.id == bindparam("b_job"),
-        Job.dispatch == bindparam("b_dispatch"),
-        Job.status == JobStatus.QUEUED,
-    )
+    .where(*QUEUED_AT_DISPATCH)
     .values(
         status=JobStatus.RUNNING,
         worker=bindparam("b_worker"),

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from common.redis import REDIS_DOWN
 from task_queue import events
+from task_queue.ledger import QUEUED_AT_DISPATCH
 from task_queue.live import UNRECORDED_KEY, member
 from task_queue.states import JobStatus, Outcome
 from task_queue.store import Attempt, Job
@@ -70,11 +71,7 @@ class Finish:
 # keeps what the API or the reaper wrote.
 _FINISH = (
     update(Job)
-    .where(
-        Job.id == bindparam("b_job"),
-        Job.dispatch == bindparam("b_dispatch"),
-        Job.status == JobStatus.QUEUED,
-    )
+    .where(*QUEUED_AT_DISPATCH)
     .values(
         status=bindparam("b_status"),
         worker=bindparam("b_worker"),

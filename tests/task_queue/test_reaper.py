@@ -15,7 +15,8 @@ from task_queue.live import Live
 from task_queue.scheduler import Scheduler
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus
-from task_queue.store import Job, job_row
+from task_queue.store import Job
+from tests.task_queue.factories import queued_job
 
 
 class Longest(random.Random):
@@ -25,7 +26,8 @@ class Longest(random.Random):
         return b
 
 
-def test_a_lost_job_is_retried_on_its_types_backoff(database_url: str, redis_url: str) -> None:
+def _scheduler(database_url: str, redis_url: str, live: Live | None = None) -> Scheduler:
+    """A scheduler whose backoff draws are exact (base 0.2 s, cap 10 s; lost after 2 s)."""
     settings = TaskQueueSettings(
         database_url=database_url,
         redis_url=redis_url,
@@ -34,26 +36,21 @@ def test_a_lost_job_is_retried_on_its_types_backoff(database_url: str, redis_url
         heartbeat_timeout_seconds=2,
     )
     upgrade_url(database_url, MIGRATIONS)
-    engine = create_sync_engine(database_url)
-    ledger = Ledger(engine)
-    dispatcher = Dispatcher(celery_app(settings), settings)
-    scheduler = Scheduler(settings, ledger, dispatcher)
+    ledger = Ledger(create_sync_engine(database_url))
+    scheduler = Scheduler(settings, ledger, Dispatcher(celery_app(settings), settings), live=live)
     scheduler.rng = Longest()
+    return scheduler
+
+
+def test_a_lost_job_is_retried_on_its_types_backoff(database_url: str, redis_url: str) -> None:
+    scheduler = _scheduler(database_url, redis_url)
+    ledger = scheduler.ledger
 
     def running(type_name: str, *, earlier_attempts: int, max_retries: int = 4) -> str:
         """A job on its (earlier_attempts + 1)th attempt, claimed by a worker now gone."""
-        job = job_row(
-            type=type_name,
-            args={},
-            queue="default",
-            status=JobStatus.QUEUED,
-            max_retries=max_retries,
-            timeout_seconds=600,
-            dispatch=1,
-            attempts_count=earlier_attempts,
+        job = queued_job(
+            ledger, type_name, earlier_attempts=earlier_attempts, max_retries=max_retries
         )
-        with ledger.sessions.begin() as s:
-            s.add(job)
         assert ledger.claim(job.id, 1, "gone@host/1") is not None
         return job.id
 
@@ -72,7 +69,7 @@ def test_a_lost_job_is_retried_on_its_types_backoff(database_url: str, redis_url
     assert jobs[default].status == JobStatus.RETRYING
     assert abs(delays[default] - 0.8) < 1e-6  # attempt 3: min(10, 0.2 * 4)
     assert jobs[last].status == JobStatus.DEAD  # attempt 2 of max_retries 1: none left
-    engine.dispose()
+    ledger.engine.dispose()
 
 
 def test_a_claim_sql_never_heard_of_is_reaped_once_its_worker_is_gone(
@@ -80,34 +77,14 @@ def test_a_claim_sql_never_heard_of_is_reaped_once_its_worker_is_gone(
 ) -> None:
     """A worker that claimed a job in Redis and died before telling SQL (within 0.1 s of
     the claim): the reaper records the attempt it lost and retries the job, or buries it."""
-    settings = TaskQueueSettings(
-        database_url=database_url,
-        redis_url=redis_url,
-        backoff_base_seconds=0.2,
-        backoff_cap_seconds=10,
-        heartbeat_timeout_seconds=2,
-    )
-    upgrade_url(database_url, MIGRATIONS)
-    engine = create_sync_engine(database_url)
-    ledger = Ledger(engine)
     live = Live(sync_redis.Redis.from_url(redis_url))
-    dispatcher = Dispatcher(celery_app(settings), settings)
-    scheduler = Scheduler(settings, ledger, dispatcher, live=live)
-    scheduler.rng = Longest()
+    scheduler = _scheduler(database_url, redis_url, live)
+    ledger = scheduler.ledger
 
     def claimed(*, earlier_attempts: int, max_retries: int = 4) -> str:
-        job = job_row(
-            type="sleep",
-            args={},
-            queue="default",
-            status=JobStatus.QUEUED,
-            max_retries=max_retries,
-            timeout_seconds=600,
-            dispatch=1,
-            attempts_count=earlier_attempts,
+        job = queued_job(
+            ledger, "sleep", earlier_attempts=earlier_attempts, max_retries=max_retries
         )
-        with ledger.sessions.begin() as s:
-            s.add(job)
         assert live.claim(job.id, 1, "gone@host/7") is not None
         return job.id
 
@@ -132,4 +109,4 @@ def test_a_claim_sql_never_heard_of_is_reaped_once_its_worker_is_gone(
     assert jobs[buried].status == JobStatus.DEAD
     assert attempts[buried] == [(2, "gone@host/7", "lost")]
     assert live.unrecorded(before=now + 10) == []  # each reaped once
-    engine.dispose()
+    ledger.engine.dispose()

@@ -18,7 +18,8 @@ from task_queue.ledger import Ledger, create_sync_engine
 from task_queue.live import Live
 from task_queue.recorder import Finish, Recorder, record
 from task_queue.states import JobStatus, Outcome
-from task_queue.store import Job, job_row
+from task_queue.store import Job
+from tests.task_queue.factories import queued_job
 
 
 def _ledger(database_url: str) -> Ledger:
@@ -27,19 +28,7 @@ def _ledger(database_url: str) -> Ledger:
 
 
 def _queued(ledger: Ledger, *, earlier_attempts: int = 0) -> str:
-    job = job_row(
-        type="noop",
-        args={},
-        queue="default",
-        status=JobStatus.QUEUED,
-        max_retries=3,
-        timeout_seconds=60,
-        dispatch=1,
-        attempts_count=earlier_attempts,
-    )
-    with ledger.sessions.begin() as s:
-        s.add(job)
-    return job.id
+    return queued_job(ledger, earlier_attempts=earlier_attempts).id
 
 
 def _finish(job_id: str, status: JobStatus = JobStatus.SUCCEEDED, **fields: object) -> Finish:

@@ -15,7 +15,8 @@ from task_queue.live import Live
 from task_queue.runner import Runner, _Running
 from task_queue.settings import TaskQueueSettings
 from task_queue.states import JobStatus, Outcome
-from task_queue.store import Job, job_row
+from task_queue.store import Job
+from tests.task_queue.factories import queued_job
 
 
 def _runner(database_url: str, redis_url: str) -> Runner:
@@ -33,19 +34,8 @@ def _runner(database_url: str, redis_url: str) -> Runner:
     )
 
 
-def _queued(runner: Runner, type_name: str = "noop") -> Job:
-    job = job_row(
-        type=type_name,
-        args={},
-        queue="default",
-        status=JobStatus.QUEUED,
-        max_retries=0,
-        timeout_seconds=60,
-        dispatch=1,
-    )
-    with runner.ledger.sessions.begin() as s:
-        s.add(job)
-    return job
+def _queued(runner: Runner) -> Job:
+    return queued_job(runner.ledger, max_retries=0)
 
 
 def _in_sql(runner: Runner, job_id: str) -> tuple[str, list[str]]:
